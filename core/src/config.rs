@@ -1,0 +1,400 @@
+//! The one TOML config file the three binaries share.
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default), and secrets are
+//! wrapped in [`Secret`] so that `Debug` output and logs never show them.
+
+use crate::event::{validate_host, validate_jail};
+use crate::subject::validate_prefix;
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Where the config is read from when neither `--config` nor the environment names a file.
+pub const DEFAULT_PATH: &str = "/etc/shared-f2b/config.toml";
+/// The environment variable naming the config file.
+pub const ENV_VAR: &str = "SHARED_F2B_CONFIG";
+
+/// Why the config could not be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config file {path}: {what}")]
+    Invalid { path: PathBuf, what: String },
+}
+
+/// A string that is never shown in `Debug` output.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for handing to the NATS client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"********\"")
+    }
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This host's name, the origin of the events it publishes.
+    #[serde(default = "hostname")]
+    pub host_id: String,
+    #[serde(default)]
+    pub nats: NatsConfig,
+    #[serde(default)]
+    pub publisher: PublisherConfig,
+    #[serde(default)]
+    pub subscriber: SubscriberConfig,
+    #[serde(default)]
+    pub archiver: ArchiverConfig,
+}
+
+/// `[nats]`: how to reach the broker and where the events live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    pub servers: Vec<String>,
+    pub subject_prefix: String,
+    pub stream: String,
+    #[serde(with = "humantime_serde")]
+    pub stream_max_age: Duration,
+    pub stream_replicas: usize,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub token: Option<Secret>,
+    pub nkey_seed_file: Option<PathBuf>,
+    pub creds_file: Option<PathBuf>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            servers: vec!["nats://127.0.0.1:4222".into()],
+            subject_prefix: "f2b".into(),
+            stream: "F2B_EVENTS".into(),
+            stream_max_age: Duration::from_secs(7 * 24 * 3600),
+            stream_replicas: 1,
+            user: None,
+            password: None,
+            token: None,
+            nkey_seed_file: None,
+            creds_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+/// `[publisher]`: the one-shot command run by the Fail2Ban action.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublisherConfig {
+    pub spool_dir: PathBuf,
+    /// How long to wait for the server (connect, then the JetStream ack) before spooling.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long one action run may spend sending older spooled events before its own.
+    #[serde(with = "humantime_serde")]
+    pub spool_send_limit: Duration,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        PublisherConfig {
+            spool_dir: "/var/lib/shared-f2b/spool".into(),
+            timeout: Duration::from_secs(2),
+            spool_send_limit: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How the subscriber hands a remote ban to the local Fail2Ban.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplyMode {
+    /// `set <jail> attempt`: the local jail's ignoreip/maxretry/findtime decide.
+    Attempt,
+    /// `set <jail> banip`: banned at once.
+    Ban,
+    /// A line in `log_file` for a jail with the shipped filter.
+    Log,
+}
+
+/// `[subscriber]`: the per-host daemon that applies remote bans.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscriberConfig {
+    pub fail2ban_socket: PathBuf,
+    pub jails: Vec<String>,
+    pub apply: ApplyMode,
+    pub target_jail: String,
+    pub jail_map: BTreeMap<String, String>,
+    pub log_file: PathBuf,
+    pub allowlist: Vec<IpNet>,
+    pub include_own: bool,
+    pub state_dir: PathBuf,
+}
+
+impl Default for SubscriberConfig {
+    fn default() -> Self {
+        SubscriberConfig {
+            fail2ban_socket: "/var/run/fail2ban/fail2ban.sock".into(),
+            jails: vec!["*".into()],
+            apply: ApplyMode::Attempt,
+            target_jail: "shared".into(),
+            jail_map: BTreeMap::new(),
+            log_file: "/var/log/shared-f2b.log".into(),
+            allowlist: ["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10"]
+                .iter()
+                .map(|n| n.parse().expect("valid default"))
+                .collect(),
+            include_own: false,
+            state_dir: "/var/lib/shared-f2b".into(),
+        }
+    }
+}
+
+impl SubscriberConfig {
+    /// The local jail a remote jail's bans go into.
+    pub fn local_jail(&self, remote_jail: &str) -> &str {
+        self.jail_map
+            .get(remote_jail)
+            .map(String::as_str)
+            .unwrap_or(&self.target_jail)
+    }
+
+    /// Whether `jail` receives remote bans (and so must never publish).
+    pub fn is_target_jail(&self, jail: &str) -> bool {
+        self.target_jail == jail || self.jail_map.values().any(|j| j == jail)
+    }
+}
+
+/// `[archiver]`: the database writer and replay service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiverConfig {
+    pub database_url: Secret,
+    pub archiver_consumer: String,
+    #[serde(with = "humantime_serde")]
+    pub retention: Option<Duration>,
+}
+
+impl Default for ArchiverConfig {
+    fn default() -> Self {
+        ArchiverConfig {
+            database_url: Secret("sqlite:///var/lib/shared-f2b/archive.db".into()),
+            archiver_consumer: "archiver".into(),
+            retention: None,
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The config path to use: the flag, else the environment, else the default.
+pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(ENV_VAR).map(PathBuf::from))
+        .unwrap_or_else(|| DEFAULT_PATH.into())
+}
+
+impl Config {
+    /// Reads, parses and checks the config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            ConfigError::Invalid { what, .. } => ConfigError::Invalid {
+                path: path.to_owned(),
+                what,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and checks config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        config.check().map_err(|what| ConfigError::Invalid {
+            path: PathBuf::new(),
+            what,
+        })?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.host_id.is_empty() {
+            return Err("host_id is not set and the hostname could not be read".into());
+        }
+        validate_host(&self.host_id).map_err(|e| format!("host_id: {e}"))?;
+        let nats = &self.nats;
+        validate_prefix(&nats.subject_prefix).map_err(|e| format!("nats.subject_prefix: {e}"))?;
+        if nats.servers.is_empty() {
+            return Err("nats.servers: list at least one server URL".into());
+        }
+        let stream_ok = !nats.stream.is_empty()
+            && nats
+                .stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !stream_ok {
+            return Err(format!(
+                "nats.stream {:?}: use letters, digits, '_' and '-'",
+                nats.stream
+            ));
+        }
+        if nats.stream_max_age.is_zero() {
+            return Err("nats.stream_max_age must be longer than 0s".into());
+        }
+        if nats.user.is_some() != nats.password.is_some() {
+            return Err("nats.user and nats.password go together: set both or neither".into());
+        }
+        if nats.tls_cert_file.is_some() != nats.tls_key_file.is_some() {
+            return Err(
+                "nats.tls_cert_file and nats.tls_key_file go together: set both or neither".into(),
+            );
+        }
+        let methods = [
+            nats.user.is_some(),
+            nats.token.is_some(),
+            nats.nkey_seed_file.is_some(),
+            nats.creds_file.is_some(),
+        ];
+        if methods.iter().filter(|m| **m).count() > 1 {
+            return Err(
+                "nats: choose one of user+password, token, nkey_seed_file or creds_file".into(),
+            );
+        }
+        if self.publisher.timeout.is_zero() {
+            return Err("publisher.timeout must be longer than 0s".into());
+        }
+        let sub = &self.subscriber;
+        for jail in &sub.jails {
+            if jail != "*" {
+                validate_jail(jail).map_err(|e| format!("subscriber.jails: {e}"))?;
+            }
+        }
+        validate_jail(&sub.target_jail).map_err(|e| format!("subscriber.target_jail: {e}"))?;
+        for (remote, local) in &sub.jail_map {
+            validate_jail(remote).map_err(|e| format!("subscriber.jail_map: {e}"))?;
+            validate_jail(local).map_err(|e| format!("subscriber.jail_map: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let c = Config::parse("host_id = \"alice\"").unwrap();
+        assert_eq!(c.nats.servers, ["nats://127.0.0.1:4222"]);
+        assert_eq!(c.nats.subject_prefix, "f2b");
+        assert_eq!(c.nats.stream, "F2B_EVENTS");
+        assert_eq!(c.nats.stream_max_age, Duration::from_secs(604_800));
+        assert_eq!(c.publisher.timeout, Duration::from_secs(2));
+        assert_eq!(c.subscriber.apply, ApplyMode::Attempt);
+        assert_eq!(c.subscriber.target_jail, "shared");
+        assert!(!c.subscriber.include_own);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        for (text, key) in [
+            ("host_id = \"a\"\nhots = 1", "hots"),
+            ("[nats]\nserver = []", "server"),
+            ("[publisher]\nspool = \"/x\"", "spool"),
+            ("[subscriber]\napply_mode = \"ban\"", "apply_mode"),
+        ] {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let c = Config::parse(
+            "host_id = \"a\"\n[nats]\nuser = \"u\"\npassword = \"hunter2\"\n[archiver]\ndatabase_url = \"mysql://u:pw@db/x\"",
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("pw@db"),
+            "{shown}"
+        );
+        assert_eq!(c.nats.password.unwrap().expose(), "hunter2");
+    }
+
+    #[test]
+    fn invalid_values_are_explained() {
+        for (text, needle) in [
+            ("host_id = \"a b\"", "host_id"),
+            ("[nats]\nsubject_prefix = \"f2b.>\"", "subject_prefix"),
+            ("[nats]\nstream = \"a.b\"", "nats.stream"),
+            ("[nats]\nuser = \"u\"", "password"),
+            ("[nats]\ntoken = \"t\"\ncreds_file = \"/c\"", "choose one"),
+            ("[publisher]\ntimeout = \"soon\"", "timeout"),
+            ("[subscriber]\napply = \"nuke\"", "apply"),
+            ("[subscriber]\ntarget_jail = \"a.b\"", "target_jail"),
+            ("[subscriber]\nallowlist = [\"10.0.0.0/33\"]", "allowlist"),
+        ] {
+            let full = if text.starts_with("host_id") {
+                text.to_owned()
+            } else {
+                format!("host_id = \"h\"\n{text}")
+            };
+            let err = Config::parse(&full).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn target_jails_are_known() {
+        let c = Config::parse(
+            "host_id = \"a\"\n[subscriber]\ntarget_jail = \"shared\"\n[subscriber.jail_map]\nsshd = \"shared-ssh\"",
+        )
+        .unwrap();
+        assert!(c.subscriber.is_target_jail("shared"));
+        assert!(c.subscriber.is_target_jail("shared-ssh"));
+        assert!(!c.subscriber.is_target_jail("sshd"));
+        assert_eq!(c.subscriber.local_jail("sshd"), "shared-ssh");
+        assert_eq!(c.subscriber.local_jail("nginx"), "shared");
+    }
+}

@@ -1,0 +1,354 @@
+//! The wire event: versioned JSON describing one ban or unban by one host.
+//!
+//! Everything that crosses the wire goes through [`Event::decode`] / [`Event::encode`], so the
+//! checks that keep a malformed or spoofed event from banning the wrong address live here once.
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+use uuid::Uuid;
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Larger payloads are refused unread: a real event is about 250 bytes.
+pub const MAX_PAYLOAD: usize = 4096;
+/// Longest jail name accepted.
+pub const MAX_JAIL_LEN: usize = 64;
+/// Longest host id accepted (a fully qualified domain name).
+pub const MAX_HOST_LEN: usize = 253;
+/// Bantime that means "forever", as in Fail2Ban.
+pub const PERMANENT: i64 = -1;
+
+/// Ban or unban.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Ban,
+    Unban,
+}
+
+impl Action {
+    /// The word used in subjects and payloads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Ban => "ban",
+            Action::Unban => "unban",
+        }
+    }
+}
+
+/// One ban or unban, as published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub v: u32,
+    pub id: Uuid,
+    pub origin: String,
+    pub jail: String,
+    pub ip: IpAddr,
+    pub action: Action,
+    #[serde(with = "rfc3339")]
+    pub time: SystemTime,
+    pub bantime: i64,
+    pub failures: u32,
+}
+
+/// Why an event or one of its fields was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum EventError {
+    #[error("invalid IP address {0:?}: expected an IPv4 or IPv6 address without prefix or zone")]
+    BadIp(String),
+    #[error(
+        "invalid jail name {0:?}: use 1-{MAX_JAIL_LEN} letters, digits, '_' or '-' (no dots, spaces or wildcards)"
+    )]
+    BadJail(String),
+    #[error("invalid host id {0:?}: use 1-{MAX_HOST_LEN} printable characters without whitespace")]
+    BadHost(String),
+    #[error("invalid bantime {0}: expected seconds >= 0, or -1 for permanent")]
+    BadBantime(i64),
+    #[error("invalid time {0}: expected seconds since the Unix epoch")]
+    BadTime(String),
+    #[error("payload of {0} bytes exceeds the {MAX_PAYLOAD}-byte limit")]
+    Oversize(usize),
+    #[error("unsupported schema version {0} (this build understands {SCHEMA_VERSION})")]
+    Version(u32),
+    #[error("malformed event: {0}")]
+    Malformed(String),
+}
+
+impl EventError {
+    /// A short, stable name for counting rejections by reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EventError::BadIp(_) => "bad_ip",
+            EventError::BadJail(_) => "bad_jail",
+            EventError::BadHost(_) => "bad_host",
+            EventError::BadBantime(_) => "bad_bantime",
+            EventError::BadTime(_) => "bad_time",
+            EventError::Oversize(_) => "oversize",
+            EventError::Version(_) => "version",
+            EventError::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// Parses an address as Fail2Ban hands it over, normalising `::ffff:a.b.c.d` to `a.b.c.d`.
+pub fn parse_ip(text: &str) -> Result<IpAddr, EventError> {
+    text.parse::<IpAddr>()
+        .map(|ip| ip.to_canonical())
+        .map_err(|_| EventError::BadIp(text.to_owned()))
+}
+
+/// Checks a jail name.
+pub fn validate_jail(jail: &str) -> Result<(), EventError> {
+    let ok = !jail.is_empty()
+        && jail.len() <= MAX_JAIL_LEN
+        && jail
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(EventError::BadJail(jail.to_owned()))
+    }
+}
+
+/// Checks a host id (the origin of events).
+pub fn validate_host(host: &str) -> Result<(), EventError> {
+    let ok = !host.is_empty()
+        && host.len() <= MAX_HOST_LEN
+        && host.chars().all(|c| !c.is_whitespace() && !c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(EventError::BadHost(host.to_owned()))
+    }
+}
+
+/// Checks a bantime in seconds.
+pub fn validate_bantime(bantime: i64) -> Result<(), EventError> {
+    if bantime >= PERMANENT {
+        Ok(())
+    } else {
+        Err(EventError::BadBantime(bantime))
+    }
+}
+
+/// Parses Fail2Ban's `<time>` tag (seconds since the epoch, possibly fractional).
+pub fn parse_epoch(text: &str) -> Result<SystemTime, EventError> {
+    let bad = || EventError::BadTime(text.to_owned());
+    let secs: f64 = text.trim().parse().map_err(|_| bad())?;
+    // Up to the year 9999: anything later is an error, not a time.
+    if !secs.is_finite() || !(0.0..253_402_300_800.0).contains(&secs) {
+        return Err(bad());
+    }
+    Ok(UNIX_EPOCH + Duration::from_secs_f64(secs))
+}
+
+/// The wire carries milliseconds; an event must equal its own decoded form.
+fn truncate_to_millis(t: SystemTime) -> SystemTime {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => UNIX_EPOCH + Duration::from_millis(d.as_millis() as u64),
+        Err(_) => t,
+    }
+}
+
+impl Event {
+    /// Builds a new event with a fresh time-ordered id, validating every field.
+    pub fn new(
+        action: Action,
+        origin: &str,
+        jail: &str,
+        ip: IpAddr,
+        time: SystemTime,
+        bantime: i64,
+        failures: u32,
+    ) -> Result<Event, EventError> {
+        let event = Event {
+            v: SCHEMA_VERSION,
+            id: Uuid::now_v7(),
+            origin: origin.to_owned(),
+            jail: jail.to_owned(),
+            ip: ip.to_canonical(),
+            action,
+            time: truncate_to_millis(time),
+            bantime,
+            failures,
+        };
+        event.validate()?;
+        Ok(event)
+    }
+
+    /// Checks every field; a decoded event is only used after this passed.
+    pub fn validate(&self) -> Result<(), EventError> {
+        if self.v != SCHEMA_VERSION {
+            return Err(EventError::Version(self.v));
+        }
+        validate_host(&self.origin)?;
+        validate_jail(&self.jail)?;
+        validate_bantime(self.bantime)?;
+        Ok(())
+    }
+
+    /// When the ban ends, or `None` for a permanent ban.
+    pub fn expires(&self) -> Option<SystemTime> {
+        (self.bantime != PERMANENT).then(|| self.time + Duration::from_secs(self.bantime as u64))
+    }
+
+    /// Whether the ban is over at `now` (a permanent ban never is).
+    pub fn expired_at(&self, now: SystemTime) -> bool {
+        self.expires().is_some_and(|end| end <= now)
+    }
+
+    /// The JSON payload.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an event always serialises")
+    }
+
+    /// Parses and validates a payload; unknown fields are ignored.
+    pub fn decode(payload: &[u8]) -> Result<Event, EventError> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(EventError::Oversize(payload.len()));
+        }
+        #[derive(Deserialize)]
+        struct Version {
+            v: u32,
+        }
+        let version: Version = serde_json::from_slice(payload)
+            .map_err(|e| EventError::Malformed(format!("no schema version: {e}")))?;
+        if version.v != SCHEMA_VERSION {
+            return Err(EventError::Version(version.v));
+        }
+        let mut event: Event =
+            serde_json::from_slice(payload).map_err(|e| EventError::Malformed(e.to_string()))?;
+        event.ip = event.ip.to_canonical();
+        event.validate()?;
+        Ok(event)
+    }
+}
+
+/// RFC 3339 UTC timestamps with milliseconds, as `serde(with)`.
+mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&text)
+            .map_err(|e| D::Error::custom(format!("time {text:?}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        Event::new(
+            Action::Ban,
+            "alice",
+            "sshd",
+            parse_ip("192.0.2.7").unwrap(),
+            UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            600,
+            5,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn round_trips_with_the_documented_fields() {
+        let e = sample();
+        let json: serde_json::Value = serde_json::from_slice(&e.encode()).unwrap();
+        assert_eq!(json["v"], 1);
+        assert_eq!(json["ip"], "192.0.2.7");
+        assert_eq!(json["action"], "ban");
+        assert_eq!(json["time"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(Event::decode(&e.encode()).unwrap(), e);
+    }
+
+    #[test]
+    fn ips_are_normalised_and_checked() {
+        assert_eq!(parse_ip("::ffff:10.1.2.3").unwrap().to_string(), "10.1.2.3");
+        assert_eq!(
+            parse_ip("2001:DB8::0:1").unwrap().to_string(),
+            "2001:db8::1"
+        );
+        for bad in [
+            "",
+            "not-an-ip",
+            "1.2.3",
+            "1.2.3.4/24",
+            "fe80::1%eth0",
+            "01.2.3.4",
+            "1.2.3.4 ",
+            "256.1.1.1",
+        ] {
+            assert!(parse_ip(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_jail("nginx-http_auth").is_ok());
+        for bad in ["", "a.b", "my jail", "f2b.>", "*", "x".repeat(65).as_str()] {
+            assert!(validate_jail(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_host("bob.example.org").is_ok());
+        for bad in ["", "a b", "a\0b", "a\nb"] {
+            assert!(validate_host(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bad_payloads_are_refused_with_a_reason() {
+        let good = String::from_utf8(sample().encode()).unwrap();
+        let cases = [
+            ("{", "malformed"),
+            ("{\"v\":2}", "version"),
+            (&good.replace("192.0.2.7", "999.0.0.1"), "malformed"),
+            (&good.replace("\"sshd\"", "\"a.b\""), "bad_jail"),
+            (&good.replace("600", "-5"), "bad_bantime"),
+        ];
+        for (payload, reason) in cases {
+            let err = Event::decode(payload.as_bytes()).unwrap_err();
+            assert_eq!(err.reason(), reason, "{payload}: {err}");
+        }
+        let big = format!("{}{}", good, " ".repeat(MAX_PAYLOAD));
+        assert_eq!(
+            Event::decode(big.as_bytes()).unwrap_err().reason(),
+            "oversize"
+        );
+        let extra = good.replacen('{', "{\"future\":true,", 1);
+        assert!(Event::decode(extra.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn mapped_ipv6_in_a_payload_is_normalised() {
+        let good = String::from_utf8(sample().encode()).unwrap();
+        let mapped = good.replace("192.0.2.7", "::ffff:192.0.2.7");
+        assert_eq!(
+            Event::decode(mapped.as_bytes()).unwrap().ip.to_string(),
+            "192.0.2.7"
+        );
+    }
+
+    #[test]
+    fn epochs_and_expiry() {
+        assert!(parse_epoch("1700000000.25").is_ok());
+        for bad in ["", "x", "-1", "inf", "NaN", "1e30"] {
+            assert!(parse_epoch(bad).is_err(), "{bad:?}");
+        }
+        let e = sample();
+        assert!(e.expired_at(SystemTime::now()));
+        let forever = Event {
+            bantime: PERMANENT,
+            ..e
+        };
+        assert!(!forever.expired_at(SystemTime::now()));
+    }
+}

@@ -1,0 +1,16 @@
+//! What the Shared Fail2Ban binaries share: the event schema, subject naming, the config file,
+//! the NATS connection, publishing with acks, and the local spool.
+//!
+//! An event's path through this crate: [`event`] (build and check) → [`subject`] (where it goes)
+//! → [`publish`] (send, wait for the ack) or [`spool`] (keep it until the server is back).
+
+pub mod config;
+pub mod event;
+pub mod nats;
+pub mod publish;
+pub mod spool;
+pub mod subject;
+pub mod telemetry;
+
+pub use config::Config;
+pub use event::{Action, Event};

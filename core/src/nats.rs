@@ -1,0 +1,147 @@
+//! Connecting to NATS with the configured auth and TLS, and the stream the events live in.
+
+use crate::config::NatsConfig;
+use async_nats::jetstream::{self, stream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why the connection could not be made.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    #[error("cannot read NATS credentials {path}: {source}")]
+    Credentials {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to NATS at {servers}: {source}")]
+    Connect {
+        servers: String,
+        source: async_nats::ConnectError,
+    },
+}
+
+/// How long-lived the connection is meant to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// A one-shot command: fail fast, never retry the first connect.
+    OneShot,
+    /// A daemon: retry the first connect and reconnect forever.
+    Daemon,
+}
+
+/// The last error the server sent on this connection (e.g. a permissions violation), which
+/// async-nats reports only through its event callback.
+#[derive(Debug, Clone, Default)]
+pub struct ServerErrors(Arc<Mutex<Option<String>>>);
+
+impl ServerErrors {
+    fn record(&self, message: String) {
+        *self.0.lock().expect("not poisoned") = Some(message);
+    }
+
+    /// Takes the last recorded server error, if any.
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().expect("not poisoned").take()
+    }
+}
+
+/// An open connection plus what the server said on it.
+pub struct Connection {
+    pub client: async_nats::Client,
+    pub server_errors: ServerErrors,
+}
+
+/// Connects to the configured servers, as `host_id`, with auth and TLS from the config.
+pub async fn connect(
+    nats: &NatsConfig,
+    host_id: &str,
+    timeout: Duration,
+    lifetime: Lifetime,
+) -> Result<Connection, ConnectError> {
+    let server_errors = ServerErrors::default();
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(format!("shared-f2b {host_id}"))
+        .connection_timeout(timeout)
+        .request_timeout(Some(timeout));
+    if let (Some(user), Some(password)) = (&nats.user, &nats.password) {
+        opts = opts.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    if let Some(token) = &nats.token {
+        opts = opts.token(token.expose().to_owned());
+    }
+    if let Some(path) = &nats.nkey_seed_file {
+        let seed = std::fs::read_to_string(path).map_err(|source| ConnectError::Credentials {
+            path: path.clone(),
+            source,
+        })?;
+        opts = opts.nkey(seed.trim().to_owned());
+    }
+    if let Some(path) = &nats.creds_file {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|source| ConnectError::Credentials {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    if let Some(ca) = &nats.tls_ca_file {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&nats.tls_cert_file, &nats.tls_key_file) {
+        opts = opts
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    let recorder = server_errors.clone();
+    opts = opts.event_callback(move |event| {
+        let recorder = recorder.clone();
+        async move {
+            match event {
+                async_nats::Event::ServerError(err) => {
+                    tracing::warn!(error = %err, "NATS server error");
+                    recorder.record(err.to_string());
+                }
+                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        }
+    });
+    if lifetime == Lifetime::Daemon {
+        opts = opts.retry_on_initial_connect().max_reconnects(None);
+    }
+    let client = opts
+        .connect(nats.servers.as_slice())
+        .await
+        .map_err(|source| ConnectError::Connect {
+            servers: nats.servers.join(","),
+            source,
+        })?;
+    Ok(Connection {
+        client,
+        server_errors,
+    })
+}
+
+/// A JetStream context whose API requests and publish acks wait at most `timeout`.
+pub fn jetstream(client: async_nats::Client, timeout: Duration) -> jetstream::Context {
+    jetstream::context::ContextBuilder::new()
+        .timeout(timeout)
+        .build(client)
+}
+
+/// The stream as this product creates it: every ban and unban under the prefix, on disk.
+pub fn stream_config(nats: &NatsConfig) -> stream::Config {
+    stream::Config {
+        name: nats.stream.clone(),
+        subjects: crate::subject::stream_subjects(&nats.subject_prefix),
+        storage: stream::StorageType::File,
+        max_age: nats.stream_max_age,
+        num_replicas: nats.stream_replicas,
+        // The duplicate window may not exceed the max age.
+        duplicate_window: nats.stream_max_age.min(Duration::from_secs(120)),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,129 @@
+//! `ban` / `unban`: turn the ticket Fail2Ban hands over into one event, then send or spool it.
+
+use crate::cli::EventArgs;
+use crate::outcome::Outcome;
+use shared_f2b::Config;
+use shared_f2b::event::{self, Action, Event, PERMANENT};
+use shared_f2b::nats::{self, Lifetime};
+use shared_f2b::publish::{SendError, Sender};
+use shared_f2b::spool::Spool;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Fail2Ban's own default bantime, used when `--bantime` is not given for a ban.
+const DEFAULT_BANTIME: i64 = 600;
+
+/// Validates the ticket, applies the skip rules, and publishes (or spools) the event.
+pub async fn run(config: &Config, action: Action, args: &EventArgs) -> Outcome {
+    let event = match build_event(config, action, args) {
+        Ok(Some(event)) => event,
+        Ok(None) => return Outcome::Done,
+        Err(why) => return Outcome::Usage(why),
+    };
+    let spool = Spool::new(&config.publisher.spool_dir);
+    let timeout = config.publisher.timeout;
+    let conn = match nats::connect(&config.nats, &config.host_id, timeout, Lifetime::OneShot).await
+    {
+        Ok(conn) => conn,
+        Err(e) => return keep(&spool, &event, &e.to_string()),
+    };
+    let sender = Sender::new(&conn, &config.nats, timeout);
+
+    // Older spooled events go first so that a ban and its unban keep their order.
+    let deadline = Instant::now() + config.publisher.spool_send_limit;
+    match spool.drain(&sender, deadline).await {
+        Ok(report) if report.remaining > 0 => {
+            return keep(
+                &spool,
+                &event,
+                &format!("{} older events still spooled", report.remaining),
+            );
+        }
+        Ok(report) if report.sent > 0 => tracing::info!(sent = report.sent, "sent spooled events"),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(spool = %spool.dir().display(), error = %e, "cannot read the spool")
+        }
+    }
+
+    match sender.send(&event).await {
+        Ok(()) => {
+            tracing::info!(id = %event.id, jail = %event.jail, ip = %event.ip,
+                action = action.as_str(), "published");
+            Outcome::Done
+        }
+        Err(SendError::Refused(reason)) => Outcome::Failed(format!(
+            "NATS refused {} of {} in jail {}: {reason}; check this host's publish permissions \
+             (host_id {:?})",
+            action.as_str(),
+            event.ip,
+            event.jail,
+            config.host_id
+        )),
+        Err(e) => keep(&spool, &event, &e.to_string()),
+    }
+}
+
+/// Builds the event, or `None` when the ticket is one that must not be published.
+fn build_event(config: &Config, action: Action, args: &EventArgs) -> Result<Option<Event>, String> {
+    let ip = event::parse_ip(&args.ip).map_err(|e| e.to_string())?;
+    event::validate_jail(&args.jail).map_err(|e| e.to_string())?;
+    let time = match &args.time {
+        Some(text) => event::parse_epoch(text).map_err(|e| e.to_string())?,
+        None => SystemTime::now(),
+    };
+    if let Some(bantime) = args.bantime {
+        event::validate_bantime(bantime).map_err(|e| e.to_string())?;
+    }
+    if args.restored == 1 {
+        tracing::info!(jail = %args.jail, %ip, "skipped: ban restored by Fail2Ban at start-up");
+        return Ok(None);
+    }
+    if config.subscriber.is_target_jail(&args.jail) {
+        tracing::info!(jail = %args.jail, %ip,
+            "skipped: this jail receives remote bans, so its bans are never re-published");
+        return Ok(None);
+    }
+    if action == Action::Unban && expired_naturally(time, args.bantime) {
+        tracing::info!(jail = %args.jail, %ip, "skipped: unban at the natural end of the ban");
+        return Ok(None);
+    }
+    let bantime = args.bantime.unwrap_or(DEFAULT_BANTIME);
+    Event::new(
+        action,
+        &config.host_id,
+        &args.jail,
+        ip,
+        time,
+        bantime,
+        args.failures,
+    )
+    .map(Some)
+    .map_err(|e| e.to_string())
+}
+
+/// An unban is natural when the ban had run its course; without a bantime it is a manual one.
+fn expired_naturally(time: SystemTime, bantime: Option<i64>) -> bool {
+    match bantime {
+        Some(secs) if secs != PERMANENT => {
+            time + Duration::from_secs(secs.max(0) as u64) <= SystemTime::now()
+        }
+        _ => false,
+    }
+}
+
+/// Keeps the event in the spool for a later run or the subscriber daemon.
+fn keep(spool: &Spool, event: &Event, why: &str) -> Outcome {
+    match spool.put(event) {
+        Ok(path) => {
+            tracing::warn!(id = %event.id, ip = %event.ip, reason = why, spooled = %path.display(),
+                "not sent now; spooled for later");
+            Outcome::Done
+        }
+        Err(e) => Outcome::Failed(format!(
+            "could not send {} of {} ({why}) and could not spool it in {}: {e}",
+            event.action.as_str(),
+            event.ip,
+            spool.dir().display()
+        )),
+    }
+}
