@@ -336,6 +336,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses_to_the_defaults() {
+        let text = include_str!("../../config.example.toml");
+        let example = Config::parse(&format!("host_id = \"a\"\n{text}")).unwrap();
+        let defaults = Config::parse("host_id = \"a\"").unwrap();
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         for (text, key) in [
             ("host_id = \"a\"\nhots = 1", "hots"),

@@ -81,10 +81,10 @@ impl Sender {
         let Err(err) = result else { return Ok(()) };
         // A publish the server refuses is never acked: the reason only arrives as a server
         // error on the connection, so look there before calling it a timeout.
-        if let Some(reason) = self.server_errors.take() {
-            if reason.to_lowercase().contains("permissions violation") {
-                return Err(SendError::Refused(reason));
-            }
+        if let Some(reason) = self.server_errors.take()
+            && reason.to_lowercase().contains("permissions violation")
+        {
+            return Err(SendError::Refused(reason));
         }
         Err(match err.kind() {
             PublishErrorKind::StreamNotFound => SendError::NoStream {

@@ -1,1 +1,3 @@
+//! Integration tests: the real binaries against real nats-server and fail2ban-server.
 
+mod publish;

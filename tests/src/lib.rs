@@ -1,1 +1,128 @@
+//! Test kit: real nats-server and fail2ban-server instances in temporary directories, the
+//! product's binaries, and waiting for what a user would see.
+//!
+//! Every test gets its own subject prefix and stream name ([`unique`]) so runs can share the
+//! machine's NATS server; tests that stop the broker start a private one ([`NatsServer`]).
 
+pub mod fail2ban;
+pub mod nats;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The machine's NATS server, shared by tests that do not need to stop it.
+pub const SHARED_NATS: &str = "nats://127.0.0.1:4222";
+
+/// A name no other test (or earlier run) uses: `<stem>_<pid>_<n>_<millis>`.
+pub fn unique(stem: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 1_000_000_000;
+    format!(
+        "{stem}_{}_{}_{millis}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Path of one of the workspace's binaries, built into the same `target/<profile>` as the
+/// running test (`target/<profile>/deps/<test>`) or benchmark (`target/<profile>/<bench>`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("own executable path");
+    let dir = exe.parent().expect("target layout");
+    let candidates = [
+        dir.join(name),
+        dir.parent().expect("target layout").join(name),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is missing next to {}: build with `cargo test --workspace` or \
+                 `cargo build --release --workspace`",
+                exe.display()
+            )
+        })
+}
+
+/// The repository root (for the shipped Fail2Ban files).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A config file for one host of a test, written into `dir`.
+pub struct HostConfig {
+    pub path: PathBuf,
+    pub spool_dir: PathBuf,
+}
+
+impl HostConfig {
+    /// Writes a config for `host` talking to `nats_url` with the test's prefix and stream;
+    /// `extra` is appended verbatim (more sections or keys).
+    pub fn write(
+        dir: &Path,
+        host: &str,
+        nats_url: &str,
+        prefix: &str,
+        stream: &str,
+        extra: &str,
+    ) -> HostConfig {
+        let spool_dir = dir.join(format!("spool-{host}"));
+        let path = dir.join(format!("{host}.toml"));
+        let text = format!(
+            "host_id = {host:?}\n\n[nats]\nservers = [{nats_url:?}]\nsubject_prefix = {prefix:?}\n\
+             stream = {stream:?}\nstream_max_age = \"1h\"\n\n[publisher]\nspool_dir = {:?}\n\
+             timeout = \"2s\"\n{extra}\n",
+            spool_dir.display().to_string()
+        );
+        std::fs::write(&path, text).expect("write config");
+        HostConfig { path, spool_dir }
+    }
+
+    /// Files waiting in this host's spool.
+    pub fn spooled(&self) -> usize {
+        std::fs::read_dir(&self.spool_dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}

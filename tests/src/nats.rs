@@ -1,0 +1,127 @@
+//! Private nats-server instances and reading what landed on a stream.
+
+use shared_f2b::Event;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A nats-server with JetStream on a free loopback port, killed on drop. Its store survives
+/// [`NatsServer::stop`] / [`NatsServer::start`], as a real restart would.
+pub struct NatsServer {
+    pub port: u16,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server whose store lives under `dir`.
+    pub fn start_in(dir: &Path) -> NatsServer {
+        let mut server = NatsServer {
+            port: crate::free_port(),
+            store: dir.join(format!("nats-store-{}", crate::unique("s"))),
+            child: None,
+        };
+        server.start();
+        server
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on its port and waits until it accepts connections.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs (Debian package nats-server)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("nats-server did not listen on {}", self.port);
+    }
+
+    /// Kills the server (as an outage would).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// Deletes a stream on the shared server when the test ends, pass or fail.
+pub struct StreamGuard {
+    pub url: String,
+    pub stream: String,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let (url, stream) = (self.url.clone(), self.stream.clone());
+        // Drop may run inside a runtime: delete from a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(client) = async_nats::connect(url).await {
+                    let _ = async_nats::jetstream::new(client)
+                        .delete_stream(&stream)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Every message in `stream`, in order, as (subject, decoded event).
+pub async fn read_stream(url: &str, stream: &str) -> Vec<(String, Event)> {
+    let Ok(client) = async_nats::connect(url).await else {
+        return Vec::new();
+    };
+    let js = async_nats::jetstream::new(client);
+    let Ok(mut s) = js.get_stream(stream).await else {
+        return Vec::new();
+    };
+    let Ok(info) = s.info().await else {
+        return Vec::new();
+    };
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    let mut out = Vec::new();
+    if info.state.messages == 0 {
+        return out;
+    }
+    for seq in first..=last {
+        if let Ok(msg) = s.get_raw_message(seq).await {
+            let event = Event::decode(&msg.payload).expect("stream holds valid events");
+            out.push((msg.subject.to_string(), event));
+        }
+    }
+    out
+}
