@@ -50,6 +50,9 @@ impl ServerErrors {
 pub struct Connection {
     pub client: async_nats::Client,
     pub server_errors: ServerErrors,
+    /// Signalled (one stored permit) each time the connection is (re)established, so daemons
+    /// can re-create what a restarted server forgot.
+    pub connected: Arc<tokio::sync::Notify>,
 }
 
 /// Connects to the configured servers, as `host_id`, with auth and TLS from the config.
@@ -95,8 +98,11 @@ pub async fn connect(
             .require_tls(true);
     }
     let recorder = server_errors.clone();
+    let connected = Arc::new(tokio::sync::Notify::new());
+    let on_connect = connected.clone();
     opts = opts.event_callback(move |event| {
         let recorder = recorder.clone();
+        let on_connect = on_connect.clone();
         async move {
             match event {
                 async_nats::Event::ServerError(err) => {
@@ -104,7 +110,10 @@ pub async fn connect(
                     recorder.record(err.to_string());
                 }
                 async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Connected => {
+                    tracing::info!("connected to NATS");
+                    on_connect.notify_one();
+                }
                 other => tracing::debug!(event = %other, "NATS event"),
             }
         }
@@ -122,6 +131,7 @@ pub async fn connect(
     Ok(Connection {
         client,
         server_errors,
+        connected,
     })
 }
 

@@ -35,6 +35,12 @@ impl Fail2Ban {
         let shipped = crate::repo_root().join("fail2ban");
         copy_tree(&shipped.join("action.d"), &conf.join("action.d"));
         copy_tree(&shipped.join("filter.d"), &conf.join("filter.d"));
+        // An action that does nothing, so tests and benchmarks measure Fail2Ban, not a firewall.
+        std::fs::write(
+            conf.join("action.d/noop.conf"),
+            "[Definition]\nactionstart =\nactionstop =\nactioncheck =\nactionban =\nactionunban =\n",
+        )
+        .unwrap();
         let socket = dir.join("f2b.sock");
         std::fs::write(
             conf.join("fail2ban.local"),
@@ -55,6 +61,11 @@ impl Fail2Ban {
         };
         server.launch();
         server
+    }
+
+    /// Starts the server again after [`Fail2Ban::stop`], with the same config.
+    pub fn restart(&self) {
+        self.launch();
     }
 
     fn launch(&self) {
@@ -119,10 +130,18 @@ impl Fail2Ban {
         std::fs::read_to_string(self.dir.join("f2b.log")).unwrap_or_default()
     }
 
-    /// Stops the server (kill by pidfile; it does not need to clean up in a sandbox).
+    /// Stops the server and waits until its socket is gone.
     pub fn stop(&self) {
-        if let Ok(pid) = std::fs::read_to_string(self.dir.join("f2b.pid")) {
+        if self.client(&["stop"]).is_none()
+            && let Ok(pid) = std::fs::read_to_string(self.dir.join("f2b.pid"))
+        {
             let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+        for _ in 0..250 {
+            if !self.socket.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

@@ -5,6 +5,7 @@
 //! machine's NATS server; tests that stop the broker start a private one ([`NatsServer`]).
 
 pub mod fail2ban;
+pub mod host;
 pub mod nats;
 
 use std::path::{Path, PathBuf};

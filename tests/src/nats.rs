@@ -125,3 +125,62 @@ pub async fn read_stream(url: &str, stream: &str) -> Vec<(String, Event)> {
     }
     out
 }
+
+/// Publishes events as their origins would (through the product's own sender, with acks).
+pub struct EventSender {
+    sender: shared_f2b::publish::Sender,
+    _conn: shared_f2b::nats::Connection,
+}
+
+impl EventSender {
+    /// Connects to `url` for a test's prefix and stream.
+    pub async fn connect(url: &str, prefix: &str, stream: &str) -> EventSender {
+        let nats = shared_f2b::config::NatsConfig {
+            servers: vec![url.to_owned()],
+            subject_prefix: prefix.to_owned(),
+            stream: stream.to_owned(),
+            stream_max_age: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let conn = shared_f2b::nats::connect(
+            &nats,
+            "test",
+            Duration::from_secs(5),
+            shared_f2b::nats::Lifetime::Daemon,
+        )
+        .await
+        .expect("connect");
+        let sender = shared_f2b::publish::Sender::new(&conn, &nats, Duration::from_secs(5));
+        EventSender {
+            sender,
+            _conn: conn,
+        }
+    }
+
+    /// Publishes one event and waits for its ack.
+    pub async fn send(&self, event: &Event) {
+        self.sender.send(event).await.expect("published");
+    }
+}
+
+/// A ban event from `origin` in jail `jail`, made now, for an hour.
+pub fn ban_event(origin: &str, jail: &str, ip: &str) -> Event {
+    Event::new(
+        shared_f2b::Action::Ban,
+        origin,
+        jail,
+        shared_f2b::event::parse_ip(ip).unwrap(),
+        std::time::SystemTime::now(),
+        3600,
+        3,
+    )
+    .unwrap()
+}
+
+/// An unban event from `origin` for a ban made now.
+pub fn unban_event(origin: &str, jail: &str, ip: &str) -> Event {
+    Event {
+        action: shared_f2b::Action::Unban,
+        ..ban_event(origin, jail, ip)
+    }
+}

@@ -1,0 +1,335 @@
+//! The subscriber daemon: follow the stream, filter, apply in batches, remember, repeat.
+
+use crate::apply::{Applier, ApplyError, Op};
+use crate::fail2ban::Fail2Ban;
+use crate::filter::{Filter, Verdict};
+use crate::follow::{Tagged, filter_subject, follow};
+use crate::state::State;
+use anyhow::Context;
+use futures::{FutureExt, StreamExt};
+use shared_f2b::config::Config;
+use shared_f2b::event::Action;
+use shared_f2b::nats::{self, Lifetime, stream_config};
+use shared_f2b::publish::Sender;
+use shared_f2b::spool::Spool;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// Most messages handled as one batch.
+const MAX_BATCH: usize = 2048;
+/// How many recent event ids are remembered to drop re-published duplicates.
+const RECENT_IDS: usize = 65_536;
+/// How often the publisher's spool is checked.
+const SPOOL_EVERY: Duration = Duration::from_secs(5);
+
+/// Counts since start, by outcome.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub received: u64,
+    pub applied: u64,
+    pub skipped: BTreeMap<&'static str, u64>,
+    pub rejected: BTreeMap<&'static str, u64>,
+}
+
+/// Recently seen event ids (a bounded set).
+#[derive(Default)]
+struct RecentIds {
+    set: HashSet<uuid::Uuid>,
+    order: VecDeque<uuid::Uuid>,
+}
+
+impl RecentIds {
+    /// False when `id` was seen already.
+    fn insert(&mut self, id: uuid::Uuid) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > RECENT_IDS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+}
+
+/// Runs until `shutdown` is cancelled; the batch in flight is finished first.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let sub = &config.subscriber;
+    let mut state = State::open(&sub.state_dir)
+        .with_context(|| format!("cannot use state_dir {}", sub.state_dir.display()))?;
+    tracing::info!(host = %config.host_id, holdings = state.holdings.len(),
+        resumed = state.existed, "subscriber starting");
+
+    let conn = nats::connect(
+        &config.nats,
+        &config.host_id,
+        Duration::from_secs(5),
+        Lifetime::Daemon,
+    )
+    .await?;
+    let js = nats::jetstream(conn.client.clone(), Duration::from_secs(5));
+    let stream = loop {
+        match js.get_or_create_stream(stream_config(&config.nats)).await {
+            Ok(stream) => break stream,
+            Err(e) => tracing::warn!(stream = %config.nats.stream, error = %e,
+                "stream not available yet; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    };
+
+    let spool_task = tokio::spawn(send_spool(
+        Spool::new(&config.publisher.spool_dir),
+        Sender::new(&conn, &config.nats, Duration::from_secs(5)),
+        shutdown.clone(),
+    ));
+
+    let filters: Vec<String> = if sub.jails.iter().any(|j| j == "*") {
+        vec![filter_subject(&config.nats.subject_prefix, "*")]
+    } else {
+        sub.jails
+            .iter()
+            .map(|j| filter_subject(&config.nats.subject_prefix, j))
+            .collect()
+    };
+    tracing::info!(?filters, apply = ?sub.apply, "following");
+    let mut worker = Worker {
+        config: &config,
+        filter: Filter {
+            prefix: config.nats.subject_prefix.clone(),
+            host_id: config.host_id.clone(),
+            include_own: sub.include_own,
+            allowlist: sub.allowlist.clone(),
+        },
+        applier: Applier::new(
+            sub.apply,
+            Fail2Ban::new(&sub.fail2ban_socket),
+            sub.log_file.clone(),
+        ),
+        counters: Counters::default(),
+        recent: RecentIds::default(),
+        shutdown: shutdown.clone(),
+    };
+    // The first connect stored a permit; only later reconnects should rebuild the consumers.
+    let _ = conn.connected.notified().now_or_never();
+    let name = &config.nats.stream;
+    let Some(mut events) = open_events(&stream, name, &filters, &state, &shutdown).await else {
+        return Ok(());
+    };
+    loop {
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            // A restarted server has forgotten our ephemeral consumers: resume from the state.
+            _ = conn.connected.notified() => None,
+            batch = events.next() => batch,
+        };
+        let flow = match batch {
+            Some(batch) => worker.handle(batch, &mut state).await?,
+            None => Flow::Reopen,
+        };
+        match flow {
+            Flow::Continue => {}
+            Flow::Stop => break,
+            Flow::Reopen => match open_events(&stream, name, &filters, &state, &shutdown).await {
+                Some(reopened) => events = reopened,
+                None => break,
+            },
+        }
+    }
+    worker.applier.close().await;
+    let _ = spool_task.await;
+    let (by_origin, by_jail) = state.holdings.counts();
+    tracing::info!(counters = ?worker.counters, ?by_origin, ?by_jail, "subscriber stopped");
+    Ok(())
+}
+
+type Events = futures::stream::ReadyChunks<futures::stream::BoxStream<'static, Tagged>>;
+
+/// Opens the consumers at the state's cursors, retrying until it works; `None` on shutdown.
+async fn open_events(
+    stream: &async_nats::jetstream::stream::Stream,
+    name: &str,
+    filters: &[String],
+    state: &State,
+    shutdown: &CancellationToken,
+) -> Option<Events> {
+    loop {
+        match follow(stream, name, filters, |k| state.cursor(k)).await {
+            Ok(events) => return Some(events.ready_chunks(MAX_BATCH)),
+            Err(e) => tracing::warn!(error = %e, "cannot follow the stream yet; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// What the loop does after a batch.
+enum Flow {
+    Continue,
+    /// The consumers reported an error: re-create them from the state.
+    Reopen,
+    /// Shutdown interrupted the batch.
+    Stop,
+}
+
+struct Worker<'a> {
+    config: &'a Config,
+    filter: Filter,
+    applier: Applier,
+    counters: Counters,
+    recent: RecentIds,
+    shutdown: CancellationToken,
+}
+
+impl Worker<'_> {
+    /// Applies one batch and records it. A batch interrupted by shutdown is not recorded, so it
+    /// is applied again after the restart.
+    async fn handle(&mut self, batch: Vec<Tagged>, state: &mut State) -> anyhow::Result<Flow> {
+        let started = Instant::now();
+        let now = SystemTime::now();
+        let sub = &self.config.subscriber;
+        let (mut bans, mut unbans) = (Vec::new(), Vec::new());
+        let mut cursors = BTreeMap::new();
+        let mut rejected = 0;
+        let mut flow = Flow::Continue;
+        for (key, item) in batch {
+            let msg = match item {
+                Ok(msg) => msg,
+                Err(e) => {
+                    tracing::warn!(filter = %key, error = %e, "stream error; resuming from the state");
+                    flow = Flow::Reopen;
+                    continue;
+                }
+            };
+            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+            if state.cursor(&key).is_some_and(|c| seq <= c) {
+                continue;
+            }
+            cursors.insert(key, seq);
+            self.counters.received += 1;
+            match self.filter.check(&msg.subject, &msg.payload, now) {
+                Verdict::Apply(event) => {
+                    if !self.recent.insert(event.id) {
+                        *self.counters.skipped.entry("duplicate").or_default() += 1;
+                        continue;
+                    }
+                    let local = sub.local_jail(&event.jail).to_owned();
+                    tracing::debug!(id = %event.id, origin = %event.origin, ip = %event.ip,
+                        action = event.action.as_str(), jail = %local, "event");
+                    match event.action {
+                        Action::Ban => {
+                            state.ban(&local, event.ip, &event.origin, event.expires());
+                            bans.push((local, event));
+                        }
+                        Action::Unban => {
+                            if state.unban(&local, event.ip, &event.origin) {
+                                unbans.push((local, event.ip));
+                            } else {
+                                tracing::info!(ip = %event.ip, origin = %event.origin,
+                                    "unban not applied: another origin still holds the ban");
+                            }
+                        }
+                    }
+                }
+                Verdict::Skip(reason) => *self.counters.skipped.entry(reason).or_default() += 1,
+                Verdict::Reject { reason, detail } => {
+                    rejected += 1;
+                    *self.counters.rejected.entry(reason).or_default() += 1;
+                    tracing::warn!(subject = %msg.subject, seq, reason, %detail, "event rejected");
+                }
+            }
+        }
+        let ops = self.applier.plan(&bans, &unbans);
+        let mut applied = 0;
+        for op in &ops {
+            match self.execute(op).await {
+                Some(n) => applied += n,
+                None => return Ok(Flow::Stop),
+            }
+        }
+        for (key, seq) in cursors {
+            state.advance(&key, seq);
+        }
+        state
+            .commit()
+            .context("cannot record applied events in state_dir")?;
+        self.counters.applied += applied as u64;
+        if !bans.is_empty() || !unbans.is_empty() || rejected > 0 {
+            tracing::info!(
+                bans = bans.len(),
+                unbans = unbans.len(),
+                rejected,
+                applied,
+                held = state.holdings.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "batch applied"
+            );
+        }
+        Ok(flow)
+    }
+
+    /// Runs an op, retrying with backoff while Fail2Ban is away; `None` if shutdown came first.
+    async fn execute(&mut self, op: &Op) -> Option<usize> {
+        let mut delay = Duration::from_millis(100);
+        let mut warned = false;
+        loop {
+            match self.applier.execute(op).await {
+                Ok(n) => {
+                    if warned {
+                        tracing::info!("Fail2Ban is back; applying resumed");
+                    }
+                    return Some(n);
+                }
+                Err(ApplyError::Refused(e)) => {
+                    tracing::error!(error = %e, ?op, "Fail2Ban refused; check the target jail");
+                    return Some(0);
+                }
+                Err(ApplyError::Retry(e)) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "cannot apply now; retrying until it works");
+                        warned = true;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Sends the publisher's spool whenever it holds something and NATS answers.
+async fn send_spool(spool: Spool, sender: Sender, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SPOOL_EVERY) => {}
+        }
+        if spool.pending().map(|p| p.is_empty()).unwrap_or(true) {
+            continue;
+        }
+        match spool
+            .drain(&sender, Instant::now() + Duration::from_secs(30))
+            .await
+        {
+            Ok(r) if r.sent > 0 || r.set_aside > 0 => tracing::info!(
+                sent = r.sent,
+                remaining = r.remaining,
+                set_aside = r.set_aside,
+                "sent the publisher's spool"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(spool = %spool.dir().display(), error = %e,
+                "cannot read the spool"),
+        }
+    }
+}

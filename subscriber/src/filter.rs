@@ -1,0 +1,218 @@
+//! Deciding whether a received event may be applied here: decode, cross-check with its subject,
+//! drop this host's own events and expired bans, and never ban protected addresses.
+
+use ipnet::IpNet;
+use shared_f2b::event::{Action, Event};
+use shared_f2b::subject::parse_subject;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+/// What to do with one received message.
+#[derive(Debug)]
+pub enum Verdict {
+    /// A valid event for this host.
+    Apply(Event),
+    /// A valid event this host does not need (its own, already expired): counted, not logged.
+    Skip(&'static str),
+    /// Invalid, spoofed or forbidden: logged at warn and counted by reason.
+    Reject {
+        reason: &'static str,
+        detail: String,
+    },
+}
+
+/// The checks every received event goes through.
+pub struct Filter {
+    pub prefix: String,
+    pub host_id: String,
+    pub include_own: bool,
+    pub allowlist: Vec<IpNet>,
+}
+
+fn reject(reason: &'static str, detail: impl Into<String>) -> Verdict {
+    Verdict::Reject {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// Addresses no remote event may ever ban, whatever the allowlist says.
+pub fn is_protected(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_multicast()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || v6.is_unicast_link_local()
+        }
+    }
+}
+
+impl Filter {
+    /// Checks one message.
+    pub fn check(&self, subject: &str, payload: &[u8], now: SystemTime) -> Verdict {
+        let parsed = match parse_subject(&self.prefix, subject) {
+            Ok(p) => p,
+            Err(e) => return reject("bad_subject", e.to_string()),
+        };
+        let event = match Event::decode(payload) {
+            Ok(e) => e,
+            Err(e) => return reject(e.reason(), e.to_string()),
+        };
+        if event.origin != parsed.host {
+            return reject(
+                "spoofed_origin",
+                format!(
+                    "payload origin {:?} but published by {:?}",
+                    event.origin, parsed.host
+                ),
+            );
+        }
+        if event.jail != parsed.jail || event.action != parsed.action {
+            return reject(
+                "subject_mismatch",
+                format!(
+                    "payload says {} in {:?}, subject says {} in {:?}",
+                    event.action.as_str(),
+                    event.jail,
+                    parsed.action.as_str(),
+                    parsed.jail
+                ),
+            );
+        }
+        if event.origin == self.host_id && !self.include_own {
+            return Verdict::Skip("own");
+        }
+        if event.action == Action::Ban {
+            if event.expired_at(now) {
+                return Verdict::Skip("expired");
+            }
+            if is_protected(event.ip) {
+                return reject("protected_address", format!("{} is never banned", event.ip));
+            }
+            if self.allowlist.iter().any(|net| net.contains(&event.ip)) {
+                return reject("allowlisted", format!("{} is in the allowlist", event.ip));
+            }
+        }
+        Verdict::Apply(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_f2b::event::parse_ip;
+    use shared_f2b::subject::event_subject;
+    use std::time::Duration;
+
+    fn filter() -> Filter {
+        Filter {
+            prefix: "f2b".into(),
+            host_id: "bob".into(),
+            include_own: false,
+            allowlist: vec![
+                "10.0.0.0/8".parse().unwrap(),
+                "2001:db8:1::/48".parse().unwrap(),
+            ],
+        }
+    }
+
+    fn event(origin: &str, ip: &str) -> Event {
+        Event::new(
+            Action::Ban,
+            origin,
+            "sshd",
+            parse_ip(ip).unwrap(),
+            SystemTime::now(),
+            600,
+            3,
+        )
+        .unwrap()
+    }
+
+    fn check(subject_host: &str, e: &Event) -> Verdict {
+        let subject = event_subject("f2b", e.action, &e.jail, subject_host).unwrap();
+        filter().check(&subject, &e.encode(), SystemTime::now())
+    }
+
+    fn reason(v: Verdict) -> &'static str {
+        match v {
+            Verdict::Apply(_) => "apply",
+            Verdict::Skip(r) => r,
+            Verdict::Reject { reason, .. } => reason,
+        }
+    }
+
+    #[test]
+    fn decides_as_documented() {
+        assert_eq!(
+            reason(check("alice", &event("alice", "192.0.2.1"))),
+            "apply"
+        );
+        assert_eq!(reason(check("bob", &event("bob", "192.0.2.1"))), "own");
+        assert_eq!(
+            reason(check("mallory", &event("alice", "192.0.2.1"))),
+            "spoofed_origin"
+        );
+        assert_eq!(
+            reason(check("alice", &event("alice", "10.1.2.3"))),
+            "allowlisted"
+        );
+        assert_eq!(
+            reason(check("alice", &event("alice", "2001:db8:1::5"))),
+            "allowlisted"
+        );
+        assert_eq!(
+            reason(check("alice", &event("alice", "2001:db8:2::5"))),
+            "apply"
+        );
+        for ip in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "169.254.1.1",
+            "::1",
+            "fe80::1",
+            "::",
+        ] {
+            assert_eq!(
+                reason(check("alice", &event("alice", ip))),
+                "protected_address",
+                "{ip}"
+            );
+        }
+        let mut old = event("alice", "192.0.2.1");
+        old.time = SystemTime::now() - Duration::from_secs(601);
+        assert_eq!(reason(check("alice", &old)), "expired");
+    }
+
+    #[test]
+    fn subject_and_payload_must_agree() {
+        let e = event("alice", "192.0.2.1");
+        let f = filter();
+        let now = SystemTime::now();
+        assert_eq!(
+            reason(f.check("f2b.unban.sshd.alice", &e.encode(), now)),
+            "subject_mismatch"
+        );
+        assert_eq!(
+            reason(f.check("f2b.ban.nginx.alice", &e.encode(), now)),
+            "subject_mismatch"
+        );
+        assert_eq!(
+            reason(f.check("f2b.ban.sshd", &e.encode(), now)),
+            "bad_subject"
+        );
+        assert_eq!(
+            reason(f.check("f2b.ban.sshd.alice", b"{nope", now)),
+            "malformed"
+        );
+    }
+}

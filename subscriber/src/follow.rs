@@ -1,0 +1,63 @@
+//! Following the stream: one ordered consumer per followed jail (nats-server 2.9 allows one
+//! filter subject per consumer), resumed after the last applied sequence, merged into one stream.
+//!
+//! Ordered consumers are ephemeral and re-created by the client after a reconnect, so hosts need
+//! no durable consumer on the server; the resume point lives in the subscriber's state.
+
+use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig};
+use futures::stream::{self, BoxStream, StreamExt};
+
+/// A message from one followed filter.
+pub type Tagged = (String, Result<jetstream::Message, String>);
+
+/// The subject filter for one configured jail (`*` = every jail: no filter).
+pub fn filter_subject(prefix: &str, jail: &str) -> String {
+    if jail == "*" {
+        String::new()
+    } else {
+        let token = shared_f2b::subject::encode_token(jail).expect("jails are validated");
+        format!("{prefix}.*.{token}.*")
+    }
+}
+
+/// The state key of a filter: tied to the stream, so a new stream starts afresh.
+pub fn cursor_key(stream: &str, filter: &str) -> String {
+    format!("{stream}:{}", if filter.is_empty() { ">" } else { filter })
+}
+
+/// Opens the consumers; `start(key)` gives the last applied sequence for a key, if any.
+pub async fn follow(
+    stream: &jetstream::stream::Stream,
+    stream_name: &str,
+    filters: &[String],
+    start: impl Fn(&str) -> Option<u64>,
+) -> Result<BoxStream<'static, Tagged>, String> {
+    let mut streams = Vec::new();
+    for filter in filters {
+        let key = cursor_key(stream_name, filter);
+        let deliver_policy = match start(&key) {
+            Some(seq) => DeliverPolicy::ByStartSequence {
+                start_sequence: seq + 1,
+            },
+            None => DeliverPolicy::All,
+        };
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: filter.clone(),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot follow {key}: {e}"))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| format!("cannot follow {key}: {e}"))?;
+        streams.push(
+            messages
+                .map(move |m| (key.clone(), m.map_err(|e| e.to_string())))
+                .boxed(),
+        );
+    }
+    Ok(stream::select_all(streams).boxed())
+}

@@ -1,0 +1,219 @@
+//! A whole test host: a Fail2Ban sandbox with a `login` jail that publishes through the shipped
+//! action and a `shared` jail that receives remote bans, its config, and its subscriber.
+
+use crate::fail2ban::Fail2Ban;
+use crate::{HostConfig, bin};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// How one host is set up.
+pub struct HostSpec<'a> {
+    pub name: &'a str,
+    pub nats_url: &'a str,
+    pub prefix: &'a str,
+    pub stream: &'a str,
+    /// `apply` mode of the subscriber.
+    pub apply: &'a str,
+    /// Extra `[subscriber]` keys.
+    pub subscriber_extra: &'a str,
+    /// Extra keys for the `shared` jail (e.g. `maxretry = 2`, `ignoreip = …`).
+    pub shared_jail_extra: &'a str,
+}
+
+/// `key = value` lines: the defaults, with any key that `extra` sets taken from `extra`.
+fn jail_keys(defaults: &[(&str, &str)], extra: &str) -> String {
+    let set_by_extra = |key: &str| {
+        extra
+            .lines()
+            .any(|l| l.split('=').next().is_some_and(|k| k.trim() == key))
+    };
+    let mut out: String = defaults
+        .iter()
+        .filter(|(k, _)| !set_by_extra(k))
+        .map(|(k, v)| format!("{k} = {v}\n"))
+        .collect();
+    out.push_str(extra);
+    out.push('\n');
+    out
+}
+
+/// A running host.
+pub struct Host {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: HostConfig,
+    pub f2b: Fail2Ban,
+    pub subscriber: Option<Subscriber>,
+}
+
+impl Host {
+    /// Sets up the host in `parent/<name>` and starts Fail2Ban (not the subscriber).
+    pub fn new(parent: &Path, spec: &HostSpec) -> Host {
+        let dir = parent.join(spec.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let subscriber = format!(
+            "[subscriber]\nfail2ban_socket = {:?}\nstate_dir = {:?}\nlog_file = {:?}\napply = {:?}\n{}",
+            dir.join("f2b.sock").display().to_string(),
+            dir.join("state").display().to_string(),
+            dir.join("shared.log").display().to_string(),
+            spec.apply,
+            spec.subscriber_extra
+        );
+        let config = HostConfig::write(
+            &dir,
+            spec.name,
+            spec.nats_url,
+            spec.prefix,
+            spec.stream,
+            &subscriber,
+        );
+        for log in ["auth.log", "shared.log"] {
+            std::fs::write(dir.join(log), "").unwrap();
+        }
+        let jails = format!(
+            "[DEFAULT]\nbackend = polling\n\n\
+             [login]\nenabled = true\nfilter =\nfailregex = ^Failed login from <HOST>\\s*$\n\
+             datepattern = {{NONE}}\nlogpath = {auth}\nmaxretry = 3\nfindtime = 10m\nbantime = 3600\n\
+             action = noop\n         shared-f2b[publisher=\"{publisher}\", config=\"{config}\"]\n\n\
+             [shared]\nenabled = true\nfilter = shared-f2b\nlogpath = {shared}\n{shared_keys}",
+            auth = dir.join("auth.log").display(),
+            shared = dir.join("shared.log").display(),
+            publisher = bin("shared-f2b-publish").display(),
+            config = config.path.display(),
+            shared_keys = jail_keys(
+                &[
+                    ("maxretry", "1"),
+                    ("findtime", "10m"),
+                    ("bantime", "3600"),
+                    ("action", "noop")
+                ],
+                spec.shared_jail_extra
+            ),
+        );
+        let f2b = Fail2Ban::start(&dir, &jails);
+        Host {
+            name: spec.name.to_owned(),
+            dir,
+            config,
+            f2b,
+            subscriber: None,
+        }
+    }
+
+    /// Starts the subscriber and waits until it follows the stream.
+    pub fn start_subscriber(&mut self) {
+        self.subscriber = Some(Subscriber::start(&self.config.path, &self.dir));
+    }
+
+    /// Writes `n` failed logins for `ip` to the `login` jail's log.
+    pub fn fail_logins(&self, ip: &str, n: usize) {
+        let lines: Vec<String> = (0..n).map(|_| format!("Failed login from {ip}")).collect();
+        self.f2b.append_log("auth.log", &lines);
+    }
+
+    /// Addresses banned in the `shared` jail.
+    pub fn shared_banned(&self) -> Vec<String> {
+        self.f2b.banned("shared")
+    }
+
+    /// Runs `shared-f2b-publish` as this host.
+    pub fn publish(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("shared-f2b-publish"))
+            .arg("--config")
+            .arg(&self.config.path)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+/// A running `shared-f2b-subscriber`, killed on drop; its log is `subscriber.log` in its dir.
+pub struct Subscriber {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Subscriber {
+    /// Starts it and waits for its "following" log line.
+    pub fn start(config: &Path, dir: &Path) -> Subscriber {
+        let log = dir.join("subscriber.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(bin("shared-f2b-subscriber"))
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info,shared_f2b_subscriber=debug")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let sub = Subscriber { child, log };
+        let before = sub.log_text().matches("following").count();
+        for _ in 0..500 {
+            if sub.log_text().matches("following").count() > before {
+                return sub;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("subscriber did not start:\n{}", sub.log_text());
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM, then waits; returns the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().unwrap().code()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // A failing test shows what the host's daemons said.
+        if std::thread::panicking() {
+            let sub = self
+                .subscriber
+                .as_ref()
+                .map(Subscriber::log_text)
+                .unwrap_or_default();
+            let tail = |s: &str, n: usize| {
+                s.lines()
+                    .rev()
+                    .take(n)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            eprintln!(
+                "--- {} subscriber log (tail) ---\n{}\n--- {} fail2ban log (tail) ---\n{}",
+                self.name,
+                tail(&sub, 60),
+                self.name,
+                tail(&self.f2b.log(), 30)
+            );
+        }
+    }
+}
