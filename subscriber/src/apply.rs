@@ -166,10 +166,7 @@ impl Applier {
                 args.extend(texts.iter().map(String::as_str));
                 // Fail2Ban answers how many were newly banned (the rest already were).
                 let reply = self.f2b.command(&args).await?;
-                Ok(match reply.value {
-                    serde_pickle::Value::I64(n) => n.max(0) as usize,
-                    _ => keep.len(),
-                })
+                Ok(reply.as_int().map_or(keep.len(), |n| n.max(0) as usize))
             }
             Op::Attempt { jail, ip, reason } => {
                 // Fail2Ban 1.0.2's `attempt` does not consult ignoreip either (filter.py

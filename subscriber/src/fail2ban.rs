@@ -5,7 +5,8 @@
 //! `(code, result)`, then `<F2B_END_COMMAND>`; `code = 1` means `result` is an exception.
 //! Arguments go over the socket as list items: nothing is ever interpreted by a shell.
 
-use serde_pickle::{DeOptions, SerOptions, Value};
+pub use serde_pickle::Value;
+use serde_pickle::{DeOptions, SerOptions};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
@@ -147,6 +148,16 @@ pub struct Reply {
     /// Every string in the raw reply: Fail2Ban pickles addresses as `str` subclasses, which
     /// serde-pickle cannot build, so lists such as `get <jail> ignoreip` are read from here.
     pub strings: Vec<String>,
+}
+
+impl Reply {
+    /// The result as a number (`banip` counts, `get <jail> banned <ip>` answers 0 or 1).
+    pub fn as_int(&self) -> Option<i64> {
+        match self.value {
+            Value::I64(n) => Some(n),
+            _ => None,
+        }
+    }
 }
 
 fn decode_reply(reply: &[u8]) -> Result<Reply, ReplyError> {

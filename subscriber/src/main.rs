@@ -1,15 +1,8 @@
 //! `shared-f2b-subscriber`: applies the other hosts' bans to the local Fail2Ban.
 
-mod apply;
-mod daemon;
-mod fail2ban;
-mod filter;
-mod follow;
-mod holdings;
-mod state;
-
 use clap::Parser;
 use shared_f2b::{Config, config, telemetry};
+use shared_f2b_subscriber::daemon;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;

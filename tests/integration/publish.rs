@@ -34,8 +34,7 @@ async fn a_fail2ban_ban_becomes_one_event_on_the_stream() {
     };
     let cfg = HostConfig::write(dir.path(), "alice", SHARED_NATS, &prefix, &stream, "");
     let jails = format!(
-        "[DEFAULT]\nbackend = polling\n\n[login]\nenabled = true\nfilter =\n\
-         failregex = ^Failed login from <HOST>\\s*$\ndatepattern = {{NONE}}\nlogpath = {}\n\
+        "[DEFAULT]\nbackend = polling\n\n[login]\nenabled = true\nfilter = login\nlogpath = {}\n\
          maxretry = 3\nfindtime = 10m\nbantime = 3600\n\
          action = shared-f2b[publisher=\"{}\", config=\"{}\"]\n",
         dir.path().join("auth.log").display(),

@@ -41,6 +41,12 @@ impl Fail2Ban {
             "[Definition]\nactionstart =\nactionstop =\nactioncheck =\nactionban =\nactionunban =\n",
         )
         .unwrap();
+        // The filter of the tests' `login` jails: `Failed login from <ip>`, no date.
+        std::fs::write(
+            conf.join("filter.d/login.conf"),
+            "[Definition]\nfailregex = ^Failed login from <HOST>\\s*$\ndatepattern = {NONE}\n",
+        )
+        .unwrap();
         let socket = dir.join("f2b.sock");
         std::fs::write(
             conf.join("fail2ban.local"),
@@ -69,15 +75,21 @@ impl Fail2Ban {
     }
 
     fn launch(&self) {
+        // Its start-up chatter goes to a file, shown if it fails.
+        let out_path = self.dir.join("f2b-start.out");
+        let out = std::fs::File::create(&out_path).unwrap();
         let status = Command::new("fail2ban-server")
             .arg("-c")
             .arg(self.dir.join("conf"))
             .args(["-b", "-x"])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
             .status()
             .expect("fail2ban-server runs (Debian package fail2ban)");
         assert!(
             status.success(),
-            "fail2ban-server failed to start: {status}"
+            "fail2ban-server failed to start: {status}\n{}",
+            std::fs::read_to_string(&out_path).unwrap_or_default()
         );
         for _ in 0..300 {
             if self.client(&["ping"]).is_some() {

@@ -73,8 +73,7 @@ impl Host {
         }
         let jails = format!(
             "[DEFAULT]\nbackend = polling\n\n\
-             [login]\nenabled = true\nfilter =\nfailregex = ^Failed login from <HOST>\\s*$\n\
-             datepattern = {{NONE}}\nlogpath = {auth}\nmaxretry = 3\nfindtime = 10m\nbantime = 3600\n\
+             [login]\nenabled = true\nfilter = login\nlogpath = {auth}\nmaxretry = 3\nfindtime = 10m\nbantime = 3600\n\
              action = noop\n         shared-f2b[publisher=\"{publisher}\", config=\"{config}\"]\n\n\
              [shared]\nenabled = true\nfilter = shared-f2b\nlogpath = {shared}\n{shared_keys}",
             auth = dir.join("auth.log").display(),

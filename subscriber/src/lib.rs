@@ -1,0 +1,13 @@
+//! The subscriber daemon as a library: `main.rs` only parses arguments and handles signals.
+//!
+//! A remote event's path: [`follow`] (ordered consumers on the stream) → [`filter`] (decode,
+//! cross-check, drop own/expired/protected) → [`holdings`] (who holds each ban) → [`apply`]
+//! (ops for the `apply` mode) → [`fail2ban`] (the socket) → [`state`] (remember it).
+
+pub mod apply;
+pub mod daemon;
+pub mod fail2ban;
+pub mod filter;
+pub mod follow;
+pub mod holdings;
+pub mod state;
