@@ -82,6 +82,11 @@ impl Holdings {
         self.bans.len()
     }
 
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.bans.is_empty()
+    }
+
     /// Every holding, for the state snapshot: (jail, ip, origin, until).
     pub fn iter(&self) -> impl Iterator<Item = (&str, IpAddr, &str, Until)> {
         self.bans.iter().flat_map(|((jail, ip), holders)| {
@@ -122,7 +127,7 @@ mod tests {
             "charlie still holds it"
         );
         assert!(h.unban("shared", ip, "charlie", now));
-        assert_eq!(h.len(), 0);
+        assert!(h.is_empty());
         // An expired holding by another origin does not keep the ban.
         h.ban("shared", ip, "alice", later);
         h.ban("shared", ip, "charlie", Some(now - Duration::from_secs(1)));
