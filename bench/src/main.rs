@@ -4,6 +4,7 @@
 
 mod publish;
 mod report;
+mod subscribe;
 
 use clap::Parser;
 
@@ -13,15 +14,38 @@ struct Cli {
     /// Publisher runs for the latency figures.
     #[arg(long, default_value_t = 1000)]
     publish_runs: usize,
+    /// End-to-end latency runs with `apply = "ban"`.
+    #[arg(long, default_value_t = 1000)]
+    latency_runs: usize,
+    /// End-to-end latency runs with `apply = "attempt"` (each waits for Fail2Ban's ~200 ms loop).
+    #[arg(long, default_value_t = 100)]
+    attempt_runs: usize,
+    /// Bans in the burst.
+    #[arg(long, default_value_t = 10_000)]
+    burst: usize,
+    /// Only these groups: publish, subscribe (default: all).
+    #[arg(long)]
+    only: Option<String>,
     /// Also write the table as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
 }
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut report = report::Report::default();
-    publish::run(&mut report, cli.publish_runs);
+    let wants = |group: &str| {
+        cli.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|g| g == group))
+    };
+    if wants("publish") {
+        publish::run(&mut report, cli.publish_runs);
+    }
+    if wants("subscribe") {
+        subscribe::run(&mut report, cli.latency_runs, cli.attempt_runs, cli.burst).await;
+    }
     report.print();
     if let Some(path) = cli.json {
         std::fs::write(path, serde_json::to_string_pretty(&report.to_json())?)?;

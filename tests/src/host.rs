@@ -145,7 +145,7 @@ impl Subscriber {
         let child = Command::new(bin("shared-f2b-subscriber"))
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "info,shared_f2b_subscriber=debug")
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
@@ -164,6 +164,11 @@ impl Subscriber {
     /// Its log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether it is still running.
