@@ -1,8 +1,137 @@
-//! `shared-f2b-archiver`: archives every event in a database and serves replay (being built).
+//! `shared-f2b-archiver`: archives every event in MySQL/MariaDB or SQLite, answers replay
+//! requests, and answers operators' questions about the history.
 
+use clap::{Parser, Subcommand};
+use shared_f2b::{Config, config, telemetry};
+use shared_f2b_archiver::query::HistoryFilter;
+use shared_f2b_archiver::report::Format;
+use shared_f2b_archiver::{commands, daemon, db::Db};
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::SystemTime;
+use tokio_util::sync::CancellationToken;
 
-fn main() -> ExitCode {
-    eprintln!("shared-f2b-archiver is not built yet: see the archiver issue");
-    ExitCode::from(1)
+/// Archives Shared Fail2Ban events and serves replay and history.
+#[derive(Parser)]
+#[command(name = "shared-f2b-archiver", version)]
+struct Cli {
+    /// Config file [default: /etc/shared-f2b/config.toml]
+    #[arg(long, global = true, env = config::ENV_VAR)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Apply the schema migrations and exit.
+    Migrate,
+    /// Show archived events, newest first.
+    History {
+        #[arg(long, value_parser = commands::ip)]
+        ip: Option<IpAddr>,
+        #[arg(long)]
+        jail: Option<String>,
+        #[arg(long)]
+        origin: Option<String>,
+        /// Only events newer than this (e.g. 90m, 12h, 7d).
+        #[arg(long, value_parser = commands::since)]
+        since: Option<SystemTime>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the bans active now, with how many hosts reported each.
+    Active {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the active bans (or every address ever banned) for a firewall or another site.
+    Export {
+        #[arg(long, value_enum, default_value = "plain")]
+        format: Format,
+        /// Every address ever banned, with its ban count.
+        #[arg(long)]
+        all: bool,
+        /// Table (nftables) or set-name prefix (ipset).
+        #[arg(long, default_value = "shared-f2b")]
+        name: String,
+    },
+    /// Events per day, per origin and per jail.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init("info");
+    let config = match Config::load(&config::resolve_path(cli.config.as_deref())) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            daemon::run(config, shutdown).await
+        }
+        command => operator(&config, command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
+    let db = Db::connect(config.archiver.database_url.expose()).await?;
+    match command {
+        Command::Run => unreachable!("handled by main"),
+        Command::Migrate => commands::migrate(&db).await,
+        Command::History {
+            ip,
+            jail,
+            origin,
+            since,
+            limit,
+            json,
+        } => {
+            let filter = HistoryFilter {
+                ip,
+                jail,
+                origin,
+                since,
+                limit,
+            };
+            commands::history(&db, &filter, json).await
+        }
+        Command::Active { json } => commands::active(&db, json).await,
+        Command::Export { format, all, name } => commands::export(&db, format, all, &name).await,
+        Command::Stats { json } => commands::stats(&db, json).await,
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stopping: finishing the batch in flight");
+    shutdown.cancel();
 }

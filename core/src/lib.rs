@@ -2,12 +2,16 @@
 //! the NATS connection, publishing with acks, and the local spool.
 //!
 //! An event's path through this crate: [`event`] (build and check) → [`subject`] (where it goes)
-//! → [`publish`] (send, wait for the ack) or [`spool`] (keep it until the server is back).
+//! → [`publish`] (send, wait for the ack) or [`spool`] (keep it until the server is back);
+//! on the other side [`inbound`] (decode and cross-check a received message) and [`replay`]
+//! (the archiver's catch-up protocol).
 
 pub mod config;
 pub mod event;
+pub mod inbound;
 pub mod nats;
 pub mod publish;
+pub mod replay;
 pub mod spool;
 pub mod subject;
 pub mod telemetry;

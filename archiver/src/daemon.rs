@@ -1,0 +1,118 @@
+//! The archiver daemon: migrate, then archive the stream, answer replay requests and apply
+//! retention until told to stop.
+
+use crate::db::Db;
+use crate::{ingest, serve, store};
+use anyhow::Context;
+use shared_f2b::Config;
+use shared_f2b::nats::{self, Lifetime, stream_config};
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// How often the retention job runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Connects to the database, retrying while it is down; `None` on shutdown.
+pub async fn connect_db(url: &str, shutdown: &CancellationToken) -> Option<Db> {
+    loop {
+        match Db::connect(url).await {
+            Ok(db) => return Some(db),
+            Err(e) => tracing::error!(error = %e, "database unavailable; retrying in 5 s"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let archiver = &config.archiver;
+    let Some(db) = connect_db(archiver.database_url.expose(), &shutdown).await else {
+        return Ok(());
+    };
+    db.migrate()
+        .await
+        .context("cannot migrate the archive schema")?;
+    let conn = nats::connect(
+        &config.nats,
+        &config.host_id,
+        Duration::from_secs(5),
+        Lifetime::Daemon,
+    )
+    .await?;
+    let js = nats::jetstream(conn.client.clone(), Duration::from_secs(10));
+    let stream = loop {
+        match js.get_or_create_stream(stream_config(&config.nats)).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(stream = %config.nats.stream, error = %e, "stream not available yet; retrying")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    };
+    // The consumer must exist before the first replay asks for its ack floor.
+    stream
+        .get_or_create_consumer(
+            &archiver.archiver_consumer,
+            ingest::consumer_config(&archiver.archiver_consumer),
+        )
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the consumer {}: {e}",
+                archiver.archiver_consumer
+            )
+        })?;
+    tracing::info!(backend = ?db.backend, stream = %config.nats.stream,
+        consumer = %archiver.archiver_consumer, "archiver running");
+
+    let prefix = config.nats.subject_prefix.clone();
+    let consumer = archiver.archiver_consumer.clone();
+    let ingest = tokio::spawn(ingest::run(
+        db.clone(),
+        stream.clone(),
+        prefix.clone(),
+        consumer.clone(),
+        shutdown.clone(),
+    ));
+    let serve = tokio::spawn(serve::run(
+        db.clone(),
+        conn.client.clone(),
+        stream,
+        prefix,
+        consumer,
+        shutdown.clone(),
+    ));
+    let retention = archiver
+        .retention
+        .map(|keep| tokio::spawn(retain(db.clone(), keep, shutdown.clone())));
+
+    let _ = ingest.await;
+    serve.await?.context("replay service failed")?;
+    if let Some(r) = retention {
+        let _ = r.await;
+    }
+    tracing::info!("archiver stopped");
+    Ok(())
+}
+
+/// Deletes rows older than `keep`, at start and then hourly.
+async fn retain(db: Db, keep: Duration, shutdown: CancellationToken) {
+    loop {
+        let cutoff = SystemTime::now() - keep;
+        match store::delete_older_than(&db, cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "retention: old events deleted"),
+            Err(e) => tracing::warn!(error = %e, "retention run failed; trying again later"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RETENTION_EVERY) => {}
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! From the stream into the database: a durable pull consumer shared by every archiver, batches
+//! inserted in one transaction, each message acked only after its batch committed.
+//!
+//! While the database is down the batch in hand is retried (with "in progress" acks so the
+//! server does not hand it to another archiver meanwhile) and the rest waits on the stream.
+
+use crate::db::Db;
+use crate::store::{self, Archived, Reject};
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::{AckKind, Message, stream::Stream};
+use futures::StreamExt;
+use shared_f2b::inbound::decode_received;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Messages taken per batch.
+const BATCH: usize = 5000;
+
+/// The durable consumer the archivers share.
+pub fn consumer_config(name: &str) -> pull::Config {
+    pull::Config {
+        durable_name: Some(name.to_owned()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 50_000,
+        ..Default::default()
+    }
+}
+
+/// Archives until `shutdown`; the batch in hand is committed and acked first.
+pub async fn run(
+    db: Db,
+    stream: Stream,
+    prefix: String,
+    consumer_name: String,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let messages = match open(&stream, &consumer_name).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(consumer = %consumer_name, error = %e, "cannot consume the stream yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let mut batches = messages.ready_chunks(BATCH);
+        loop {
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                batch = batches.next() => batch,
+            };
+            let Some(batch) = batch else { break };
+            let mut broken = false;
+            let mut messages = Vec::with_capacity(batch.len());
+            for item in batch {
+                match item {
+                    Ok(m) => messages.push(m),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stream error; re-opening the consumer");
+                        broken = true;
+                    }
+                }
+            }
+            if !messages.is_empty() && !archive(&db, &prefix, messages, &shutdown).await {
+                return;
+            }
+            if broken {
+                break;
+            }
+        }
+    }
+}
+
+async fn open(
+    stream: &Stream,
+    name: &str,
+) -> Result<async_nats::jetstream::consumer::pull::Stream, String> {
+    let consumer = stream
+        .get_or_create_consumer(name, consumer_config(name))
+        .await
+        .map_err(|e| e.to_string())?;
+    consumer
+        .stream()
+        .max_messages_per_batch(BATCH)
+        .messages()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Stores one batch and acks it; false when shutdown came while the database was down (the
+/// batch is then left unacked, and the server redelivers it).
+async fn archive(
+    db: &Db,
+    prefix: &str,
+    messages: Vec<Message>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let started = Instant::now();
+    let (mut events, mut rejects) = (Vec::new(), Vec::new());
+    for m in &messages {
+        let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        match decode_received(prefix, &m.subject, &m.payload) {
+            Ok(event) => events.push(Archived { event, seq }),
+            Err(r) => {
+                tracing::warn!(subject = %m.subject, seq, reason = r.reason, detail = %r.detail,
+                    "not an event; kept in f2b_rejects");
+                rejects.push(Reject {
+                    seq,
+                    subject: m.subject.to_string(),
+                    reason: r.reason.to_owned(),
+                    detail: r.detail,
+                    payload: m.payload.to_vec(),
+                });
+            }
+        }
+    }
+    let mut delay = Duration::from_millis(200);
+    let mut failing = false;
+    let inserted = loop {
+        match store::insert(db, &events, &rejects).await {
+            Ok(n) => break n,
+            Err(e) => {
+                if !failing {
+                    tracing::error!(error = %e, pending = messages.len(),
+                        "cannot write to the database; retrying, events wait on the stream");
+                    failing = true;
+                }
+                // Keep the server from redelivering this batch to another archiver meanwhile.
+                for m in &messages {
+                    let _ = m.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    };
+    if failing {
+        tracing::info!("database is back; archiving resumed");
+    }
+    for m in &messages {
+        if let Err(e) = m.ack().await {
+            tracing::warn!(error = %e, "ack failed; the message will be redelivered and skipped as a duplicate");
+        }
+    }
+    tracing::info!(
+        events = events.len(),
+        inserted,
+        duplicates = events.len() as u64 - inserted,
+        rejected = rejects.len(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "batch archived"
+    );
+    true
+}

@@ -1,0 +1,277 @@
+//! Reading the archive: history, active bans, replay pages, statistics. Every value is bound as
+//! a placeholder; only fixed SQL fragments are pushed.
+
+use crate::db::Db;
+use crate::store::{ip_key, ms};
+use shared_f2b::event::{Action, Event, SCHEMA_VERSION, parse_ip};
+use sqlx::any::AnyRow;
+use sqlx::{Any, QueryBuilder, Row};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const EVENT_COLUMNS: &str = "SELECT b.id, b.event_id, b.origin, b.jail, b.ip_text, b.action, \
+    b.event_time_ms, b.bantime, b.failures, b.stream_seq, b.received_ms FROM f2b_events b";
+
+/// An archived event with where it sits.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub row_id: u64,
+    pub seq: u64,
+    pub received: SystemTime,
+    pub event: Event,
+}
+
+fn time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+fn decode(row: &AnyRow) -> Result<Stored, sqlx::Error> {
+    let bad = |what: &str| sqlx::Error::Decode(format!("archived {what} is invalid").into());
+    let id: Vec<u8> = row.try_get("event_id")?;
+    let action: String = row.try_get("action")?;
+    let ip: String = row.try_get("ip_text")?;
+    let event = Event {
+        v: SCHEMA_VERSION,
+        id: uuid::Uuid::from_slice(&id).map_err(|_| bad("event id"))?,
+        origin: row.try_get("origin")?,
+        jail: row.try_get("jail")?,
+        ip: parse_ip(&ip).map_err(|_| bad("ip"))?,
+        action: match action.as_str() {
+            "ban" => Action::Ban,
+            "unban" => Action::Unban,
+            _ => return Err(bad("action")),
+        },
+        time: time(row.try_get("event_time_ms")?),
+        bantime: row.try_get("bantime")?,
+        failures: row.try_get::<i64, _>("failures")?.clamp(0, u32::MAX as i64) as u32,
+    };
+    Ok(Stored {
+        row_id: row.try_get::<i64, _>("id")? as u64,
+        seq: row.try_get::<i64, _>("stream_seq")? as u64,
+        received: time(row.try_get("received_ms")?),
+        event,
+    })
+}
+
+/// Which events a history query wants.
+#[derive(Debug, Default, Clone)]
+pub struct HistoryFilter {
+    pub ip: Option<IpAddr>,
+    pub jail: Option<String>,
+    pub origin: Option<String>,
+    pub since: Option<SystemTime>,
+    pub limit: i64,
+}
+
+/// Events matching the filter, newest first.
+pub async fn history(db: &Db, f: &HistoryFilter) -> Result<Vec<Stored>, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new(EVENT_COLUMNS);
+    q.push(" WHERE 1 = 1");
+    if let Some(ip) = f.ip {
+        q.push(" AND b.ip = ").push_bind(ip_key(ip));
+    }
+    if let Some(jail) = &f.jail {
+        q.push(" AND b.jail = ").push_bind(jail.clone());
+    }
+    if let Some(origin) = &f.origin {
+        q.push(" AND b.origin = ").push_bind(origin.clone());
+    }
+    if let Some(since) = f.since {
+        q.push(" AND b.event_time_ms >= ").push_bind(ms(since));
+    }
+    q.push(" ORDER BY b.stream_seq DESC LIMIT ")
+        .push_bind(f.limit);
+    let rows = q.build().fetch_all(&db.pool).await?;
+    rows.iter().map(decode).collect()
+}
+
+/// The part of a replay query that selects jails and leaves out an origin.
+fn scope(q: &mut QueryBuilder<Any>, jails: &[String], exclude_origin: Option<&str>) {
+    if !jails.iter().any(|j| j == "*") {
+        q.push(" AND b.jail IN (");
+        let mut list = q.separated(", ");
+        for jail in jails {
+            list.push_bind(jail.clone());
+        }
+        q.push(")");
+    }
+    if let Some(origin) = exclude_origin {
+        q.push(" AND b.origin <> ").push_bind(origin.to_owned());
+    }
+}
+
+/// A ban is active while it has not expired and its origin has not unbanned it since.
+fn active_conditions(q: &mut QueryBuilder<Any>, now: SystemTime) {
+    q.push(" AND b.action = 'ban' AND (b.expires_ms IS NULL OR b.expires_ms > ")
+        .push_bind(ms(now))
+        .push(
+            ") AND NOT EXISTS (SELECT 1 FROM f2b_events u WHERE u.ip = b.ip \
+             AND u.origin = b.origin AND u.jail = b.jail AND u.action = 'unban' \
+             AND u.stream_seq > b.stream_seq)",
+        );
+}
+
+/// One page of the bans active at `now` (one row per origin's ban), after row id `after`.
+pub async fn active_page(
+    db: &Db,
+    now: SystemTime,
+    jails: &[String],
+    exclude_origin: Option<&str>,
+    after: u64,
+    until_seq: u64,
+    limit: usize,
+) -> Result<Vec<Stored>, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new(EVENT_COLUMNS);
+    q.push(" WHERE b.id > ").push_bind(after as i64);
+    q.push(" AND b.stream_seq <= ").push_bind(until_seq as i64);
+    active_conditions(&mut q, now);
+    scope(&mut q, jails, exclude_origin);
+    q.push(" ORDER BY b.id LIMIT ").push_bind(limit as i64);
+    let rows = q.build().fetch_all(&db.pool).await?;
+    rows.iter().map(decode).collect()
+}
+
+/// How many active bans [`active_page`] would return in all.
+pub async fn active_count(
+    db: &Db,
+    now: SystemTime,
+    jails: &[String],
+    exclude_origin: Option<&str>,
+    until_seq: u64,
+) -> Result<u64, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new("SELECT COUNT(*) AS n FROM f2b_events b");
+    q.push(" WHERE b.stream_seq <= ")
+        .push_bind(until_seq as i64);
+    active_conditions(&mut q, now);
+    scope(&mut q, jails, exclude_origin);
+    let n: i64 = q.build().fetch_one(&db.pool).await?.try_get("n")?;
+    Ok(n as u64)
+}
+
+/// One page of the events with stream sequence in `(after, until_seq]`, in stream order.
+pub async fn since_page(
+    db: &Db,
+    jails: &[String],
+    exclude_origin: Option<&str>,
+    after: u64,
+    until_seq: u64,
+    limit: usize,
+) -> Result<Vec<Stored>, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new(EVENT_COLUMNS);
+    q.push(" WHERE b.stream_seq > ").push_bind(after as i64);
+    q.push(" AND b.stream_seq <= ").push_bind(until_seq as i64);
+    scope(&mut q, jails, exclude_origin);
+    q.push(" ORDER BY b.stream_seq LIMIT ")
+        .push_bind(limit as i64);
+    let rows = q.build().fetch_all(&db.pool).await?;
+    rows.iter().map(decode).collect()
+}
+
+/// How many events [`since_page`] would return in all.
+pub async fn since_count(
+    db: &Db,
+    jails: &[String],
+    exclude_origin: Option<&str>,
+    after: u64,
+    until_seq: u64,
+) -> Result<u64, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new("SELECT COUNT(*) AS n FROM f2b_events b");
+    q.push(" WHERE b.stream_seq > ").push_bind(after as i64);
+    q.push(" AND b.stream_seq <= ").push_bind(until_seq as i64);
+    scope(&mut q, jails, exclude_origin);
+    let n: i64 = q.build().fetch_one(&db.pool).await?.try_get("n")?;
+    Ok(n as u64)
+}
+
+/// The highest stream sequence archived.
+pub async fn max_seq(db: &Db) -> Result<u64, sqlx::Error> {
+    let n: Option<i64> = sqlx::query("SELECT MAX(stream_seq) AS n FROM f2b_events")
+        .fetch_one(&db.pool)
+        .await?
+        .try_get("n")?;
+    Ok(n.unwrap_or(0) as u64)
+}
+
+/// An address with how many ban events named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub ip: IpAddr,
+    pub count: u64,
+}
+
+/// Every address ever banned, with its number of ban events, in address order.
+pub async fn all_banned(db: &Db) -> Result<Vec<Counted>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT MIN(ip_text) AS ip_text, COUNT(*) AS n FROM f2b_events \
+         WHERE action = 'ban' GROUP BY ip ORDER BY ip",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let ip: String = r.try_get("ip_text")?;
+            Ok(Counted {
+                ip: parse_ip(&ip)
+                    .map_err(|_| sqlx::Error::Decode("archived ip is invalid".into()))?,
+                count: r.try_get::<i64, _>("n")? as u64,
+            })
+        })
+        .collect()
+}
+
+/// Event counts grouped by one key.
+#[derive(Debug, Clone)]
+pub struct Stat {
+    pub key: String,
+    pub bans: u64,
+    pub unbans: u64,
+}
+
+/// Events per day (UTC), per origin and per jail.
+pub async fn stats(db: &Db) -> Result<(Vec<Stat>, Vec<Stat>, Vec<Stat>), sqlx::Error> {
+    let group = |sql: &'static str| async move {
+        let rows = sqlx::query(sql).fetch_all(&db.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Stat {
+                    key: r.try_get::<String, _>("k")?,
+                    bans: r.try_get::<i64, _>("bans")? as u64,
+                    unbans: r.try_get::<i64, _>("unbans")? as u64,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+    };
+    let day_rows = sqlx::query(
+        "SELECT (event_time_ms - event_time_ms % 86400000) AS d, \
+         COUNT(CASE WHEN action = 'ban' THEN 1 END) AS bans, \
+         COUNT(CASE WHEN action = 'unban' THEN 1 END) AS unbans \
+         FROM f2b_events GROUP BY d ORDER BY d",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    let days = day_rows
+        .iter()
+        .map(|r| {
+            let d: i64 = r.try_get("d")?;
+            let day = humantime::format_rfc3339(time(d)).to_string();
+            Ok(Stat {
+                key: day[..10].to_owned(),
+                bans: r.try_get::<i64, _>("bans")? as u64,
+                unbans: r.try_get::<i64, _>("unbans")? as u64,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let origins = group(
+        "SELECT origin AS k, COUNT(CASE WHEN action = 'ban' THEN 1 END) AS bans, \
+         COUNT(CASE WHEN action = 'unban' THEN 1 END) AS unbans FROM f2b_events \
+         GROUP BY origin ORDER BY origin",
+    )
+    .await?;
+    let jails = group(
+        "SELECT jail AS k, COUNT(CASE WHEN action = 'ban' THEN 1 END) AS bans, \
+         COUNT(CASE WHEN action = 'unban' THEN 1 END) AS unbans FROM f2b_events \
+         GROUP BY jail ORDER BY jail",
+    )
+    .await?;
+    Ok((days, origins, jails))
+}

@@ -1,0 +1,122 @@
+//! Writing to the archive: batched multi-row inserts, idempotent on the event id, in one
+//! transaction per batch; and the retention job's bounded deletes.
+
+use crate::db::{Backend, Db};
+use shared_f2b::event::Event;
+use sqlx::{Any, QueryBuilder};
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Rows per INSERT: 13 placeholders each stays under SQLite's 32,766 and MySQL's 65,535.
+const ROWS_PER_INSERT: usize = 1000;
+/// Rows per retention DELETE, so one run never holds long locks.
+const ROWS_PER_DELETE: i64 = 10_000;
+
+/// An event and the stream sequence it arrived with.
+#[derive(Debug, Clone)]
+pub struct Archived {
+    pub event: Event,
+    pub seq: u64,
+}
+
+/// A message that is not a valid event.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    pub seq: u64,
+    pub subject: String,
+    pub reason: String,
+    pub detail: String,
+    pub payload: Vec<u8>,
+}
+
+/// Milliseconds since the epoch (UTC).
+pub fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+}
+
+/// The address as 16 bytes (IPv4 in its IPv4-mapped IPv6 form): one order for both families.
+pub fn ip_key(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+/// Inserts a batch; events already archived (same id) are left as they are. Returns how many
+/// events were new.
+pub async fn insert(db: &Db, events: &[Archived], rejects: &[Reject]) -> Result<u64, sqlx::Error> {
+    let received = ms(SystemTime::now());
+    let mut tx = db.pool.begin().await?;
+    let mut inserted = 0;
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut q: QueryBuilder<Any> = QueryBuilder::new(
+            "INSERT INTO f2b_events (event_id, origin, jail, ip, ip_text, action, event_time_ms, \
+             bantime, expires_ms, failures, stream_seq, received_ms) ",
+        );
+        q.push_values(chunk, |mut row, a| {
+            let e = &a.event;
+            row.push_bind(e.id.as_bytes().to_vec())
+                .push_bind(e.origin.clone())
+                .push_bind(e.jail.clone())
+                .push_bind(ip_key(e.ip))
+                .push_bind(e.ip.to_string())
+                .push_bind(e.action.as_str())
+                .push_bind(ms(e.time))
+                .push_bind(e.bantime)
+                .push_bind(e.expires().map(ms))
+                .push_bind(i64::from(e.failures))
+                .push_bind(a.seq as i64)
+                .push_bind(received);
+        });
+        // Idempotent without INSERT IGNORE, which would also hide every other error.
+        q.push(match db.backend {
+            Backend::MySql => " ON DUPLICATE KEY UPDATE event_id = event_id",
+            Backend::Sqlite => " ON CONFLICT (event_id) DO NOTHING",
+        });
+        inserted += q.build().execute(&mut *tx).await?.rows_affected();
+    }
+    for chunk in rejects.chunks(ROWS_PER_INSERT) {
+        let mut q: QueryBuilder<Any> = QueryBuilder::new(
+            "INSERT INTO f2b_rejects (stream_seq, subject, reason, detail, payload, received_ms) ",
+        );
+        q.push_values(chunk, |mut row, r| {
+            row.push_bind(r.seq as i64)
+                .push_bind(r.subject.chars().take(512).collect::<String>())
+                .push_bind(r.reason.clone())
+                .push_bind(r.detail.chars().take(1024).collect::<String>())
+                .push_bind(r.payload.iter().take(4096).copied().collect::<Vec<u8>>())
+                .push_bind(received);
+        });
+        q.push(match db.backend {
+            Backend::MySql => " ON DUPLICATE KEY UPDATE stream_seq = stream_seq",
+            Backend::Sqlite => " ON CONFLICT (stream_seq) DO NOTHING",
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+/// Deletes events older than `cutoff` in bounded batches; returns how many went.
+pub async fn delete_older_than(db: &Db, cutoff: SystemTime) -> Result<u64, sqlx::Error> {
+    let sql = match db.backend {
+        Backend::MySql => "DELETE FROM f2b_events WHERE event_time_ms < ? ORDER BY id LIMIT ?",
+        Backend::Sqlite => {
+            "DELETE FROM f2b_events WHERE id IN \
+             (SELECT id FROM f2b_events WHERE event_time_ms < ? ORDER BY id LIMIT ?)"
+        }
+    };
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(sql)
+            .bind(ms(cutoff))
+            .bind(ROWS_PER_DELETE)
+            .execute(&db.pool)
+            .await?
+            .rows_affected();
+        total += n;
+        if n < ROWS_PER_DELETE as u64 {
+            return Ok(total);
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The replay protocol between subscribers and the archiver, over NATS request/reply on
+//! `<prefix>.replay` (outside the stream's subjects), so subscribers need no database access.
+//!
+//! A client asks for pages: the first request has no `until_seq`; the archiver answers with the
+//! highest stream sequence it has fully committed (`high_seq`) and the client sends that back on
+//! every later page, so a replay ends even while new events keep arriving. Events after
+//! `high_seq` come from the stream itself, so replayed and live events meet with no gap and no
+//! overlap.
+
+use crate::event::Event;
+use serde::{Deserialize, Serialize};
+
+/// Most events in one page (keeps a reply well under NATS' 1 MB default payload limit).
+pub const MAX_PAGE: usize = 2000;
+
+/// The request subject.
+pub fn replay_subject(prefix: &str) -> String {
+    format!("{prefix}.replay")
+}
+
+/// What to replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayKind {
+    /// Every event with a stream sequence above `after`, in stream order.
+    Since,
+    /// The bans still active now (not expired, not lifted by their origin), for a new host.
+    Active,
+}
+
+/// One page request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplayRequest {
+    pub kind: ReplayKind,
+    /// Jails to include (`["*"]` for all).
+    pub jails: Vec<String>,
+    /// Leave out this origin's events (the asking host's own).
+    #[serde(default)]
+    pub exclude_origin: Option<String>,
+    /// Page cursor: for `since` a stream sequence, for `active` the position after the last page.
+    pub after: u64,
+    /// The `high_seq` of the first page; absent on the first request.
+    #[serde(default)]
+    pub until_seq: Option<u64>,
+    /// Events per page (capped at [`MAX_PAGE`]).
+    pub limit: usize,
+}
+
+/// One replayed event and where it sits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Replayed {
+    /// Its stream sequence.
+    pub seq: u64,
+    /// The page cursor just after it.
+    pub cursor: u64,
+    pub event: Event,
+}
+
+/// One page of the answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplayPage {
+    pub events: Vec<Replayed>,
+    /// Highest stream sequence covered by this replay.
+    pub high_seq: u64,
+    /// How many events the whole replay holds (for progress), counted on the first page.
+    pub total: u64,
+    /// Whether this is the last page.
+    pub done: bool,
+    /// Set when the archiver could not answer (database down…).
+    #[serde(default)]
+    pub error: Option<String>,
+}
