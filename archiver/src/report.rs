@@ -20,33 +20,32 @@ pub struct ActiveBan {
 
 /// Groups the active ban rows (one per origin) by address, in address order.
 pub fn group_active(rows: &[Stored]) -> Vec<ActiveBan> {
-    let mut by_ip: BTreeMap<IpAddr, (Vec<&str>, Vec<&str>, Option<Option<SystemTime>>)> =
-        BTreeMap::new();
+    let mut by_ip: BTreeMap<IpAddr, (ActiveBan, Vec<&str>)> = BTreeMap::new();
     for s in rows {
         let e = &s.event;
-        let entry = by_ip.entry(e.ip).or_default();
-        if !entry.0.contains(&e.origin.as_str()) {
-            entry.0.push(&e.origin);
-        }
-        if !entry.1.contains(&e.jail.as_str()) {
-            entry.1.push(&e.jail);
-        }
-        let expires = e.expires();
-        entry.2 = Some(match entry.2 {
-            None => expires,
-            Some(None) => None,
-            Some(Some(a)) => expires.map(|b| a.max(b)),
+        let (ban, origins) = by_ip.entry(e.ip).or_insert_with(|| {
+            let first = ActiveBan {
+                ip: e.ip,
+                reporters: 0,
+                jails: Vec::new(),
+                expires: e.expires(),
+            };
+            (first, Vec::new())
         });
+        if !origins.contains(&e.origin.as_str()) {
+            origins.push(&e.origin);
+            ban.reporters += 1;
+        }
+        if !ban.jails.contains(&e.jail) {
+            ban.jails.push(e.jail.clone());
+        }
+        // The latest end wins; a permanent ban (None) outlasts any.
+        ban.expires = match (ban.expires, e.expires()) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
     }
-    by_ip
-        .into_iter()
-        .map(|(ip, (origins, jails, expires))| ActiveBan {
-            ip,
-            reporters: origins.len(),
-            jails: jails.into_iter().map(str::to_owned).collect(),
-            expires: expires.flatten(),
-        })
-        .collect()
+    by_ip.into_values().map(|(ban, _)| ban).collect()
 }
 
 fn when(t: SystemTime) -> String {

@@ -6,7 +6,7 @@ use async_nats::jetstream::message::PublishMessage;
 use shared_f2b::Event;
 use shared_f2b::subject::event_subject;
 use shared_f2b_subscriber::fail2ban::{Fail2Ban as Socket, Value};
-use shared_f2b_tests::host::{Host, HostSpec, Subscriber};
+use shared_f2b_tests::host::{Daemon, Host, HostSpec};
 use shared_f2b_tests::nats::{NatsServer, ban_event};
 use shared_f2b_tests::{HostConfig, bin, unique};
 use std::net::Ipv4Addr;
@@ -307,7 +307,7 @@ pub async fn run(report: &mut Report, latency_runs: usize, attempt_runs: usize, 
             mdir.join("state").display().to_string()
         ),
     );
-    let sub = Subscriber::start(&cfg.path, &mdir);
+    let sub = Daemon::subscriber(&cfg.path, &mdir);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = rss_kb(sub.pid()) as f64 / 1024.0;
     let held = 100_000;

@@ -196,8 +196,16 @@ impl Applier {
                 let texts: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
                 let mut args = vec!["set", jail.as_str(), "unbanip"];
                 args.extend(texts.iter().map(String::as_str));
-                self.f2b.command(&args).await?;
-                Ok(ips.len())
+                match self.f2b.command(&args).await {
+                    Ok(_) => Ok(ips.len()),
+                    // In `log` mode Fail2Ban's socket is optional: the jail reads the log file,
+                    // and an unban that cannot be delivered is reported, not retried forever.
+                    Err(e) if self.mode == ApplyMode::Log && e.is_unavailable() => {
+                        tracing::warn!(%jail, ?ips, error = %e, "log mode: unban not delivered");
+                        Ok(0)
+                    }
+                    Err(e) => Err(e.into()),
+                }
             }
         }
     }

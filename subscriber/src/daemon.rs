@@ -1,9 +1,10 @@
 //! The subscriber daemon: follow the stream, filter, apply in batches, remember, repeat.
 
 use crate::apply::{Applier, ApplyError, Op};
+use crate::catchup::{self, CatchupError, Plan};
 use crate::fail2ban::Fail2Ban;
 use crate::filter::{Filter, Verdict};
-use crate::follow::{Tagged, filter_subject, follow};
+use crate::follow::{Item, cursor_key, filter_subject, follow};
 use crate::state::State;
 use anyhow::Context;
 use futures::{FutureExt, StreamExt};
@@ -115,6 +116,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         recent: RecentIds::default(),
         shutdown: shutdown.clone(),
     };
+    let keys: Vec<String> = filters
+        .iter()
+        .map(|f| cursor_key(&config.nats.stream, f))
+        .collect();
+    if !catch_up(&mut worker, &mut state, &conn.client, &stream, &keys).await? {
+        return Ok(());
+    }
     // The first connect stored a permit; only later reconnects should rebuild the consumers.
     let _ = conn.connected.notified().now_or_never();
     let name = &config.nats.stream;
@@ -148,7 +156,80 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
-type Events = futures::stream::ReadyChunks<futures::stream::BoxStream<'static, Tagged>>;
+/// Replays from the archive what the stream cannot give (see [`catchup`]); false on shutdown.
+async fn catch_up(
+    worker: &mut Worker<'_>,
+    state: &mut State,
+    client: &async_nats::Client,
+    stream: &async_nats::jetstream::stream::Stream,
+    keys: &[String],
+) -> anyhow::Result<bool> {
+    let config = worker.config;
+    let prefix = &config.nats.subject_prefix;
+    let first_seq = stream
+        .clone()
+        .info()
+        .await
+        .map(|i| i.state.first_sequence)
+        .unwrap_or(0);
+    let plan = catchup::plan(state, keys, first_seq);
+    let exclude = (!config.subscriber.include_own).then(|| config.host_id.clone());
+    let Some(mut req) = catchup::first_request(plan, &config.subscriber.jails, exclude) else {
+        return Ok(true);
+    };
+    let what = if plan == Plan::Backfill {
+        "backfill of active bans"
+    } else {
+        "replay from the archive"
+    };
+    let (mut done, mut total) = (0u64, 0u64);
+    loop {
+        let page = match catchup::fetch_page(client, prefix, &req).await {
+            Ok(page) => page,
+            Err(CatchupError::NoArchiver(subject)) => {
+                tracing::warn!(%subject, "{what}: no archiver answers; catching up from the stream only");
+                return Ok(true);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; catching up from the stream only");
+                return Ok(true);
+            }
+        };
+        if req.until_seq.is_none() {
+            total = page.total;
+            req.until_seq = Some(page.high_seq);
+            tracing::info!(total, up_to_seq = page.high_seq, ?plan, "{what} starting");
+        }
+        let n = page.events.len() as u64;
+        if let Some(last) = page.events.last() {
+            req.after = last.cursor;
+        }
+        if matches!(
+            worker.handle(catchup::items(prefix, &page), state).await?,
+            Flow::Stop
+        ) {
+            return Ok(false);
+        }
+        done += n;
+        tracing::info!("{what}: {done} of {total}");
+        if page.done || n == 0 {
+            break;
+        }
+    }
+    let high = req.until_seq.unwrap_or(0);
+    for key in keys {
+        if state.cursor(key).is_none_or(|c| c < high) {
+            state.advance(key, high);
+        }
+    }
+    state
+        .commit()
+        .context("cannot record the catch-up in state_dir")?;
+    tracing::info!(applied = done, live_from_seq = high + 1, "{what} done");
+    Ok(true)
+}
+
+type Events = futures::stream::ReadyChunks<futures::stream::BoxStream<'static, Item>>;
 
 /// Opens the consumers at the state's cursors, retrying until it works; `None` on shutdown.
 async fn open_events(
@@ -191,7 +272,7 @@ struct Worker<'a> {
 impl Worker<'_> {
     /// Applies one batch and records it. A batch interrupted by shutdown is not recorded, so it
     /// is applied again after the restart.
-    async fn handle(&mut self, batch: Vec<Tagged>, state: &mut State) -> anyhow::Result<Flow> {
+    pub async fn handle(&mut self, batch: Vec<Item>, state: &mut State) -> anyhow::Result<Flow> {
         let started = Instant::now();
         let now = SystemTime::now();
         let sub = &self.config.subscriber;
@@ -199,20 +280,22 @@ impl Worker<'_> {
         let mut cursors = BTreeMap::new();
         let mut rejected = 0;
         let mut flow = Flow::Continue;
-        for (key, item) in batch {
+        for item in batch {
             let msg = match item {
                 Ok(msg) => msg,
                 Err(e) => {
-                    tracing::warn!(filter = %key, error = %e, "stream error; resuming from the state");
+                    tracing::warn!(error = %e, "stream error; resuming from the state");
                     flow = Flow::Reopen;
                     continue;
                 }
             };
-            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-            if state.cursor(&key).is_some_and(|c| seq <= c) {
-                continue;
+            let seq = msg.seq;
+            if let Some(key) = msg.cursor_key {
+                if state.cursor(&key).is_some_and(|c| seq <= c) {
+                    continue;
+                }
+                cursors.insert(key, seq);
             }
-            cursors.insert(key, seq);
             self.counters.received += 1;
             match self.filter.check(&msg.subject, &msg.payload, now) {
                 Verdict::Apply(event) => {

@@ -7,8 +7,27 @@
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig};
 use futures::stream::{self, BoxStream, StreamExt};
 
-/// A message from one followed filter.
-pub type Tagged = (String, Result<jetstream::Message, String>);
+/// One event to handle, from the stream or from an archive replay.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The state key whose cursor this message advances (`None` for replayed events).
+    pub cursor_key: Option<String>,
+    pub seq: u64,
+    pub subject: String,
+    pub payload: bytes::Bytes,
+}
+
+/// A message, or why the consumer failed.
+pub type Item = Result<Incoming, String>;
+
+fn incoming(key: &str, msg: jetstream::Message) -> Incoming {
+    Incoming {
+        cursor_key: Some(key.to_owned()),
+        seq: msg.info().map(|i| i.stream_sequence).unwrap_or(0),
+        subject: msg.subject.to_string(),
+        payload: msg.payload.clone(),
+    }
+}
 
 /// The subject filter for one configured jail (`*` = every jail: no filter).
 pub fn filter_subject(prefix: &str, jail: &str) -> String {
@@ -31,7 +50,7 @@ pub async fn follow(
     stream_name: &str,
     filters: &[String],
     start: impl Fn(&str) -> Option<u64>,
-) -> Result<BoxStream<'static, Tagged>, String> {
+) -> Result<BoxStream<'static, Item>, String> {
     let mut streams = Vec::new();
     for filter in filters {
         let key = cursor_key(stream_name, filter);
@@ -55,7 +74,10 @@ pub async fn follow(
             .map_err(|e| format!("cannot follow {key}: {e}"))?;
         streams.push(
             messages
-                .map(move |m| (key.clone(), m.map_err(|e| e.to_string())))
+                .map(move |m| match m {
+                    Ok(msg) => Ok(incoming(&key, msg)),
+                    Err(e) => Err(format!("{key}: {e}")),
+                })
                 .boxed(),
         );
     }

@@ -1,10 +1,11 @@
 //! The subscriber daemon as a library: `main.rs` only parses arguments and handles signals.
 //!
-//! A remote event's path: [`follow`] (ordered consumers on the stream) → [`filter`] (decode,
+//! A remote event's path: [`catchup`] (from the archive, at start) or [`follow`] (ordered consumers on the stream) → [`filter`] (decode,
 //! cross-check, drop own/expired/protected) → [`holdings`] (who holds each ban) → [`apply`]
 //! (ops for the `apply` mode) → [`fail2ban`] (the socket) → [`state`] (remember it).
 
 pub mod apply;
+pub mod catchup;
 pub mod daemon;
 pub mod fail2ban;
 pub mod filter;

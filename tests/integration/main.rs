@@ -1,4 +1,5 @@
 //! Integration tests: the real binaries against real nats-server and fail2ban-server.
 
+mod archive;
 mod publish;
 mod subscribe;

@@ -44,7 +44,7 @@ pub struct Host {
     pub dir: PathBuf,
     pub config: HostConfig,
     pub f2b: Fail2Ban,
-    pub subscriber: Option<Subscriber>,
+    pub subscriber: Option<Daemon>,
 }
 
 impl Host {
@@ -102,7 +102,7 @@ impl Host {
 
     /// Starts the subscriber and waits until it follows the stream.
     pub fn start_subscriber(&mut self) {
-        self.subscriber = Some(Subscriber::start(&self.config.path, &self.dir));
+        self.subscriber = Some(Daemon::subscriber(&self.config.path, &self.dir));
     }
 
     /// Writes `n` failed logins for `ip` to the `login` jail's log.
@@ -127,22 +127,37 @@ impl Host {
     }
 }
 
-/// A running `shared-f2b-subscriber`, killed on drop; its log is `subscriber.log` in its dir.
-pub struct Subscriber {
+/// A running daemon of the product, killed on drop; its log is `<name>.log` in its dir.
+pub struct Daemon {
     child: Child,
     pub log: PathBuf,
 }
 
-impl Subscriber {
-    /// Starts it and waits for its "following" log line.
-    pub fn start(config: &Path, dir: &Path) -> Subscriber {
-        let log = dir.join("subscriber.log");
+impl Daemon {
+    /// Starts `shared-f2b-subscriber` and waits until it follows the stream.
+    pub fn subscriber(config: &Path, dir: &Path) -> Daemon {
+        Daemon::start(
+            "shared-f2b-subscriber",
+            config,
+            &dir.join("subscriber.log"),
+            "following",
+        )
+    }
+
+    /// Starts `shared-f2b-archiver` and waits until it runs.
+    pub fn archiver(config: &Path, log: &Path) -> Daemon {
+        Daemon::start("shared-f2b-archiver", config, log, "archiver running")
+    }
+
+    /// Starts binary `name` with `--config` and waits for `ready` in its log.
+    pub fn start(name: &str, config: &Path, log: &Path, ready: &str) -> Daemon {
+        let log = log.to_path_buf();
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(bin("shared-f2b-subscriber"))
+        let child = Command::new(bin(name))
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
@@ -150,15 +165,15 @@ impl Subscriber {
             .stderr(out)
             .spawn()
             .unwrap();
-        let sub = Subscriber { child, log };
-        let before = sub.log_text().matches("following").count();
-        for _ in 0..500 {
-            if sub.log_text().matches("following").count() > before {
-                return sub;
+        let daemon = Daemon { child, log };
+        let before = daemon.log_text().matches(ready).count();
+        for _ in 0..1000 {
+            if daemon.log_text().matches(ready).count() > before {
+                return daemon;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("subscriber did not start:\n{}", sub.log_text());
+        panic!("{name} did not start:\n{}", daemon.log_text());
     }
 
     /// Its log so far.
@@ -185,36 +200,32 @@ impl Subscriber {
     }
 }
 
-impl Drop for Subscriber {
+impl Drop for Daemon {
     fn drop(&mut self) {
+        // A failing test shows what the daemon said.
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {} (tail) ---\n{}",
+                self.log.display(),
+                tail(&self.log_text(), 60)
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
-        // A failing test shows what the host's daemons said.
+        // A failing test shows what the host's Fail2Ban said (the subscriber shows its own).
         if std::thread::panicking() {
-            let sub = self
-                .subscriber
-                .as_ref()
-                .map(Subscriber::log_text)
-                .unwrap_or_default();
-            let tail = |s: &str, n: usize| {
-                s.lines()
-                    .rev()
-                    .take(n)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            };
             eprintln!(
-                "--- {} subscriber log (tail) ---\n{}\n--- {} fail2ban log (tail) ---\n{}",
-                self.name,
-                tail(&sub, 60),
+                "--- {} fail2ban log (tail) ---\n{}",
                 self.name,
                 tail(&self.f2b.log(), 30)
             );

@@ -4,6 +4,7 @@
 //! Every test gets its own subject prefix and stream name ([`unique`]) so runs can share the
 //! machine's NATS server; tests that stop the broker start a private one ([`NatsServer`]).
 
+pub mod db;
 pub mod fail2ban;
 pub mod host;
 pub mod nats;
@@ -104,11 +105,24 @@ impl HostConfig {
         stream: &str,
         extra: &str,
     ) -> HostConfig {
+        HostConfig::write_with_max_age(dir, host, nats_url, prefix, stream, "1h", extra)
+    }
+
+    /// As [`HostConfig::write`], with the stream's `stream_max_age`.
+    pub fn write_with_max_age(
+        dir: &Path,
+        host: &str,
+        nats_url: &str,
+        prefix: &str,
+        stream: &str,
+        max_age: &str,
+        extra: &str,
+    ) -> HostConfig {
         let spool_dir = dir.join(format!("spool-{host}"));
         let path = dir.join(format!("{host}.toml"));
         let text = format!(
             "host_id = {host:?}\n\n[nats]\nservers = [{nats_url:?}]\nsubject_prefix = {prefix:?}\n\
-             stream = {stream:?}\nstream_max_age = \"1h\"\n\n[publisher]\nspool_dir = {:?}\n\
+             stream = {stream:?}\nstream_max_age = {max_age:?}\n\n[publisher]\nspool_dir = {:?}\n\
              timeout = \"2s\"\n{extra}\n",
             spool_dir.display().to_string()
         );

@@ -1,0 +1,101 @@
+//! Test databases: a fresh MariaDB database (and user) or SQLite file per test, dropped after.
+
+use sqlx::any::install_default_drivers;
+use sqlx::{AnyPool, Row};
+use std::path::Path;
+use std::process::Command;
+
+/// The machine's MariaDB, as root.
+pub const MARIADB_ROOT: &str = "mysql://root@127.0.0.1:3306/test";
+
+/// One test's database.
+pub struct TestDb {
+    /// What the archiver's `database_url` should say.
+    pub url: String,
+    /// The MariaDB database and user, if this is one.
+    pub mariadb: Option<String>,
+}
+
+/// Runs SQL on the machine's MariaDB as root (test setup only).
+pub fn mariadb_root(sql: &str) {
+    let out = Command::new("mariadb")
+        .args(["-uroot", "-h127.0.0.1", "-e", sql])
+        .output()
+        .expect("the mariadb client runs");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestDb {
+    /// A new MariaDB database with its own user (password `pw`) holding all rights on it.
+    pub fn mariadb() -> TestDb {
+        let name = crate::unique("f2b");
+        mariadb_root(&format!(
+            "CREATE DATABASE {name}; CREATE USER '{name}'@'127.0.0.1' IDENTIFIED BY 'pw'; \
+             GRANT ALL ON {name}.* TO '{name}'@'127.0.0.1';"
+        ));
+        TestDb {
+            url: format!("mysql://{name}:pw@127.0.0.1:3306/{name}"),
+            mariadb: Some(name),
+        }
+    }
+
+    /// A new SQLite file in `dir`.
+    pub fn sqlite(dir: &Path) -> TestDb {
+        TestDb {
+            url: format!("sqlite://{}", dir.join("archive.db").display()),
+            mariadb: None,
+        }
+    }
+
+    /// Connects as the archiver would.
+    pub async fn pool(&self) -> AnyPool {
+        install_default_drivers();
+        let url = if self.mariadb.is_some() {
+            self.url.clone()
+        } else {
+            format!("{}?mode=ro", self.url)
+        };
+        AnyPool::connect(&url).await.expect("test database")
+    }
+
+    /// (rows, distinct event ids) in `f2b_events`; (0, 0) before the schema exists.
+    pub async fn counts(&self) -> (i64, i64) {
+        let pool = self.pool().await;
+        let result =
+            sqlx::query("SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d FROM f2b_events")
+                .fetch_one(&pool)
+                .await;
+        pool.close().await;
+        match result {
+            Ok(row) => (row.get("n"), row.get("d")),
+            Err(_) => (0, 0),
+        }
+    }
+
+    /// Rows in `f2b_rejects` with this reason.
+    pub async fn rejects(&self, reason: &str) -> i64 {
+        let pool = self.pool().await;
+        let n = sqlx::query("SELECT COUNT(*) AS n FROM f2b_rejects WHERE reason = ?")
+            .bind(reason.to_owned())
+            .fetch_one(&pool)
+            .await
+            .map(|r| r.get::<i64, _>("n"))
+            .unwrap_or(0);
+        pool.close().await;
+        n
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = &self.mariadb {
+            mariadb_root(&format!(
+                "DROP DATABASE IF EXISTS {name}; DROP USER IF EXISTS '{name}'@'127.0.0.1';"
+            ));
+        }
+    }
+}
