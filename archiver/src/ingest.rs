@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Messages taken per batch.
 const BATCH: usize = 5000;
+/// Batches written to the database at once.
+const WRITERS: usize = 2;
 
 /// The durable consumer the archivers share.
 pub fn consumer_config(name: &str) -> pull::Config {
@@ -27,7 +29,10 @@ pub fn consumer_config(name: &str) -> pull::Config {
     }
 }
 
-/// Archives until `shutdown`; the batch in hand is committed and acked first.
+/// Archives until `shutdown`; batches in hand are committed and acked first.
+///
+/// Up to [`WRITERS`] batches are written at once while the next ones arrive, so receiving,
+/// decoding and the database overlap (each message is still acked only after its own commit).
 pub async fn run(
     db: Db,
     stream: Stream,
@@ -35,13 +40,14 @@ pub async fn run(
     consumer_name: String,
     shutdown: CancellationToken,
 ) {
-    loop {
+    let mut writers = tokio::task::JoinSet::new();
+    'open: loop {
         let messages = match open(&stream, &consumer_name).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(consumer = %consumer_name, error = %e, "cannot consume the stream yet; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => break 'open,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             }
@@ -49,7 +55,7 @@ pub async fn run(
         let mut batches = messages.ready_chunks(BATCH);
         loop {
             let batch = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break 'open,
                 batch = batches.next() => batch,
             };
             let Some(batch) = batch else { break };
@@ -64,14 +70,19 @@ pub async fn run(
                     }
                 }
             }
-            if !messages.is_empty() && !archive(&db, &prefix, messages, &shutdown).await {
-                return;
+            if !messages.is_empty() {
+                while writers.len() >= WRITERS {
+                    writers.join_next().await;
+                }
+                let (db, prefix, shutdown) = (db.clone(), prefix.clone(), shutdown.clone());
+                writers.spawn(async move { archive(&db, &prefix, messages, &shutdown).await });
             }
             if broken {
                 break;
             }
         }
     }
+    while writers.join_next().await.is_some() {}
 }
 
 async fn open(
@@ -90,14 +101,9 @@ async fn open(
         .map_err(|e| e.to_string())
 }
 
-/// Stores one batch and acks it; false when shutdown came while the database was down (the
-/// batch is then left unacked, and the server redelivers it).
-async fn archive(
-    db: &Db,
-    prefix: &str,
-    messages: Vec<Message>,
-    shutdown: &CancellationToken,
-) -> bool {
+/// Stores one batch and acks it. When shutdown comes while the database is down, the batch is
+/// left unacked and the server redelivers it.
+async fn archive(db: &Db, prefix: &str, messages: Vec<Message>, shutdown: &CancellationToken) {
     let started = Instant::now();
     let (mut events, mut rejects) = (Vec::new(), Vec::new());
     for m in &messages {
@@ -135,7 +141,7 @@ async fn archive(
             }
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return false,
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));
@@ -156,5 +162,4 @@ async fn archive(
         took_ms = started.elapsed().as_millis() as u64,
         "batch archived"
     );
-    true
 }

@@ -2,6 +2,7 @@
 //! fail2ban-server, and prints one table (and `--json PATH`) with the reference figure measured
 //! in the same run beside each result.
 
+mod archive;
 mod publish;
 mod report;
 mod subscribe;
@@ -23,7 +24,13 @@ struct Cli {
     /// Bans in the burst.
     #[arg(long, default_value_t = 10_000)]
     burst: usize,
-    /// Only these groups: publish, subscribe (default: all).
+    /// Events for the archiver ingest and backfill figures.
+    #[arg(long, default_value_t = 100_000)]
+    ingest: usize,
+    /// Rows in the table for the `history --ip` figure.
+    #[arg(long, default_value_t = 2_000_000)]
+    history_rows: usize,
+    /// Only these groups, comma-separated: publish, subscribe, archive (default: all).
     #[arg(long)]
     only: Option<String>,
     /// Also write the table as JSON here.
@@ -45,6 +52,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("subscribe") {
         subscribe::run(&mut report, cli.latency_runs, cli.attempt_runs, cli.burst).await;
+    }
+    if wants("archive") {
+        archive::run(&mut report, cli.ingest, cli.history_rows).await;
     }
     report.print();
     if let Some(path) = cli.json {

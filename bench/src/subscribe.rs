@@ -56,7 +56,7 @@ async fn status_count(socket: &mut Socket, jail: &str, name: &str) -> i64 {
     find(&reply.value, name).expect("status has the counter")
 }
 
-async fn banned_count(socket: &mut Socket, jail: &str) -> i64 {
+pub async fn banned_count(socket: &mut Socket, jail: &str) -> i64 {
     status_count(socket, jail, "Currently banned").await
 }
 
@@ -73,7 +73,7 @@ fn publish_as(config: &Path, ip: &str) {
 }
 
 /// Publishes events as fast as the server acks them (acks awaited in windows).
-async fn burst(url: &str, prefix: &str, events: &[Event]) {
+pub async fn burst(url: &str, prefix: &str, events: &[Event]) {
     let client = async_nats::connect(url).await.expect("connect");
     let js = async_nats::jetstream::new(client);
     for window in events.chunks(1000) {
