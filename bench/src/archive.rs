@@ -138,15 +138,13 @@ pub async fn run(report: &mut Report, ingest_n: usize, history_rows: usize) {
     let fill = history_rows.saturating_sub(ingest_n);
     let distinct = (fill / per_ip).max(1);
     let t0 = Instant::now();
-    let mut seq = ingest_n as u64 + 1;
     let mut batch = Vec::with_capacity(5000);
-    for i in 0..distinct * per_ip {
+    for (i, seq) in (0..distinct * per_ip).zip(ingest_n as u64 + 1..) {
         let ip = Ipv4Addr::from(0x0e00_0000 + (i % distinct) as u32).to_string();
         batch.push(Archived {
             event: ban_event("carol", "sshd", &ip),
             seq,
         });
-        seq += 1;
         if batch.len() == 5000 {
             store::insert(&db, &batch, &[]).await.expect("fill");
             batch.clear();
