@@ -82,6 +82,8 @@ impl Fail2Ban {
             .arg("-c")
             .arg(self.dir.join("conf"))
             .args(["-b", "-x"])
+            // Log timestamps in UTC, so benchmarks can compare them with the system clock.
+            .env("TZ", "UTC")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .status()
