@@ -5,7 +5,7 @@ use crate::db::Db;
 use crate::{ingest, serve, store};
 use anyhow::Context;
 use shared_f2b::Config;
-use shared_f2b::nats::{self, Lifetime, stream_config};
+use shared_f2b::nats::{self, Lifetime};
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
@@ -43,17 +43,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     )
     .await?;
     let js = nats::jetstream(conn.client.clone(), Duration::from_secs(10));
-    let stream = loop {
-        match js.get_or_create_stream(stream_config(&config.nats)).await {
-            Ok(s) => break s,
-            Err(e) => {
-                tracing::warn!(stream = %config.nats.stream, error = %e, "stream not available yet; retrying")
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
+    let Some(stream) = nats::stream_when_ready(&js, &config.nats, &shutdown).await else {
+        return Ok(());
     };
     // The consumer must exist before the first replay asks for its ack floor.
     stream

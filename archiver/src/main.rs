@@ -2,7 +2,7 @@
 //! requests, and answers operators' questions about the history.
 
 use clap::{Parser, Subcommand};
-use shared_f2b::{Config, config, telemetry};
+use shared_f2b::{Config, config, shutdown, telemetry};
 use shared_f2b_archiver::query::HistoryFilter;
 use shared_f2b_archiver::report::Format;
 use shared_f2b_archiver::{commands, daemon, db::Db};
@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
-use tokio_util::sync::CancellationToken;
 
 /// Archives Shared Fail2Ban events and serves replay and history.
 #[derive(Parser)]
@@ -80,11 +79,7 @@ async fn main() -> ExitCode {
         }
     };
     let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => {
-            let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
-            daemon::run(config, shutdown).await
-        }
+        Command::Run => daemon::run(config, shutdown::on_signals()).await,
         command => operator(&config, command).await,
     };
     match result {
@@ -122,16 +117,4 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
         Command::Export { format, all, name } => commands::export(&db, format, all, &name).await,
         Command::Stats { json } => commands::stats(&db, json).await,
     }
-}
-
-/// Cancels `shutdown` on SIGTERM or SIGINT.
-async fn stop_on_signal(shutdown: CancellationToken) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("stopping: finishing the batch in flight");
-    shutdown.cancel();
 }

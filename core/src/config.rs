@@ -155,6 +155,18 @@ pub struct SubscriberConfig {
     pub allowlist: Vec<IpNet>,
     pub include_own: bool,
     pub state_dir: PathBuf,
+    /// Live bans accepted per origin per minute; beyond that they are dropped and counted.
+    pub max_bans_per_minute: u32,
+    /// Longest a remote ban is held, whatever its bantime (permanent included).
+    #[serde(with = "humantime_serde")]
+    pub max_bantime: Duration,
+    /// When not empty, only these origins are applied.
+    pub trusted_origins: Vec<String>,
+    /// `ban`/`log` modes: apply a ban only once this many distinct origins reported it.
+    pub min_reporters: usize,
+    /// The window in which those reports must fall.
+    #[serde(with = "humantime_serde")]
+    pub min_reporters_window: Duration,
 }
 
 impl Default for SubscriberConfig {
@@ -172,6 +184,11 @@ impl Default for SubscriberConfig {
                 .collect(),
             include_own: false,
             state_dir: "/var/lib/shared-f2b".into(),
+            max_bans_per_minute: 20_000,
+            max_bantime: Duration::from_secs(30 * 24 * 3600),
+            trusted_origins: Vec::new(),
+            min_reporters: 1,
+            min_reporters_window: Duration::from_secs(600),
         }
     }
 }
@@ -310,6 +327,15 @@ impl Config {
             }
         }
         validate_jail(&sub.target_jail).map_err(|e| format!("subscriber.target_jail: {e}"))?;
+        if sub.max_bans_per_minute == 0 || sub.max_bantime.is_zero() || sub.min_reporters == 0 {
+            return Err(
+                "subscriber.max_bans_per_minute, max_bantime and min_reporters must be above 0"
+                    .into(),
+            );
+        }
+        for origin in &sub.trusted_origins {
+            validate_host(origin).map_err(|e| format!("subscriber.trusted_origins: {e}"))?;
+        }
         for (remote, local) in &sub.jail_map {
             validate_jail(remote).map_err(|e| format!("subscriber.jail_map: {e}"))?;
             validate_jail(local).map_err(|e| format!("subscriber.jail_map: {e}"))?;

@@ -12,6 +12,7 @@ pub mod inbound;
 pub mod nats;
 pub mod publish;
 pub mod replay;
+pub mod shutdown;
 pub mod spool;
 pub mod subject;
 pub mod telemetry;

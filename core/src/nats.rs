@@ -155,3 +155,23 @@ pub fn stream_config(nats: &NatsConfig) -> stream::Config {
         ..Default::default()
     }
 }
+
+/// Gets the stream, creating it when missing and allowed; retries every 2 s while NATS or the
+/// stream is not there. `None` when `shutdown` came first.
+pub async fn stream_when_ready(
+    js: &jetstream::Context,
+    nats: &NatsConfig,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Option<jetstream::stream::Stream> {
+    loop {
+        match js.get_or_create_stream(stream_config(nats)).await {
+            Ok(stream) => return Some(stream),
+            Err(e) => tracing::warn!(stream = %nats.stream, error = %e,
+                "stream not available yet; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}

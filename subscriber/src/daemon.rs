@@ -5,12 +5,13 @@ use crate::catchup::{self, CatchupError, Plan};
 use crate::fail2ban::Fail2Ban;
 use crate::filter::{Filter, Verdict};
 use crate::follow::{Item, cursor_key, filter_subject, follow};
+use crate::limits::{Admit, Limits};
 use crate::state::State;
 use anyhow::Context;
 use futures::{FutureExt, StreamExt};
 use shared_f2b::config::Config;
 use shared_f2b::event::Action;
-use shared_f2b::nats::{self, Lifetime, stream_config};
+use shared_f2b::nats::{self, Lifetime};
 use shared_f2b::publish::Sender;
 use shared_f2b::spool::Spool;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -72,16 +73,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     )
     .await?;
     let js = nats::jetstream(conn.client.clone(), Duration::from_secs(5));
-    let stream = loop {
-        match js.get_or_create_stream(stream_config(&config.nats)).await {
-            Ok(stream) => break stream,
-            Err(e) => tracing::warn!(stream = %config.nats.stream, error = %e,
-                "stream not available yet; retrying"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
+    let Some(stream) = nats::stream_when_ready(&js, &config.nats, &shutdown).await else {
+        return Ok(());
     };
 
     let spool_task = tokio::spawn(send_spool(
@@ -113,6 +106,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             sub.log_file.clone(),
         ),
         counters: Counters::default(),
+        limits: Limits::new(sub),
         recent: RecentIds::default(),
         shutdown: shutdown.clone(),
     };
@@ -265,6 +259,7 @@ struct Worker<'a> {
     filter: Filter,
     applier: Applier,
     counters: Counters,
+    limits: Limits,
     recent: RecentIds,
     shutdown: CancellationToken,
 }
@@ -290,6 +285,7 @@ impl Worker<'_> {
                 }
             };
             let seq = msg.seq;
+            let live = msg.cursor_key.is_some();
             if let Some(key) = msg.cursor_key {
                 if state.cursor(&key).is_some_and(|c| seq <= c) {
                     continue;
@@ -306,11 +302,39 @@ impl Worker<'_> {
                     let local = sub.local_jail(&event.jail).to_owned();
                     tracing::debug!(id = %event.id, origin = %event.origin, ip = %event.ip,
                         action = event.action.as_str(), jail = %local, "event");
+                    if !self.limits.trusts(&event.origin) {
+                        rejected += 1;
+                        *self
+                            .counters
+                            .rejected
+                            .entry("untrusted_origin")
+                            .or_default() += 1;
+                        tracing::warn!(origin = %event.origin, ip = %event.ip, reason = "untrusted_origin",
+                            "event rejected: origin not in trusted_origins");
+                        continue;
+                    }
                     match event.action {
-                        Action::Ban => {
-                            state.ban(&local, event.ip, &event.origin, event.expires());
-                            bans.push((local, event));
-                        }
+                        Action::Ban => match self.limits.admit(&event, live, now) {
+                            Admit::Apply(until) => {
+                                state.ban(&local, event.ip, &event.origin, until);
+                                bans.push((local, event));
+                            }
+                            Admit::Waiting => {
+                                tracing::debug!(ip = %event.ip, origin = %event.origin,
+                                    "waiting for more reporters");
+                                *self
+                                    .counters
+                                    .skipped
+                                    .entry("awaiting_reporters")
+                                    .or_default() += 1;
+                            }
+                            Admit::Refuse(reason) => {
+                                rejected += 1;
+                                *self.counters.rejected.entry(reason).or_default() += 1;
+                                tracing::warn!(origin = %event.origin, ip = %event.ip, reason,
+                                    "event rejected by a limit");
+                            }
+                        },
                         Action::Unban => {
                             if state.unban(&local, event.ip, &event.origin) {
                                 unbans.push((local, event.ip));

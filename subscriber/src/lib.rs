@@ -1,7 +1,7 @@
 //! The subscriber daemon as a library: `main.rs` only parses arguments and handles signals.
 //!
 //! A remote event's path: [`catchup`] (from the archive, at start) or [`follow`] (ordered consumers on the stream) → [`filter`] (decode,
-//! cross-check, drop own/expired/protected) → [`holdings`] (who holds each ban) → [`apply`]
+//! cross-check, drop own/expired/protected) → [`limits`] (rate, cap, trust, quorum) → [`holdings`] (who holds each ban) → [`apply`]
 //! (ops for the `apply` mode) → [`fail2ban`] (the socket) → [`state`] (remember it).
 
 pub mod apply;
@@ -11,4 +11,5 @@ pub mod fail2ban;
 pub mod filter;
 pub mod follow;
 pub mod holdings;
+pub mod limits;
 pub mod state;

@@ -368,3 +368,39 @@ async fn nats_restarts_and_fail2ban_outages_lose_nothing() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_or_untrusted_origin_is_contained() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::shared();
+    let bob = site.host(
+        dir.path(),
+        "bob",
+        "ban",
+        "max_bans_per_minute = 5\ntrusted_origins = [\"alice\", \"mallory\"]\n",
+        "",
+    );
+    let send = site.sender().await;
+    for i in 0..20 {
+        send.send(&ban_event("mallory", "sshd", &format!("198.18.9.{i}")))
+            .await;
+    }
+    send.send(&ban_event("eve", "sshd", "203.0.113.66")).await;
+    send.send(&ban_event("alice", "sshd", "203.0.113.65")).await;
+    wait_banned(&bob, "203.0.113.65").await;
+    let banned = bob.shared_banned();
+    let mallory = banned
+        .iter()
+        .filter(|ip| ip.starts_with("198.18.9."))
+        .count();
+    assert_eq!(mallory, 5, "mallory is cut at her rate: {banned:?}");
+    assert!(
+        !banned.contains(&"203.0.113.66".to_string()),
+        "eve is not trusted"
+    );
+    let log = bob.subscriber.as_ref().unwrap().log_text();
+    assert!(
+        log.contains("rate_limited") && log.contains("untrusted_origin"),
+        "{log}"
+    );
+}
