@@ -77,6 +77,9 @@ pub struct NatsConfig {
     #[serde(with = "humantime_serde")]
     pub stream_max_age: Duration,
     pub stream_replicas: usize,
+    /// Prefix of this client's reply subjects (`_INBOX_<host>` lets permissions keep hosts'
+    /// replies apart).
+    pub inbox_prefix: String,
     pub user: Option<String>,
     pub password: Option<Secret>,
     pub token: Option<Secret>,
@@ -95,6 +98,7 @@ impl Default for NatsConfig {
             stream: "F2B_EVENTS".into(),
             stream_max_age: Duration::from_secs(7 * 24 * 3600),
             stream_replicas: 1,
+            inbox_prefix: "_INBOX".into(),
             user: None,
             password: None,
             token: None,
@@ -295,6 +299,7 @@ impl Config {
                 nats.stream
             ));
         }
+        validate_prefix(&nats.inbox_prefix).map_err(|e| format!("nats.inbox_prefix: {e}"))?;
         if nats.stream_max_age.is_zero() {
             return Err("nats.stream_max_age must be longer than 0s".into());
         }

@@ -66,6 +66,7 @@ pub async fn connect(
     let mut opts = async_nats::ConnectOptions::new()
         .name(format!("shared-f2b {host_id}"))
         .connection_timeout(timeout)
+        .custom_inbox_prefix(&nats.inbox_prefix)
         .request_timeout(Some(timeout));
     if let (Some(user), Some(password)) = (&nats.user, &nats.password) {
         opts = opts.user_and_password(user.clone(), password.expose().to_owned());

@@ -3,3 +3,4 @@
 mod archive;
 mod publish;
 mod subscribe;
+mod trust;

@@ -10,15 +10,38 @@ use std::time::Duration;
 pub struct NatsServer {
     pub port: u16,
     store: PathBuf,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl NatsServer {
     /// Starts a server whose store lives under `dir`.
     pub fn start_in(dir: &Path) -> NatsServer {
+        let store = dir.join(format!("nats-store-{}", crate::unique("s")));
+        NatsServer::start_with(
+            store.clone(),
+            vec!["-js".into(), "-sd".into(), store.display().to_string()],
+        )
+    }
+
+    /// Starts a server with a config file's text, its `store_dir` pointed into `dir`.
+    pub fn start_with_config(dir: &Path, config: &str) -> NatsServer {
+        let store = dir.join(format!("nats-store-{}", crate::unique("s")));
+        let text = config.replace(
+            "store_dir: /var/lib/nats-server",
+            &format!("store_dir: {:?}", store.display().to_string()),
+        );
+        assert!(text != config, "the config names no store_dir to replace");
+        let path = dir.join(format!("{}.conf", crate::unique("nats")));
+        std::fs::write(&path, text).unwrap();
+        NatsServer::start_with(store, vec!["-c".into(), path.display().to_string()])
+    }
+
+    fn start_with(store: PathBuf, args: Vec<String>) -> NatsServer {
         let mut server = NatsServer {
             port: crate::free_port(),
-            store: dir.join(format!("nats-store-{}", crate::unique("s"))),
+            store,
+            args,
             child: None,
         };
         server.start();
@@ -34,15 +57,8 @@ impl NatsServer {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
         let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.store)
+            .args(&self.args)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -105,6 +121,10 @@ pub async fn read_stream(url: &str, stream: &str) -> Vec<(String, Event)> {
     let Ok(client) = async_nats::connect(url).await else {
         return Vec::new();
     };
+    read_client_stream(client, stream).await
+}
+
+async fn read_client_stream(client: async_nats::Client, stream: &str) -> Vec<(String, Event)> {
     let js = async_nats::jetstream::new(client);
     let Ok(mut s) = js.get_stream(stream).await else {
         return Vec::new();
@@ -183,4 +203,18 @@ pub fn unban_event(origin: &str, jail: &str, ip: &str) -> Event {
         action: shared_f2b::Action::Unban,
         ..ban_event(origin, jail, ip)
     }
+}
+
+/// [`read_stream`] for a server that wants a user and password.
+pub async fn read_stream_as(
+    url: &str,
+    user: &str,
+    password: &str,
+    stream: &str,
+) -> Vec<(String, Event)> {
+    let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .connect(url)
+        .await
+        .expect("connect");
+    read_client_stream(client, stream).await
 }
