@@ -3,7 +3,7 @@
 //! events.
 
 use crate::report::{Report, percentiles};
-use crate::subscribe::{banned_count, burst};
+use crate::subscribe::banned_count;
 use shared_f2b::Event;
 use shared_f2b_archiver::db::Db;
 use shared_f2b_archiver::query::{self, HistoryFilter};
@@ -11,7 +11,7 @@ use shared_f2b_archiver::store::{self, Archived};
 use shared_f2b_subscriber::fail2ban::Fail2Ban as Socket;
 use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::host::{Daemon, Host, HostSpec};
-use shared_f2b_tests::nats::{NatsServer, ban_event};
+use shared_f2b_tests::nats::{NatsServer, ban_event, burst};
 use shared_f2b_tests::{HostConfig, bin, unique};
 use std::net::Ipv4Addr;
 use std::process::Command;

@@ -2,12 +2,10 @@
 //! the raw socket floor, burst throughput beside the raw batched `banip` ceiling, and memory.
 
 use crate::report::{Report, percentiles};
-use async_nats::jetstream::message::PublishMessage;
 use shared_f2b::Event;
-use shared_f2b::subject::event_subject;
 use shared_f2b_subscriber::fail2ban::{Fail2Ban as Socket, Value};
 use shared_f2b_tests::host::{Daemon, Host, HostSpec};
-use shared_f2b_tests::nats::{NatsServer, ban_event};
+use shared_f2b_tests::nats::{NatsServer, ban_event, burst};
 use shared_f2b_tests::{HostConfig, bin, unique};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -78,25 +76,6 @@ fn publish_as(config: &Path, ip: &str) {
         .status()
         .expect("publisher runs");
     assert!(status.success());
-}
-
-/// Publishes events as fast as the server acks them (acks awaited in windows).
-pub async fn burst(url: &str, prefix: &str, events: &[Event]) {
-    let client = async_nats::connect(url).await.expect("connect");
-    let js = async_nats::jetstream::new(client);
-    for window in events.chunks(1000) {
-        let mut acks = Vec::with_capacity(window.len());
-        for e in window {
-            let subject = event_subject(prefix, e.action, &e.jail, &e.origin).unwrap();
-            let msg = PublishMessage::build()
-                .payload(e.encode().into())
-                .message_id(e.id.to_string());
-            acks.push(js.send_publish(subject, msg).await.expect("publish"));
-        }
-        for ack in acks {
-            ack.await.expect("ack");
-        }
-    }
 }
 
 fn host(dir: &Path, name: &str, url: &str, stream: &str, apply: &str) -> Host {

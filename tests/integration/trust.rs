@@ -18,15 +18,9 @@ fn config(dir: &Path, host: &str, user: &str, url: &str, extra: &str) -> HostCon
     let dir = dir.join(host).join(user);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = HostConfig::write(&dir, host, url, "f2b", "F2B_EVENTS", extra);
-    // The [nats] section is written by the kit; add the credentials to it.
-    let text = std::fs::read_to_string(&cfg.path).unwrap().replacen(
-        "[nats]\n",
-        &format!(
-            "[nats]\nuser = {user:?}\npassword = \"change-me-{user}\"\ninbox_prefix = \"_INBOX_{user}\"\n"
-        ),
-        1,
-    );
-    std::fs::write(&cfg.path, text).unwrap();
+    cfg.add_nats_keys(&format!(
+        "user = {user:?}\npassword = \"change-me-{user}\"\ninbox_prefix = \"_INBOX_{user}\""
+    ));
     cfg
 }
 

@@ -191,6 +191,12 @@ impl Daemon {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// SIGKILL (`kill -9`), as a crash would.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then waits; returns the exit code.
     pub fn terminate(mut self) -> Option<i32> {
         let _ = Command::new("kill")

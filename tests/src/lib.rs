@@ -8,6 +8,7 @@ pub mod db;
 pub mod fail2ban;
 pub mod host;
 pub mod nats;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -118,6 +119,7 @@ impl HostConfig {
         max_age: &str,
         extra: &str,
     ) -> HostConfig {
+        std::fs::create_dir_all(dir).expect("config dir");
         let spool_dir = dir.join(format!("spool-{host}"));
         let path = dir.join(format!("{host}.toml"));
         let text = format!(
@@ -128,6 +130,16 @@ impl HostConfig {
         );
         std::fs::write(&path, text).expect("write config");
         HostConfig { path, spool_dir }
+    }
+
+    /// Adds keys to the `[nats]` section (credentials, TLS files…).
+    pub fn add_nats_keys(&self, keys: &str) {
+        let text = std::fs::read_to_string(&self.path).unwrap().replacen(
+            "[nats]\n",
+            &format!("[nats]\n{keys}\n"),
+            1,
+        );
+        std::fs::write(&self.path, text).unwrap();
     }
 
     /// Files waiting in this host's spool.

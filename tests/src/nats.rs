@@ -218,3 +218,31 @@ pub async fn read_stream_as(
         .expect("connect");
     read_client_stream(client, stream).await
 }
+
+/// [`read_stream`] over an already authenticated client.
+pub async fn read_stream_as_client(
+    client: async_nats::Client,
+    stream: &str,
+) -> Vec<(String, Event)> {
+    read_client_stream(client, stream).await
+}
+
+/// Publishes events as fast as the server acks them (acks awaited in windows of 1,000).
+pub async fn burst(url: &str, prefix: &str, events: &[Event]) {
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    for window in events.chunks(1000) {
+        let mut acks = Vec::with_capacity(window.len());
+        for e in window {
+            let subject =
+                shared_f2b::subject::event_subject(prefix, e.action, &e.jail, &e.origin).unwrap();
+            let msg = async_nats::jetstream::message::PublishMessage::build()
+                .payload(e.encode().into())
+                .message_id(e.id.to_string());
+            acks.push(js.send_publish(subject, msg).await.expect("publish"));
+        }
+        for ack in acks {
+            ack.await.expect("ack");
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Faults survived with nothing lost: crashes (`kill -9`) of the subscriber and the archiver,
+//! 50 publishers at once during an outage, an unwritable spool.
+
+use shared_f2b::Event;
+use shared_f2b_tests::db::TestDb;
+use shared_f2b_tests::host::{Daemon, Host, HostSpec};
+use shared_f2b_tests::nats::{NatsServer, StreamGuard, ban_event, burst, read_stream};
+use shared_f2b_tests::{HostConfig, SHARED_NATS, bin, unique, wait_for};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn events(origin: &str, n: usize, third: u8) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            ban_event(
+                origin,
+                "sshd",
+                &format!("10.{third}.{}.{}", i / 250, i % 250),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_killed_mid_burst_applies_everything_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (prefix, stream) = (unique("fk"), unique("FK"));
+    let _guard = StreamGuard {
+        url: SHARED_NATS.into(),
+        stream: stream.clone(),
+    };
+    let mut bob = Host::new(
+        dir.path(),
+        &HostSpec {
+            name: "bob",
+            nats_url: SHARED_NATS,
+            prefix: &prefix,
+            stream: &stream,
+            apply: "ban",
+            subscriber_extra: "",
+            shared_jail_extra: "",
+        },
+    );
+    bob.start_subscriber();
+    let evs = events("alice", 3000, 1);
+    burst(SHARED_NATS, &prefix, &evs).await;
+    let sub = bob.subscriber.take().unwrap();
+    wait_for(WAIT, "the first batches applied", || async {
+        sub.log_text().contains("batch applied").then_some(())
+    })
+    .await;
+    sub.kill9();
+    bob.start_subscriber();
+    wait_for(WAIT, "all 3000 banned after the crash", || async {
+        let banned = bob.shared_banned();
+        (banned.len() >= evs.len()).then_some(())
+    })
+    .await;
+    let banned = bob.shared_banned();
+    for e in &evs {
+        assert!(
+            banned.contains(&e.ip.to_string()),
+            "{} left unapplied",
+            e.ip
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archiver_killed_mid_batch_stores_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (prefix, stream) = (unique("fa"), unique("FA"));
+    let _guard = StreamGuard {
+        url: SHARED_NATS.into(),
+        stream: stream.clone(),
+    };
+    let db = TestDb::mariadb();
+    let cfg = HostConfig::write(
+        dir.path(),
+        "archiver",
+        SHARED_NATS,
+        &prefix,
+        &stream,
+        &format!("[archiver]\ndatabase_url = {:?}\n", db.url),
+    );
+    let log = dir.path().join("archiver.log");
+    // The first start creates the stream and the consumer; then the events wait on the stream.
+    Daemon::archiver(&cfg.path, &log).kill9();
+    let n = 20_000;
+    burst(SHARED_NATS, &prefix, &events("alice", n, 2)).await;
+    let archiver = Daemon::archiver(&cfg.path, &log);
+    wait_for(WAIT, "some rows, not all", || async {
+        let rows = db.counts().await.0;
+        (rows > 0).then_some(rows)
+    })
+    .await;
+    archiver.kill9();
+    let rows_at_crash = db.counts().await.0;
+    let _archiver = Daemon::archiver(&cfg.path, &log);
+    wait_for(WAIT, "every event archived after the crash", || async {
+        (db.counts().await.0 >= n as i64).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        db.counts().await,
+        (n as i64, n as i64),
+        "once each (crash at {rows_at_crash} rows)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_publishers_during_an_outage_are_all_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsServer::start_in(dir.path());
+    let stream = unique("FP");
+    let cfg = HostConfig::write(dir.path(), "alice", &nats.url(), &unique("fp"), &stream, "");
+    nats.stop();
+    let children: Vec<_> = (0..50)
+        .map(|i| {
+            Command::new(bin("shared-f2b-publish"))
+                .arg("--config")
+                .arg(&cfg.path)
+                .args(["ban", "--jail", "sshd", "--ip", &format!("198.51.100.{i}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    assert_eq!(cfg.spooled(), 50);
+    nats.start();
+    let out = Command::new(bin("shared-f2b-publish"))
+        .arg("--config")
+        .arg(&cfg.path)
+        .arg("flush")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "sent 50, remaining 0, set aside 0"
+    );
+    assert_eq!(cfg.spooled(), 0);
+    let mut ips: Vec<String> = read_stream(&nats.url(), &stream)
+        .await
+        .iter()
+        .map(|(_, e)| e.ip.to_string())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 50);
+    assert_eq!(
+        read_stream(&nats.url(), &stream).await.len(),
+        50,
+        "once each"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_spool_is_a_failure_fail2ban_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = NatsServer::start_in(dir.path());
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let cfg = HostConfig::write(
+        dir.path(),
+        "alice",
+        &nats.url(),
+        &unique("fs"),
+        &unique("FS"),
+        "",
+    );
+    let text = std::fs::read_to_string(&cfg.path).unwrap();
+    let spool_line = text
+        .lines()
+        .find(|l| l.starts_with("spool_dir"))
+        .unwrap()
+        .to_owned();
+    let bad = format!(
+        "spool_dir = {:?}",
+        blocker.join("spool").display().to_string()
+    );
+    std::fs::write(&cfg.path, text.replace(&spool_line, &bad)).unwrap();
+    nats.stop();
+    let out = Command::new(bin("shared-f2b-publish"))
+        .arg("--config")
+        .arg(&cfg.path)
+        .args(["ban", "--jail", "sshd", "--ip", "192.0.2.1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("could not spool it"), "{stderr}");
+}
