@@ -263,4 +263,29 @@ mod tests {
             ["builtins", "str", "198.51.100.0/24", "10.0.0.1"]
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(4096)
+        ))]
+
+        /// Whatever a (broken or hostile) socket peer sends, decoding errs or succeeds: no panic.
+        #[test]
+        fn any_reply_bytes_are_safe(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let _ = decode_reply(&bytes);
+            let _ = raw_strings(&bytes);
+            let _ = exception_text(&bytes);
+        }
+
+        /// Requests carry any argument text intact (or are refused if it holds the end marker).
+        #[test]
+        fn any_arguments_round_trip(args in proptest::collection::vec("\\PC{0,40}", 1..6)) {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            if let Ok(bytes) = encode_request(&refs) {
+                let body = &bytes[..bytes.len() - END.len()];
+                let back: Vec<String> = serde_pickle::from_slice(body, DeOptions::new()).unwrap();
+                proptest::prop_assert_eq!(back, args);
+            }
+        }
+    }
 }

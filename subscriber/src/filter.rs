@@ -5,7 +5,10 @@ use ipnet::IpNet;
 use shared_f2b::event::{Action, Event};
 use shared_f2b::inbound::decode_received;
 use std::net::IpAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+/// How far in the future an event's time may be before it is taken as "now".
+pub const MAX_SKEW: Duration = Duration::from_secs(300);
 
 /// What to do with one received message.
 #[derive(Debug)]
@@ -64,8 +67,14 @@ impl Filter {
         }
     }
 
-    /// Checks a decoded event: own, expired, protected, allowlisted.
-    pub fn check_event(&self, event: Event, now: SystemTime) -> Verdict {
+    /// Checks a decoded event: own, expired, protected, allowlisted. An event stamped more than
+    /// [`MAX_SKEW`] in the future is taken as made now, so a fast clock cannot stretch a ban.
+    pub fn check_event(&self, mut event: Event, now: SystemTime) -> Verdict {
+        if event.time > now + MAX_SKEW {
+            tracing::warn!(origin = %event.origin, ip = %event.ip,
+                "event stamped in the future (clock skew at its origin?); taken as made now");
+            event.time = now;
+        }
         if event.origin == self.host_id && !self.include_own {
             return Verdict::Skip("own");
         }
@@ -170,5 +179,23 @@ mod tests {
         let mut old = event("alice", "192.0.2.1");
         old.time = SystemTime::now() - Duration::from_secs(601);
         assert_eq!(reason(check("alice", &old)), "expired");
+    }
+
+    #[test]
+    fn clock_skew_is_handled_as_documented() {
+        let now = SystemTime::now();
+        let ten_min = Duration::from_secs(600);
+        let mut future = event("alice", "192.0.2.1");
+        future.time = now + ten_min;
+        match filter().check_event(future, now) {
+            Verdict::Apply(e) => assert_eq!(e.time, now, "taken as made now"),
+            other => panic!("{other:?}"),
+        }
+        // Ten minutes behind: a 600 s ban is already over, a one-hour ban is applied.
+        let mut past = event("alice", "192.0.2.1");
+        past.time = now - ten_min;
+        assert_eq!(reason(filter().check_event(past.clone(), now)), "expired");
+        past.bantime = 3600;
+        assert_eq!(reason(filter().check_event(past, now)), "apply");
     }
 }
