@@ -2,6 +2,7 @@
 
 mod archive;
 mod auth;
+mod cluster;
 mod faults;
 mod publish;
 mod subscribe;

@@ -58,7 +58,8 @@ impl NatsServer {
         assert!(self.child.is_none(), "already running");
         let child = Command::new("nats-server")
             .args(&self.args)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-l"])
+            .arg(self.store.with_extension("log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -85,6 +86,15 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.store.with_extension("log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- nats-server :{} (tail) ---\n{}",
+                self.port,
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            );
+        }
         let _ = std::fs::remove_dir_all(&self.store);
     }
 }
