@@ -163,3 +163,24 @@ async fn tls_with_a_private_ca_and_mutual_tls() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creds_file_auth_in_operator_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = shared_f2b_tests::jwt::operator_setup("alice");
+    let creds = dir.path().join("alice.creds");
+    std::fs::write(&creds, &setup.creds).unwrap();
+    let (nats, cfg) = site(
+        dir.path(),
+        &setup.server_config,
+        "nats",
+        &format!("creds_file = {:?}", creds.display().to_string()),
+    );
+    assert_published(&cfg, "203.0.113.1");
+    let client = async_nats::ConnectOptions::with_credentials(&setup.creds)
+        .unwrap()
+        .connect(nats.url())
+        .await
+        .unwrap();
+    assert_eq!(read_stream_as_client(client, STREAM).await.len(), 1);
+}
