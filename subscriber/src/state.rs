@@ -12,9 +12,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const JOURNAL: &str = "subscriber.journal";
+/// Ended holdings are forgotten this often.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// The journal is rewritten as a snapshot once this much was appended.
+const COMPACT_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Record {
@@ -47,6 +51,8 @@ pub struct State {
     path: PathBuf,
     file: File,
     lines: usize,
+    bytes: u64,
+    pruned: Instant,
     pending: Record,
     /// Whether a journal existed at start-up (false on a brand-new host).
     pub existed: bool,
@@ -92,6 +98,8 @@ impl State {
             path,
             file,
             lines: 1,
+            bytes: 0,
+            pruned: Instant::now(),
             pending: Record::default(),
             existed,
             cursors,
@@ -137,10 +145,16 @@ impl State {
         self.file.sync_data()?;
         self.pending = Record::default();
         self.lines += 1;
-        if self.lines > 10_000 {
+        self.bytes += line.len() as u64;
+        if self.pruned.elapsed() > PRUNE_EVERY {
+            self.holdings.prune(SystemTime::now());
+            self.pruned = Instant::now();
+        }
+        if self.lines > 10_000 || self.bytes > COMPACT_BYTES {
             self.holdings.prune(SystemTime::now());
             self.file = write_snapshot(&self.path, &self.cursors, &self.holdings)?;
             self.lines = 1;
+            self.bytes = 0;
         }
         Ok(())
     }
