@@ -32,9 +32,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let Some(db) = connect_db(archiver.database_url.expose(), &shutdown).await else {
         return Ok(());
     };
-    db.migrate()
-        .await
-        .context("cannot migrate the archive schema")?;
+    if archiver.auto_migrate {
+        db.migrate()
+            .await
+            .context("cannot migrate the archive schema (or set auto_migrate = false and run `shared-f2b-archiver migrate` as a user that may)")?;
+    }
     let conn = nats::connect(
         &config.nats,
         &config.host_id,

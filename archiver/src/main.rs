@@ -27,7 +27,11 @@ enum Command {
     /// Run the daemon (the default).
     Run,
     /// Apply the schema migrations and exit.
-    Migrate,
+    Migrate {
+        /// Use this database URL (an admin's) instead of the config's.
+        #[arg(long, env = "SHARED_F2B_MIGRATE_URL")]
+        database_url: Option<String>,
+    },
     /// Show archived events, newest first.
     History {
         #[arg(long, value_parser = commands::ip)]
@@ -92,10 +96,15 @@ async fn main() -> ExitCode {
 }
 
 async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
+    if let Command::Migrate { database_url } = &command {
+        let url = database_url
+            .as_deref()
+            .unwrap_or(config.archiver.database_url.expose());
+        return commands::migrate(&Db::connect(url).await?).await;
+    }
     let db = Db::connect(config.archiver.database_url.expose()).await?;
     match command {
-        Command::Run => unreachable!("handled by main"),
-        Command::Migrate => commands::migrate(&db).await,
+        Command::Run | Command::Migrate { .. } => unreachable!("handled above"),
         Command::History {
             ip,
             jail,

@@ -220,6 +220,9 @@ pub struct ArchiverConfig {
     pub archiver_consumer: String,
     #[serde(with = "humantime_serde")]
     pub retention: Option<Duration>,
+    /// Apply the schema migrations at start-up (needs CREATE/ALTER/INDEX); set false when the
+    /// run-time user holds only SELECT, INSERT, UPDATE, DELETE and an admin runs `migrate`.
+    pub auto_migrate: bool,
 }
 
 impl Default for ArchiverConfig {
@@ -228,6 +231,7 @@ impl Default for ArchiverConfig {
             database_url: Secret("sqlite:///var/lib/shared-f2b/archive.db".into()),
             archiver_consumer: "archiver".into(),
             retention: None,
+            auto_migrate: true,
         }
     }
 }

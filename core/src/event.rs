@@ -19,6 +19,8 @@ pub const MAX_JAIL_LEN: usize = 64;
 pub const MAX_HOST_LEN: usize = 253;
 /// Bantime that means "forever", as in Fail2Ban.
 pub const PERMANENT: i64 = -1;
+/// Longest bantime accepted (100 years): anything longer is an error, not a ban.
+pub const MAX_BANTIME: i64 = 100 * 365 * 24 * 3600;
 
 /// Ban or unban.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -64,7 +66,7 @@ pub enum EventError {
     BadJail(String),
     #[error("invalid host id {0:?}: use 1-{MAX_HOST_LEN} printable characters without whitespace")]
     BadHost(String),
-    #[error("invalid bantime {0}: expected seconds >= 0, or -1 for permanent")]
+    #[error("invalid bantime {0}: expected 0 to {MAX_BANTIME} seconds, or -1 for permanent")]
     BadBantime(i64),
     #[error("invalid time {0}: expected seconds since the Unix epoch")]
     BadTime(String),
@@ -127,7 +129,7 @@ pub fn validate_host(host: &str) -> Result<(), EventError> {
 
 /// Checks a bantime in seconds.
 pub fn validate_bantime(bantime: i64) -> Result<(), EventError> {
-    if bantime >= PERMANENT {
+    if (PERMANENT..=MAX_BANTIME).contains(&bantime) {
         Ok(())
     } else {
         Err(EventError::BadBantime(bantime))
@@ -190,9 +192,14 @@ impl Event {
         Ok(())
     }
 
-    /// When the ban ends, or `None` for a permanent ban.
+    /// When the ban ends, or `None` for a permanent ban (or one ending beyond what the clock
+    /// can represent).
     pub fn expires(&self) -> Option<SystemTime> {
-        (self.bantime != PERMANENT).then(|| self.time + Duration::from_secs(self.bantime as u64))
+        if self.bantime == PERMANENT {
+            return None;
+        }
+        self.time
+            .checked_add(Duration::from_secs(self.bantime.max(0) as u64))
     }
 
     /// Whether the ban is over at `now` (a permanent ban never is).
@@ -313,6 +320,7 @@ mod tests {
             (&good.replace("192.0.2.7", "999.0.0.1"), "malformed"),
             (&good.replace("\"sshd\"", "\"a.b\""), "bad_jail"),
             (&good.replace("600", "-5"), "bad_bantime"),
+            (&good.replace("600", "9223372036854775807"), "bad_bantime"),
         ];
         for (payload, reason) in cases {
             let err = Event::decode(payload.as_bytes()).unwrap_err();

@@ -95,6 +95,18 @@ proptest! {
     }
 
     #[test]
+    fn any_numbers_in_a_payload_are_safe(bantime in any::<i64>(), failures in any::<i64>(), year in 0u32..12000) {
+        let text = String::from_utf8(sample().encode()).unwrap()
+            .replace("\"bantime\":600", &format!("\"bantime\":{bantime}"))
+            .replace("\"failures\":5", &format!("\"failures\":{failures}"))
+            .replace("2023-11-14", &format!("{year:04}-11-14"));
+        if let Ok(e) = Event::decode(text.as_bytes()) {
+            let _ = e.expires();
+            let _ = e.expired_at(std::time::SystemTime::now());
+        }
+    }
+
+    #[test]
     fn any_ip_text_is_safe_and_canonical(text in "[0-9a-fA-F:.%/ ]{0,45}") {
         if let Ok(ip) = parse_ip(&text) {
             prop_assert_eq!(parse_ip(&ip.to_string()).unwrap(), ip);

@@ -43,7 +43,8 @@ fn to_ms(until: Until) -> Option<u64> {
 }
 
 fn from_ms(ms: Option<u64>) -> Until {
-    ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+    // A value past what the clock can hold (a damaged journal) reads as permanent, not a panic.
+    ms.and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
 }
 
 /// The subscriber's durable memory.

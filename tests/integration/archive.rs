@@ -401,3 +401,40 @@ async fn exports_load_in_nftables_and_history_finds_an_address() {
     assert!(run(&["active"]).contains("203.0.113.5"));
     assert!(run(&["stats"]).contains("alice"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archiver_runs_with_only_row_rights_once_an_admin_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new();
+    let db = TestDb::mariadb();
+    let runtime_url = db.runtime_user_url();
+    let cfg = site.config(
+        dir.path(),
+        "archiver",
+        "1h",
+        &format!("[archiver]\ndatabase_url = {runtime_url:?}\nauto_migrate = false\n"),
+    );
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin("shared-f2b-archiver"))
+            .arg("--config")
+            .arg(&cfg.path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // The run-time user may not create tables...
+    assert!(!run(&["migrate"]).status.success());
+    // ...the admin migrates with its own URL; then the archiver works with row rights only.
+    let out = run(&["migrate", "--database-url", &db.url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _archiver = Daemon::archiver(&cfg.path, &dir.path().join("archiver.log"));
+    site.sender()
+        .await
+        .send(&ban_event("alice", "sshd", "203.0.113.40"))
+        .await;
+    wait_rows(&db, 1).await;
+}

@@ -43,6 +43,17 @@ impl TestDb {
         }
     }
 
+    /// A second user on this MariaDB database with only the run-time rights (SELECT, INSERT,
+    /// UPDATE, DELETE); its URL.
+    pub fn runtime_user_url(&self) -> String {
+        let name = self.mariadb.as_ref().expect("a MariaDB test database");
+        mariadb_root(&format!(
+            "CREATE USER '{name}_rt'@'127.0.0.1' IDENTIFIED BY 'pw'; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON {name}.* TO '{name}_rt'@'127.0.0.1';"
+        ));
+        format!("mysql://{name}_rt:pw@127.0.0.1:3306/{name}")
+    }
+
     /// A new SQLite file in `dir`.
     pub fn sqlite(dir: &Path) -> TestDb {
         TestDb {
@@ -94,7 +105,8 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some(name) = &self.mariadb {
             mariadb_root(&format!(
-                "DROP DATABASE IF EXISTS {name}; DROP USER IF EXISTS '{name}'@'127.0.0.1';"
+                "DROP DATABASE IF EXISTS {name}; DROP USER IF EXISTS '{name}'@'127.0.0.1'; \
+                 DROP USER IF EXISTS '{name}_rt'@'127.0.0.1';"
             ));
         }
     }
