@@ -2,9 +2,11 @@
 //! retention until told to stop.
 
 use crate::db::Db;
+use crate::metrics::Metrics;
 use crate::{ingest, serve, store};
 use anyhow::Context;
 use shared_f2b::Config;
+use shared_f2b::metrics::{Readiness, notify_ready, notify_stopping};
 use shared_f2b::nats::{self, Lifetime};
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -64,6 +66,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tracing::info!(backend = ?db.backend, stream = %config.nats.stream,
         consumer = %archiver.archiver_consumer, "archiver running");
 
+    let (metrics, registry) = Metrics::new();
+    let ready = Readiness::default();
+    let http = archiver.metrics_listen.map(|addr| {
+        tokio::spawn(shared_f2b::metrics::serve(
+            addr,
+            registry,
+            ready.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let gauges = tokio::spawn(watch_connection(
+        conn.up.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let prefix = config.nats.subject_prefix.clone();
     let consumer = archiver.archiver_consumer.clone();
     let ingest = tokio::spawn(ingest::run(
@@ -71,6 +88,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         stream.clone(),
         prefix.clone(),
         consumer.clone(),
+        metrics.clone(),
         shutdown.clone(),
     ));
     let serve = tokio::spawn(serve::run(
@@ -79,8 +97,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         stream,
         prefix,
         consumer,
+        metrics,
         shutdown.clone(),
     ));
+    ready.set(true);
+    notify_ready();
     let retention = archiver
         .retention
         .map(|keep| tokio::spawn(retain(db.clone(), keep, shutdown.clone())));
@@ -90,8 +111,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(r) = retention {
         let _ = r.await;
     }
+    notify_stopping();
+    let _ = gauges.await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     tracing::info!("archiver stopped");
     Ok(())
+}
+
+/// Keeps the connection gauge current.
+async fn watch_connection(
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    loop {
+        metrics
+            .nats_connected
+            .set(i64::from(up.load(std::sync::atomic::Ordering::Relaxed)));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 /// Deletes rows older than `keep`, at start and then hourly.

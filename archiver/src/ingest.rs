@@ -5,6 +5,7 @@
 //! server does not hand it to another archiver meanwhile) and the rest waits on the stream.
 
 use crate::db::Db;
+use crate::metrics::Metrics;
 use crate::store::{self, Archived, Reject};
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{AckKind, Message, stream::Stream};
@@ -38,6 +39,7 @@ pub async fn run(
     stream: Stream,
     prefix: String,
     consumer_name: String,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) {
     let mut writers = tokio::task::JoinSet::new();
@@ -75,7 +77,10 @@ pub async fn run(
                     writers.join_next().await;
                 }
                 let (db, prefix, shutdown) = (db.clone(), prefix.clone(), shutdown.clone());
-                writers.spawn(async move { archive(&db, &prefix, messages, &shutdown).await });
+                let metrics = metrics.clone();
+                writers.spawn(
+                    async move { archive(&db, &prefix, messages, &metrics, &shutdown).await },
+                );
             }
             if broken {
                 break;
@@ -103,9 +108,18 @@ async fn open(
 
 /// Stores one batch and acks it. When shutdown comes while the database is down, the batch is
 /// left unacked and the server redelivers it.
-async fn archive(db: &Db, prefix: &str, messages: Vec<Message>, shutdown: &CancellationToken) {
+async fn archive(
+    db: &Db,
+    prefix: &str,
+    messages: Vec<Message>,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) {
     let started = Instant::now();
     let (mut events, mut rejects) = (Vec::new(), Vec::new());
+    if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
+        metrics.consumer_pending.set(info.pending as i64);
+    }
     for m in &messages {
         let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
         match decode_received(prefix, &m.subject, &m.payload) {
@@ -129,6 +143,8 @@ async fn archive(db: &Db, prefix: &str, messages: Vec<Message>, shutdown: &Cance
         match store::insert(db, &events, &rejects).await {
             Ok(n) => break n,
             Err(e) => {
+                metrics.db_errors.inc();
+                metrics.db_up.set(0);
                 if !failing {
                     tracing::error!(error = %e, pending = messages.len(),
                         "cannot write to the database; retrying, events wait on the stream");
@@ -149,6 +165,14 @@ async fn archive(db: &Db, prefix: &str, messages: Vec<Message>, shutdown: &Cance
     if failing {
         tracing::info!("database is back; archiving resumed");
     }
+    metrics.db_up.set(1);
+    metrics.archived.inc_by(inserted);
+    metrics.duplicates.inc_by(events.len() as u64 - inserted);
+    metrics.rejects.inc_by(rejects.len() as u64);
+    metrics.batch_size.observe(messages.len() as f64);
+    metrics
+        .batch_seconds
+        .observe(started.elapsed().as_secs_f64());
     for m in &messages {
         if let Err(e) = m.ack().await {
             tracing::warn!(error = %e, "ack failed; the message will be redelivered and skipped as a duplicate");

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod daemon;
 pub mod db;
 pub mod ingest;
+pub mod metrics;
 pub mod query;
 pub mod report;
 pub mod serve;

@@ -2,6 +2,7 @@
 //! page; pages are stateless, so any archiver can answer any page).
 
 use crate::db::Db;
+use crate::metrics::Metrics;
 use crate::query;
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
@@ -18,6 +19,7 @@ pub async fn run(
     stream: Stream,
     prefix: String,
     consumer_name: String,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), async_nats::SubscribeError> {
     let mut requests = client
@@ -30,6 +32,7 @@ pub async fn run(
         };
         let Some(msg) = msg else { return Ok(()) };
         let Some(reply) = msg.reply else { continue };
+        metrics.replay_requests.inc();
         let page = match serde_json::from_slice::<ReplayRequest>(&msg.payload) {
             Ok(req) => answer(&db, &stream, &consumer_name, req).await,
             Err(e) => error_page(format!("bad replay request: {e}")),

@@ -103,9 +103,10 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    let per_host = cli.bans / HOSTS.len();
+    // Published in windows of 1,000 per host: the counts are whole windows.
+    let windows = (cli.bans / HOSTS.len() / 1000).max(1);
+    let per_host = windows * 1000;
     let started = Instant::now();
-    let windows = (per_host / 1000).max(1);
     let pace = Duration::from_secs_f64(cli.seconds as f64 / windows as f64);
     let mut publishers = Vec::new();
     for (h, host) in HOSTS.iter().enumerate() {

@@ -171,6 +171,8 @@ pub struct SubscriberConfig {
     /// The window in which those reports must fall.
     #[serde(with = "humantime_serde")]
     pub min_reporters_window: Duration,
+    /// Where to serve `/metrics` and `/healthz` (off when unset).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for SubscriberConfig {
@@ -193,6 +195,7 @@ impl Default for SubscriberConfig {
             trusted_origins: Vec::new(),
             min_reporters: 1,
             min_reporters_window: Duration::from_secs(600),
+            metrics_listen: None,
         }
     }
 }
@@ -223,6 +226,8 @@ pub struct ArchiverConfig {
     /// Apply the schema migrations at start-up (needs CREATE/ALTER/INDEX); set false when the
     /// run-time user holds only SELECT, INSERT, UPDATE, DELETE and an admin runs `migrate`.
     pub auto_migrate: bool,
+    /// Where to serve `/metrics` and `/healthz` (off when unset).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for ArchiverConfig {
@@ -232,6 +237,7 @@ impl Default for ArchiverConfig {
             archiver_consumer: "archiver".into(),
             retention: None,
             auto_migrate: true,
+            metrics_listen: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod event;
 pub mod inbound;
+pub mod metrics;
 pub mod nats;
 pub mod publish;
 pub mod replay;

@@ -53,6 +53,8 @@ pub struct Connection {
     /// Signalled (one stored permit) each time the connection is (re)established, so daemons
     /// can re-create what a restarted server forgot.
     pub connected: Arc<tokio::sync::Notify>,
+    /// Whether the connection is up right now.
+    pub up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Connects to the configured servers, as `host_id`, with auth and TLS from the config.
@@ -101,17 +103,25 @@ pub async fn connect(
     let recorder = server_errors.clone();
     let connected = Arc::new(tokio::sync::Notify::new());
     let on_connect = connected.clone();
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = up.clone();
     opts = opts.event_callback(move |event| {
         let recorder = recorder.clone();
         let on_connect = on_connect.clone();
+        let flag = flag.clone();
         async move {
+            use std::sync::atomic::Ordering::Relaxed;
             match event {
                 async_nats::Event::ServerError(err) => {
                     tracing::warn!(error = %err, "NATS server error");
                     recorder.record(err.to_string());
                 }
-                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                async_nats::Event::Disconnected => {
+                    flag.store(false, Relaxed);
+                    tracing::warn!("disconnected from NATS");
+                }
                 async_nats::Event::Connected => {
+                    flag.store(true, Relaxed);
                     tracing::info!("connected to NATS");
                     on_connect.notify_one();
                 }
@@ -133,6 +143,7 @@ pub async fn connect(
         client,
         server_errors,
         connected,
+        up,
     })
 }
 

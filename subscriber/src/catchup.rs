@@ -98,6 +98,7 @@ pub fn items(prefix: &str, page: &ReplayPage) -> Vec<Item> {
                 .map(|subject| Incoming {
                     cursor_key: None,
                     seq: r.seq,
+                    pending: 0,
                     subject,
                     payload: e.encode().into(),
                 })

@@ -6,11 +6,13 @@ use crate::fail2ban::Fail2Ban;
 use crate::filter::{Filter, Verdict};
 use crate::follow::{Item, cursor_key, filter_subject, follow};
 use crate::limits::{Admit, Limits};
+use crate::metrics::Metrics;
 use crate::state::State;
 use anyhow::Context;
 use futures::{FutureExt, StreamExt};
 use shared_f2b::config::Config;
 use shared_f2b::event::Action;
+use shared_f2b::metrics::{Readiness, notify_ready, notify_stopping};
 use shared_f2b::nats::{self, Lifetime};
 use shared_f2b::publish::Sender;
 use shared_f2b::spool::Spool;
@@ -24,15 +26,8 @@ const MAX_BATCH: usize = 2048;
 const RECENT_IDS: usize = 65_536;
 /// How often the publisher's spool is checked.
 const SPOOL_EVERY: Duration = Duration::from_secs(5);
-
-/// Counts since start, by outcome.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub received: u64,
-    pub applied: u64,
-    pub skipped: BTreeMap<&'static str, u64>,
-    pub rejected: BTreeMap<&'static str, u64>,
-}
+/// How often the bans-held gauges are recomputed (it walks every holding).
+const HELD_EVERY: Duration = Duration::from_secs(5);
 
 /// Recently seen event ids (a bounded set).
 #[derive(Default)]
@@ -77,9 +72,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         return Ok(());
     };
 
-    let spool_task = tokio::spawn(send_spool(
+    let (metrics, registry) = Metrics::new();
+    let ready = Readiness::default();
+    let http = sub.metrics_listen.map(|addr| {
+        tokio::spawn(shared_f2b::metrics::serve(
+            addr,
+            registry,
+            ready.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let spool_task = tokio::spawn(watch(
         Spool::new(&config.publisher.spool_dir),
         Sender::new(&conn, &config.nats, Duration::from_secs(5)),
+        conn.up.clone(),
+        metrics.clone(),
         shutdown.clone(),
     ));
 
@@ -105,7 +112,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Fail2Ban::new(&sub.fail2ban_socket),
             sub.log_file.clone(),
         ),
-        counters: Counters::default(),
+        metrics: metrics.clone(),
+        held_changed: true,
         limits: Limits::new(sub),
         recent: RecentIds::default(),
         shutdown: shutdown.clone(),
@@ -123,11 +131,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let Some(mut events) = open_events(&stream, name, &filters, &state, &shutdown).await else {
         return Ok(());
     };
+    ready.set(true);
+    notify_ready();
+    let mut held_tick = tokio::time::interval(HELD_EVERY);
     loop {
         let batch = tokio::select! {
             _ = shutdown.cancelled() => break,
             // A restarted server has forgotten our ephemeral consumers: resume from the state.
             _ = conn.connected.notified() => None,
+            _ = held_tick.tick() => {
+                worker.publish_held(&state);
+                continue;
+            }
             batch = events.next() => batch,
         };
         let flow = match batch {
@@ -143,10 +158,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             },
         }
     }
+    notify_stopping();
+    ready.set(false);
     worker.applier.close().await;
     let _ = spool_task.await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     let (by_origin, by_jail) = state.holdings.counts();
-    tracing::info!(counters = ?worker.counters, ?by_origin, ?by_jail, "subscriber stopped");
+    tracing::info!(
+        received = metrics.received.get(),
+        applied = metrics.applied.get(),
+        ?by_origin,
+        ?by_jail,
+        "subscriber stopped"
+    );
     Ok(())
 }
 
@@ -258,7 +284,9 @@ struct Worker<'a> {
     config: &'a Config,
     filter: Filter,
     applier: Applier,
-    counters: Counters,
+    metrics: Metrics,
+    /// The holdings changed since the gauges were last computed.
+    held_changed: bool,
     limits: Limits,
     recent: RecentIds,
     shutdown: CancellationToken,
@@ -286,17 +314,20 @@ impl Worker<'_> {
             };
             let seq = msg.seq;
             let live = msg.cursor_key.is_some();
+            if live {
+                self.metrics.consumer_pending.set(msg.pending as i64);
+            }
             if let Some(key) = msg.cursor_key {
                 if state.cursor(&key).is_some_and(|c| seq <= c) {
                     continue;
                 }
                 cursors.insert(key, seq);
             }
-            self.counters.received += 1;
+            self.metrics.received.inc();
             match self.filter.check(&msg.subject, &msg.payload, now) {
                 Verdict::Apply(event) => {
                     if !self.recent.insert(event.id) {
-                        *self.counters.skipped.entry("duplicate").or_default() += 1;
+                        self.metrics.skip("duplicate");
                         continue;
                     }
                     let local = sub.local_jail(&event.jail).to_owned();
@@ -304,11 +335,7 @@ impl Worker<'_> {
                         action = event.action.as_str(), jail = %local, "event");
                     if !self.limits.trusts(&event.origin) {
                         rejected += 1;
-                        *self
-                            .counters
-                            .rejected
-                            .entry("untrusted_origin")
-                            .or_default() += 1;
+                        self.metrics.reject("untrusted_origin");
                         tracing::warn!(origin = %event.origin, ip = %event.ip, reason = "untrusted_origin",
                             "event rejected: origin not in trusted_origins");
                         continue;
@@ -322,15 +349,11 @@ impl Worker<'_> {
                             Admit::Waiting => {
                                 tracing::debug!(ip = %event.ip, origin = %event.origin,
                                     "waiting for more reporters");
-                                *self
-                                    .counters
-                                    .skipped
-                                    .entry("awaiting_reporters")
-                                    .or_default() += 1;
+                                self.metrics.skip("awaiting_reporters");
                             }
                             Admit::Refuse(reason) => {
                                 rejected += 1;
-                                *self.counters.rejected.entry(reason).or_default() += 1;
+                                self.metrics.reject(reason);
                                 tracing::warn!(origin = %event.origin, ip = %event.ip, reason,
                                     "event rejected by a limit");
                             }
@@ -345,10 +368,10 @@ impl Worker<'_> {
                         }
                     }
                 }
-                Verdict::Skip(reason) => *self.counters.skipped.entry(reason).or_default() += 1,
+                Verdict::Skip(reason) => self.metrics.skip(reason),
                 Verdict::Reject { reason, detail } => {
                     rejected += 1;
-                    *self.counters.rejected.entry(reason).or_default() += 1;
+                    self.metrics.reject(reason);
                     tracing::warn!(subject = %msg.subject, seq, reason, %detail, "event rejected");
                 }
             }
@@ -367,7 +390,24 @@ impl Worker<'_> {
         state
             .commit()
             .context("cannot record applied events in state_dir")?;
-        self.counters.applied += applied as u64;
+        self.metrics.applied.inc_by(applied as u64);
+        if !bans.is_empty() {
+            let done = SystemTime::now();
+            self.metrics.last_applied_seconds.set(
+                done.duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            );
+            for (_, e) in &bans {
+                let latency = done.duration_since(e.time).unwrap_or_default();
+                self.metrics
+                    .event_latency_seconds
+                    .observe(latency.as_secs_f64());
+            }
+        }
+        if !bans.is_empty() || !unbans.is_empty() {
+            self.held_changed = true;
+        }
         if !bans.is_empty() || !unbans.is_empty() || rejected > 0 {
             tracing::info!(
                 bans = bans.len(),
@@ -382,12 +422,26 @@ impl Worker<'_> {
         Ok(flow)
     }
 
+    /// Recomputes the bans-held gauges when the holdings changed (it walks every holding).
+    fn publish_held(&mut self, state: &State) {
+        if self.held_changed {
+            let (by_origin, by_jail) = state.holdings.counts();
+            self.metrics.set_held(&by_origin, &by_jail);
+            self.held_changed = false;
+        }
+    }
+
     /// Runs an op, retrying with backoff while Fail2Ban is away; `None` if shutdown came first.
     async fn execute(&mut self, op: &Op) -> Option<usize> {
         let mut delay = Duration::from_millis(100);
         let mut warned = false;
         loop {
-            match self.applier.execute(op).await {
+            let t0 = Instant::now();
+            let result = self.applier.execute(op).await;
+            self.metrics
+                .apply_seconds
+                .observe(t0.elapsed().as_secs_f64());
+            match result {
                 Ok(n) => {
                     if warned {
                         tracing::info!("Fail2Ban is back; applying resumed");
@@ -415,13 +469,27 @@ impl Worker<'_> {
 }
 
 /// Sends the publisher's spool whenever it holds something and NATS answers.
-async fn send_spool(spool: Spool, sender: Sender, shutdown: CancellationToken) {
+/// Every second: the connection and spool gauges; every [`SPOOL_EVERY`], the publisher's spool
+/// is sent when it holds events and NATS answers.
+async fn watch(
+    spool: Spool,
+    sender: Sender,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(SPOOL_EVERY) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        if spool.pending().map(|p| p.is_empty()).unwrap_or(true) {
+        ticks += 1;
+        let connected = up.load(std::sync::atomic::Ordering::Relaxed);
+        metrics.nats_connected.set(i64::from(connected));
+        let depth = spool.pending().map(|p| p.len()).unwrap_or(0);
+        metrics.spool_depth.set(depth as i64);
+        if depth == 0 || !connected || !ticks.is_multiple_of(SPOOL_EVERY.as_secs()) {
             continue;
         }
         match spool

@@ -13,6 +13,8 @@ pub struct Incoming {
     /// The state key whose cursor this message advances (`None` for replayed events).
     pub cursor_key: Option<String>,
     pub seq: u64,
+    /// Messages still waiting on the server for this consumer.
+    pub pending: u64,
     pub subject: String,
     pub payload: bytes::Bytes,
 }
@@ -21,9 +23,14 @@ pub struct Incoming {
 pub type Item = Result<Incoming, String>;
 
 fn incoming(key: &str, msg: jetstream::Message) -> Incoming {
+    let (seq, pending) = msg
+        .info()
+        .map(|i| (i.stream_sequence, i.pending))
+        .unwrap_or((0, 0));
     Incoming {
         cursor_key: Some(key.to_owned()),
-        seq: msg.info().map(|i| i.stream_sequence).unwrap_or(0),
+        seq,
+        pending,
         subject: msg.subject.to_string(),
         payload: msg.payload.clone(),
     }

@@ -12,4 +12,6 @@ pub mod filter;
 pub mod follow;
 pub mod holdings;
 pub mod limits;
+pub mod metrics;
 pub mod state;
+pub mod status;

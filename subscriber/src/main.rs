@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use shared_f2b::{Config, config, shutdown, telemetry};
-use shared_f2b_subscriber::daemon;
+use shared_f2b_subscriber::{daemon, status};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,8 +11,18 @@ use std::process::ExitCode;
 #[command(name = "shared-f2b-subscriber", version)]
 struct Cli {
     /// Config file [default: /etc/shared-f2b/config.toml]
-    #[arg(long, env = config::ENV_VAR)]
+    #[arg(long, global = true, env = config::ENV_VAR)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Show the running daemon's state (reads its metrics_listen endpoint).
+    Status,
 }
 
 #[tokio::main]
@@ -26,7 +36,11 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match daemon::run(config, shutdown::on_signals()).await {
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => daemon::run(config, shutdown::on_signals()).await,
+        Command::Status => status::run(config.subscriber.metrics_listen).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

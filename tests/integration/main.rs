@@ -4,6 +4,7 @@ mod archive;
 mod auth;
 mod cluster;
 mod faults;
+mod operations;
 mod publish;
 mod subscribe;
 mod trust;

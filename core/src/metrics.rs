@@ -1,0 +1,172 @@
+//! Prometheus metrics and health over HTTP (`metrics_listen`, off by default), and systemd
+//! readiness: what the daemons share to be observed like any well-kept service.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_util::sync::CancellationToken;
+
+/// A label set like `[("reason", "spoofed_origin")]`.
+pub type Labels = Vec<(String, String)>;
+
+/// One scraped series: name, labels, value.
+pub type Sample = (String, Labels, f64);
+
+/// One label.
+pub fn label(key: &str, value: &str) -> Labels {
+    vec![(key.to_owned(), value.to_owned())]
+}
+
+/// Latency buckets from 0.5 ms to about 65 s.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+/// Size buckets from 1 to about 16,000.
+pub fn size_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 15))
+}
+
+/// A gauge family keyed by one label (e.g. bans held per origin).
+pub type GaugeFamily = Family<Labels, Gauge>;
+
+/// Whether the daemon is ready (connected and working); `/healthz` answers from it.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the daemon ready or not.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether it is ready.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves `/metrics` (Prometheus text) and `/healthz` (200 ready / 503 not) on `addr` until
+/// `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    ready: Readiness,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    let metrics = get(move || {
+        let registry = registry.clone();
+        async move {
+            let mut body = String::new();
+            match encode(&mut body, &registry) {
+                Ok(()) => (
+                    StatusCode::OK,
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    body,
+                ),
+                Err(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    "encoding failed\n".to_owned(),
+                ),
+            }
+        }
+    });
+    let health = get(move || {
+        let ready = ready.get();
+        async move {
+            if ready {
+                (StatusCode::OK, "ok\n")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }
+    });
+    let app = axum::Router::new()
+        .route("/metrics", metrics)
+        .route("/healthz", health);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /metrics and /healthz");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Tells systemd (`Type=notify`) the daemon is ready; a no-op outside systemd.
+pub fn notify_ready() {
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Tells systemd the daemon is stopping.
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+}
+
+/// Reads a Prometheus text page from `addr` (for `status` commands): `(name, labels, value)`.
+pub async fn scrape(addr: SocketAddr) -> std::io::Result<Vec<Sample>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).await?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok(parse_text(body))
+}
+
+/// Parses Prometheus text exposition (enough for our own pages).
+pub fn parse_text(body: &str) -> Vec<Sample> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let value: f64 = value.parse().ok()?;
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let inner = rest.strip_suffix('}')?;
+                    let labels = inner
+                        .split("\",")
+                        .filter_map(|kv| {
+                            let (k, v) = kv.split_once("=\"")?;
+                            Some((k.to_owned(), v.trim_end_matches('"').to_owned()))
+                        })
+                        .collect();
+                    (name.to_owned(), labels)
+                }
+                None => (series.to_owned(), Vec::new()),
+            };
+            Some((name, labels, value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_our_own_exposition() {
+        let page = "# HELP x help\nx_total 3\ny{reason=\"spoofed_origin\",jail=\"a\"} 2\n";
+        let parsed = parse_text(page);
+        assert_eq!(parsed[0], ("x_total".into(), vec![], 3.0));
+        assert_eq!(
+            parsed[1].1,
+            vec![
+                ("reason".into(), "spoofed_origin".into()),
+                ("jail".into(), "a".into())
+            ]
+        );
+    }
+}
