@@ -4,6 +4,7 @@ mod archive;
 mod auth;
 mod cluster;
 mod faults;
+mod install;
 mod operations;
 mod publish;
 mod subscribe;
