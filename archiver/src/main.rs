@@ -64,6 +64,8 @@ enum Command {
         #[arg(long, default_value = "shared-f2b")]
         name: String,
     },
+    /// Exit 0 when the running archiver reports healthy on its metrics_listen (healthchecks).
+    Health,
     /// Events per day, per origin and per jail.
     Stats {
         #[arg(long)]
@@ -96,6 +98,18 @@ async fn main() -> ExitCode {
 }
 
 async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
+    if let Command::Health = command {
+        let addr = config
+            .archiver
+            .metrics_listen
+            .ok_or_else(|| anyhow::anyhow!("health needs [archiver] metrics_listen"))?;
+        anyhow::ensure!(
+            shared_f2b::metrics::healthy(addr).await,
+            "the archiver at {addr} is not healthy"
+        );
+        println!("healthy");
+        return Ok(());
+    }
     if let Command::Migrate { database_url } = &command {
         let url = database_url
             .as_deref()
@@ -104,7 +118,9 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
     }
     let db = Db::connect(config.archiver.database_url.expose()).await?;
     match command {
-        Command::Run | Command::Migrate { .. } => unreachable!("handled above"),
+        Command::Run | Command::Migrate { .. } | Command::Health => {
+            unreachable!("handled above")
+        }
         Command::History {
             ip,
             jail,

@@ -385,6 +385,16 @@ mod tests {
     }
 
     #[test]
+    fn the_compose_archiver_config_is_valid() {
+        let c = Config::parse(include_str!("../../deploy/compose/archiver.toml")).unwrap();
+        assert_eq!(c.nats.servers, ["nats://nats:4222"]);
+        assert!(
+            c.archiver.metrics_listen.is_some(),
+            "the compose healthcheck needs it"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         for (text, key) in [
             ("host_id = \"a\"\nhots = 1", "hots"),

@@ -114,16 +114,34 @@ pub fn notify_stopping() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 }
 
-/// Reads a Prometheus text page from `addr` (for `status` commands): `(name, labels, value)`.
-pub async fn scrape(addr: SocketAddr) -> std::io::Result<Vec<Sample>> {
+/// A plain HTTP/1.0 GET on loopback-style endpoints: (status code, body).
+async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(addr).await?;
-    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .await?;
     let mut text = String::new();
     conn.read_to_string(&mut text).await?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok(parse_text(body))
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok((code, body))
+}
+
+/// Reads a Prometheus text page from `addr` (for `status` commands): `(name, labels, value)`.
+pub async fn scrape(addr: SocketAddr) -> std::io::Result<Vec<Sample>> {
+    Ok(parse_text(&get(addr, "/metrics").await?.1))
+}
+
+/// Whether the daemon at `addr` answers `/healthz` with 200 (for container healthchecks).
+pub async fn healthy(addr: SocketAddr) -> bool {
+    matches!(get(addr, "/healthz").await, Ok((200, _)))
 }
 
 /// Parses Prometheus text exposition (enough for our own pages).

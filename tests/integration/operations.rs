@@ -152,6 +152,16 @@ async fn metrics_count_a_known_burst_and_status_shows_it() {
             .any(|(n, _, _)| n == "shared_f2b_db_batch_seconds_count")
     );
     assert!(healthz(arch_addr).await.contains(" 200 OK"));
+    let health = std::process::Command::new(bin("shared-f2b-archiver"))
+        .arg("--config")
+        .arg(&arch.path)
+        .arg("health")
+        .output()
+        .unwrap();
+    assert!(
+        health.status.success(),
+        "the compose healthcheck command passes"
+    );
 
     // The held gauges are refreshed every 5 s; status shows them as a table.
     let table = wait_for(

@@ -27,12 +27,16 @@ fn copy_tree(from: &Path, to: &Path) {
 impl Fail2Ban {
     /// Starts a server in `dir` with `jails` as its `jail.local` (Debian's own jails are off).
     pub fn start(dir: &Path, jails: &str) -> Fail2Ban {
-        Fail2Ban::start_with(dir, jails, &crate::repo_root().join("fail2ban"))
+        Fail2Ban::launch_with(dir, jails, &crate::repo_root().join("fail2ban"), false)
     }
 
     /// As [`Fail2Ban::start`], with the Shared Fail2Ban files (`action.d/`, `filter.d/`, and
-    /// any `jail.d/*.conf`) taken from `files` (e.g. an installed `/etc/fail2ban`).
+    /// the `jail.d/*.conf` jails) taken from `files` (e.g. an installed `/etc/fail2ban`).
     pub fn start_with(dir: &Path, jails: &str, files: &Path) -> Fail2Ban {
+        Fail2Ban::launch_with(dir, jails, files, true)
+    }
+
+    fn launch_with(dir: &Path, jails: &str, files: &Path, with_jail_d: bool) -> Fail2Ban {
         let conf = dir.join("conf");
         copy_tree(Path::new("/etc/fail2ban"), &conf);
         for entry in std::fs::read_dir(conf.join("jail.d")).unwrap() {
@@ -40,7 +44,10 @@ impl Fail2Ban {
         }
         copy_tree(&files.join("action.d"), &conf.join("action.d"));
         copy_tree(&files.join("filter.d"), &conf.join("filter.d"));
-        if let Ok(entries) = std::fs::read_dir(files.join("jail.d")) {
+        let jail_d = std::fs::read_dir(files.join("jail.d"))
+            .ok()
+            .filter(|_| with_jail_d);
+        if let Some(entries) = jail_d {
             for entry in entries.flatten() {
                 if entry.path().extension().is_some_and(|x| x == "conf") {
                     std::fs::copy(entry.path(), conf.join("jail.d").join(entry.file_name()))
