@@ -68,14 +68,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let (metrics, registry) = Metrics::new();
     let ready = Readiness::default();
-    let http = archiver.metrics_listen.map(|addr| {
-        tokio::spawn(shared_f2b::metrics::serve(
-            addr,
-            registry,
-            ready.clone(),
-            shutdown.clone(),
-        ))
-    });
+    let http =
+        shared_f2b::metrics::spawn_server(archiver.metrics_listen, registry, &ready, &shutdown);
     let gauges = tokio::spawn(watch_connection(
         conn.up.clone(),
         metrics.clone(),

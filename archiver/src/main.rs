@@ -77,24 +77,15 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init("info");
-    let config = match Config::load(&config::resolve_path(cli.config.as_deref())) {
+    let config = match shared_f2b::cli::load_config(cli.config.as_deref()) {
         Ok(config) => config,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => daemon::run(config, shutdown::on_signals()).await,
         command => operator(&config, command).await,
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::from(1)
-        }
-    }
+    shared_f2b::cli::exit_code(result)
 }
 
 async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 //! on the other side [`inbound`] (decode and cross-check a received message) and [`replay`]
 //! (the archiver's catch-up protocol).
 
+pub mod cli;
 pub mod config;
 pub mod event;
 pub mod inbound;

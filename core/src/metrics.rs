@@ -51,6 +51,16 @@ impl Readiness {
     }
 }
 
+/// Starts [`serve`] in the background when `listen` is set.
+pub fn spawn_server(
+    listen: Option<SocketAddr>,
+    registry: Arc<Registry>,
+    ready: &Readiness,
+    shutdown: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<std::io::Result<()>>> {
+    listen.map(|addr| tokio::spawn(serve(addr, registry, ready.clone(), shutdown.clone())))
+}
+
 /// Serves `/metrics` (Prometheus text) and `/healthz` (200 ready / 503 not) on `addr` until
 /// `shutdown`.
 pub async fn serve(

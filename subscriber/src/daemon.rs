@@ -74,14 +74,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let (metrics, registry) = Metrics::new();
     let ready = Readiness::default();
-    let http = sub.metrics_listen.map(|addr| {
-        tokio::spawn(shared_f2b::metrics::serve(
-            addr,
-            registry,
-            ready.clone(),
-            shutdown.clone(),
-        ))
-    });
+    let http = shared_f2b::metrics::spawn_server(sub.metrics_listen, registry, &ready, &shutdown);
     let spool_task = tokio::spawn(watch(
         Spool::new(&config.publisher.spool_dir),
         Sender::new(&conn, &config.nats, Duration::from_secs(5)),

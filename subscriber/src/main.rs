@@ -1,7 +1,7 @@
 //! `shared-f2b-subscriber`: applies the other hosts' bans to the local Fail2Ban.
 
 use clap::Parser;
-use shared_f2b::{Config, config, shutdown, telemetry};
+use shared_f2b::{config, shutdown, telemetry};
 use shared_f2b_subscriber::{daemon, status};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,22 +29,13 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init("info");
-    let config = match Config::load(&config::resolve_path(cli.config.as_deref())) {
+    let config = match shared_f2b::cli::load_config(cli.config.as_deref()) {
         Ok(config) => config,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => daemon::run(config, shutdown::on_signals()).await,
         Command::Status => status::run(config.subscriber.metrics_listen).await,
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::from(1)
-        }
-    }
+    shared_f2b::cli::exit_code(result)
 }
