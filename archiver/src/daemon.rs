@@ -7,7 +7,7 @@ use crate::{ingest, serve, store};
 use anyhow::Context;
 use shared_f2b::Config;
 use shared_f2b::metrics::{Readiness, notify_ready, notify_stopping};
-use shared_f2b::nats::{self, Lifetime};
+use shared_f2b::nats;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
@@ -39,15 +39,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .await
             .context("cannot migrate the archive schema (or set auto_migrate = false and run `shared-f2b-archiver migrate` as a user that may)")?;
     }
-    let conn = nats::connect(
-        &config.nats,
-        &config.host_id,
-        Duration::from_secs(5),
-        Lifetime::Daemon,
-    )
-    .await?;
-    let js = nats::jetstream(conn.client.clone(), Duration::from_secs(10));
-    let Some(stream) = nats::stream_when_ready(&js, &config.nats, &shutdown).await else {
+    let Some((conn, stream)) =
+        nats::connect_daemon(&config.nats, &config.host_id, &shutdown).await?
+    else {
         return Ok(());
     };
     // The consumer must exist before the first replay asks for its ack floor.

@@ -187,3 +187,17 @@ pub async fn stream_when_ready(
         }
     }
 }
+
+/// A daemon's link to the stream: the connection (reconnecting forever) and the stream once it
+/// exists. `Ok(None)` when `shutdown` came first.
+pub async fn connect_daemon(
+    nats: &NatsConfig,
+    host_id: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Option<(Connection, jetstream::stream::Stream)>, ConnectError> {
+    let conn = connect(nats, host_id, Duration::from_secs(5), Lifetime::Daemon).await?;
+    let js = jetstream(conn.client.clone(), Duration::from_secs(10));
+    Ok(stream_when_ready(&js, nats, shutdown)
+        .await
+        .map(|stream| (conn, stream)))
+}

@@ -13,7 +13,7 @@ use futures::{FutureExt, StreamExt};
 use shared_f2b::config::Config;
 use shared_f2b::event::Action;
 use shared_f2b::metrics::{Readiness, notify_ready, notify_stopping};
-use shared_f2b::nats::{self, Lifetime};
+use shared_f2b::nats;
 use shared_f2b::publish::Sender;
 use shared_f2b::spool::Spool;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -60,15 +60,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tracing::info!(host = %config.host_id, holdings = state.holdings.len(),
         resumed = state.existed, "subscriber starting");
 
-    let conn = nats::connect(
-        &config.nats,
-        &config.host_id,
-        Duration::from_secs(5),
-        Lifetime::Daemon,
-    )
-    .await?;
-    let js = nats::jetstream(conn.client.clone(), Duration::from_secs(5));
-    let Some(stream) = nats::stream_when_ready(&js, &config.nats, &shutdown).await else {
+    let Some((conn, stream)) =
+        nats::connect_daemon(&config.nats, &config.host_id, &shutdown).await?
+    else {
         return Ok(());
     };
 
@@ -383,7 +377,6 @@ impl Worker<'_> {
         state
             .commit()
             .context("cannot record applied events in state_dir")?;
-        self.metrics.applied.inc_by(applied as u64);
         if !bans.is_empty() {
             let done = SystemTime::now();
             self.metrics.last_applied_seconds.set(
@@ -398,6 +391,8 @@ impl Worker<'_> {
                     .observe(latency.as_secs_f64());
             }
         }
+        // Last, so that a scrape that sees the batch applied sees its latencies too.
+        self.metrics.applied.inc_by(applied as u64);
         if !bans.is_empty() || !unbans.is_empty() {
             self.held_changed = true;
         }

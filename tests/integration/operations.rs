@@ -83,12 +83,17 @@ async fn metrics_count_a_known_burst_and_status_shows_it() {
             .unwrap();
     }
 
+    // Wait until every outcome is counted (a scrape may land mid-batch), then check exactly.
     let series = wait_for(
         Duration::from_secs(30),
-        "the subscriber to count 24 events",
+        "the subscriber to count the burst",
         || async {
             let s = scrape(sub_addr).await.ok()?;
-            (total(&s, "shared_f2b_events_received_total", None) >= 24.0).then_some(s)
+            let done = total(&s, "shared_f2b_events_received_total", None) >= 24.0
+                && total(&s, "shared_f2b_events_applied_total", None) >= 20.0
+                && total(&s, "shared_f2b_events_rejected_total", None) >= 3.0
+                && total(&s, "shared_f2b_events_skipped_total", None) >= 1.0;
+            done.then_some(s)
         },
     )
     .await;
