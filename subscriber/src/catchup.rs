@@ -5,6 +5,8 @@
 
 use crate::follow::{Incoming, Item};
 use crate::state::State;
+use crate::worker::{Flow, Worker};
+use anyhow::Context;
 use shared_f2b::replay::{ReplayKind, ReplayPage, ReplayRequest, replay_subject};
 use shared_f2b::subject::event_subject;
 
@@ -105,4 +107,77 @@ pub fn items(prefix: &str, page: &ReplayPage) -> Vec<Item> {
                 .map_err(|err| format!("replayed event {}: {err}", e.id))
         })
         .collect()
+}
+
+/// Replays from the archive what the stream cannot give; false on shutdown.
+pub async fn run(
+    worker: &mut Worker<'_>,
+    state: &mut State,
+    client: &async_nats::Client,
+    stream: &async_nats::jetstream::stream::Stream,
+    keys: &[String],
+) -> anyhow::Result<bool> {
+    let config = worker.config;
+    let prefix = &config.nats.subject_prefix;
+    let first_seq = stream
+        .clone()
+        .info()
+        .await
+        .map(|i| i.state.first_sequence)
+        .unwrap_or(0);
+    let plan = plan(state, keys, first_seq);
+    let exclude = (!config.subscriber.include_own).then(|| config.host_id.clone());
+    let Some(mut req) = first_request(plan, &config.subscriber.jails, exclude) else {
+        return Ok(true);
+    };
+    let what = if plan == Plan::Backfill {
+        "backfill of active bans"
+    } else {
+        "replay from the archive"
+    };
+    let (mut done, mut total) = (0u64, 0u64);
+    loop {
+        let page = match fetch_page(client, prefix, &req).await {
+            Ok(page) => page,
+            Err(CatchupError::NoArchiver(subject)) => {
+                tracing::warn!(%subject, "{what}: no archiver answers; catching up from the stream only");
+                return Ok(true);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; catching up from the stream only");
+                return Ok(true);
+            }
+        };
+        if req.until_seq.is_none() {
+            total = page.total;
+            req.until_seq = Some(page.high_seq);
+            tracing::info!(total, up_to_seq = page.high_seq, ?plan, "{what} starting");
+        }
+        let n = page.events.len() as u64;
+        if let Some(last) = page.events.last() {
+            req.after = last.cursor;
+        }
+        if matches!(
+            worker.handle(items(prefix, &page), state).await?,
+            Flow::Stop
+        ) {
+            return Ok(false);
+        }
+        done += n;
+        tracing::info!("{what}: {done} of {total}");
+        if page.done || n == 0 {
+            break;
+        }
+    }
+    let high = req.until_seq.unwrap_or(0);
+    for key in keys {
+        if state.cursor(key).is_none_or(|c| c < high) {
+            state.advance(key, high);
+        }
+    }
+    state
+        .commit()
+        .context("cannot record the catch-up in state_dir")?;
+    tracing::info!(applied = done, live_from_seq = high + 1, "{what} done");
+    Ok(true)
 }
