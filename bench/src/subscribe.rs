@@ -283,7 +283,7 @@ pub async fn run(report: &mut Report, latency_runs: usize, attempt_runs: usize, 
         "f2bmem",
         &mem_stream,
         &format!(
-            "[subscriber]\napply = \"log\"\nlog_file = {:?}\nstate_dir = {:?}\n",
+            "[subscriber]\napply = \"log\"\nlog_file = {:?}\nstate_dir = {:?}\nmax_bans_per_minute = 1000000\n",
             log.display().to_string(),
             mdir.join("state").display().to_string()
         ),

@@ -1,80 +1,164 @@
 //! Which origins hold a ban on each address in each local jail, and until when, so that a remote
 //! unban lifts the local ban only when no other origin still holds it.
+//!
+//! Kept compact, since a host may hold hundreds of thousands of remote bans: names are interned
+//! as small numbers, ends are milliseconds, and the usual single holder is stored inline.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// When a holding ends; `None` is permanent.
 pub type Until = Option<SystemTime>;
 
-/// A ban held in a local jail on an address.
-type Key = (Arc<str>, IpAddr);
-/// The origins holding it, each until when.
-type Holders = Vec<(Arc<str>, Until)>;
+/// An end in milliseconds since the epoch; [`FOREVER`] for permanent.
+type EndMs = u64;
+const FOREVER: EndMs = u64::MAX;
+
+fn to_end(until: Until) -> EndMs {
+    until.map_or(FOREVER, |t| {
+        (t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64).min(FOREVER - 1)
+    })
+}
+
+fn to_until(end: EndMs) -> Until {
+    (end != FOREVER).then(|| UNIX_EPOCH + Duration::from_millis(end))
+}
+
+/// Interned jail and origin names.
+#[derive(Default)]
+struct Names {
+    ids: HashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
+}
+
+impl Names {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        let name: Arc<str> = Arc::from(name);
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
+
+    fn find(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+
+    fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+}
+
+/// The origins holding one ban, each with its end; one holder inline, more boxed.
+enum Holders {
+    One([(u32, EndMs); 1]),
+    Many(Box<[(u32, EndMs)]>),
+}
+
+impl Holders {
+    fn as_slice(&self) -> &[(u32, EndMs)] {
+        match self {
+            Holders::One(one) => one,
+            Holders::Many(list) => list,
+        }
+    }
+
+    /// From a list (for the rare updates: a second origin, removals); `None` when empty.
+    fn from_vec(mut list: Vec<(u32, EndMs)>) -> Option<Holders> {
+        match list.len() {
+            0 => None,
+            1 => Some(Holders::One([list.pop().expect("one")])),
+            _ => Some(Holders::Many(list.into_boxed_slice())),
+        }
+    }
+}
 
 /// The remote bans this host applied and still holds.
 #[derive(Default)]
 pub struct Holdings {
-    bans: HashMap<Key, Holders>,
-    names: HashMap<String, Arc<str>>,
-}
-
-fn active(until: Until, now: SystemTime) -> bool {
-    until.is_none_or(|end| end > now)
+    bans: HashMap<(u16, IpAddr), Holders>,
+    jails: Names,
+    origins: Names,
 }
 
 impl Holdings {
-    fn intern(&mut self, name: &str) -> Arc<str> {
-        if let Some(n) = self.names.get(name) {
-            return n.clone();
-        }
-        let n: Arc<str> = Arc::from(name);
-        self.names.insert(name.to_owned(), n.clone());
-        n
-    }
-
     /// Records that `origin` bans `ip` in local `jail` until `until` (the later end wins).
     pub fn ban(&mut self, jail: &str, ip: IpAddr, origin: &str, until: Until) {
-        let key = (self.intern(jail), ip);
-        let origin = self.intern(origin);
-        let holders = self.bans.entry(key).or_default();
-        match holders.iter_mut().find(|(o, _)| *o == origin) {
-            Some((_, end)) => {
-                *end = match (*end, until) {
-                    (None, _) | (_, None) => None,
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                }
+        let key = (self.jails.id(jail) as u16, ip);
+        let origin = self.origins.id(origin);
+        let end = to_end(until);
+        match self.bans.get_mut(&key) {
+            None => {
+                self.bans.insert(key, Holders::One([(origin, end)]));
             }
-            None => holders.push((origin, until)),
+            Some(Holders::One([(o, e)])) if *o == origin => *e = (*e).max(end),
+            Some(holders) => {
+                let mut list = holders.as_slice().to_vec();
+                match list.iter_mut().find(|(o, _)| *o == origin) {
+                    Some((_, e)) => *e = (*e).max(end),
+                    None => list.push((origin, end)),
+                }
+                *holders = Holders::from_vec(list).expect("not empty");
+            }
         }
     }
 
     /// Records `origin`'s unban; true when no other origin still holds an active ban, so the
     /// local ban should be lifted.
     pub fn unban(&mut self, jail: &str, ip: IpAddr, origin: &str, now: SystemTime) -> bool {
-        let Some(jail) = self.names.get(jail).cloned() else {
+        let (Some(jail), origin) = (self.jails.find(jail), self.origins.find(origin)) else {
             return true;
         };
-        let key = (jail, ip);
-        let Some(holders) = self.bans.get_mut(&key) else {
+        let key = (jail as u16, ip);
+        let Some(holders) = self.bans.get(&key) else {
             return true;
         };
-        holders.retain(|(o, until)| &**o != origin && active(*until, now));
-        let lift = holders.is_empty();
-        if lift {
-            self.bans.remove(&key);
+        let now = to_end(Some(now));
+        let list: Vec<_> = holders
+            .as_slice()
+            .iter()
+            .copied()
+            .filter(|(o, end)| Some(*o) != origin && *end > now)
+            .collect();
+        match Holders::from_vec(list) {
+            Some(rest) => {
+                self.bans.insert(key, rest);
+                false
+            }
+            None => {
+                self.bans.remove(&key);
+                true
+            }
         }
-        lift
     }
 
     /// Forgets holdings that have ended.
     pub fn prune(&mut self, now: SystemTime) {
+        let now = to_end(Some(now));
         self.bans.retain(|_, holders| {
-            holders.retain(|(_, until)| active(*until, now));
-            !holders.is_empty()
+            if holders.as_slice().iter().all(|(_, end)| *end > now) {
+                return true;
+            }
+            let rest = holders
+                .as_slice()
+                .iter()
+                .copied()
+                .filter(|(_, e)| *e > now)
+                .collect();
+            match Holders::from_vec(rest) {
+                Some(rest) => {
+                    *holders = rest;
+                    true
+                }
+                None => false,
+            }
         });
+        self.bans.shrink_to_fit();
     }
 
     /// Number of (jail, address) bans held.
@@ -89,10 +173,15 @@ impl Holdings {
 
     /// Every holding, for the state snapshot: (jail, ip, origin, until).
     pub fn iter(&self) -> impl Iterator<Item = (&str, IpAddr, &str, Until)> {
-        self.bans.iter().flat_map(|((jail, ip), holders)| {
-            holders
-                .iter()
-                .map(move |(origin, until)| (&**jail, *ip, &**origin, *until))
+        self.bans.iter().flat_map(move |((jail, ip), holders)| {
+            holders.as_slice().iter().map(move |&(origin, end)| {
+                (
+                    self.jails.name(u32::from(*jail)),
+                    *ip,
+                    self.origins.name(origin),
+                    to_until(end),
+                )
+            })
         })
     }
 
@@ -100,9 +189,13 @@ impl Holdings {
     pub fn counts(&self) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
         let (mut by_origin, mut by_jail) = (BTreeMap::new(), BTreeMap::new());
         for ((jail, _), holders) in &self.bans {
-            *by_jail.entry(jail.to_string()).or_default() += 1;
-            for (origin, _) in holders {
-                *by_origin.entry(origin.to_string()).or_default() += 1;
+            *by_jail
+                .entry(self.jails.name(u32::from(*jail)).to_owned())
+                .or_default() += 1;
+            for (origin, _) in holders.as_slice() {
+                *by_origin
+                    .entry(self.origins.name(*origin).to_owned())
+                    .or_default() += 1;
             }
         }
         (by_origin, by_jail)

@@ -161,23 +161,39 @@ impl State {
     }
 }
 
+/// The snapshot line, serialised straight from the holdings (no copy of every name).
+#[derive(Serialize)]
+struct Snapshot<'a> {
+    cursors: &'a BTreeMap<String, u64>,
+    bans: Bans<'a>,
+}
+
+/// The holdings as the journal's `bans` list.
+struct Bans<'a>(&'a Holdings);
+
+impl Serialize for Bans<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.0
+                .iter()
+                .map(|(jail, ip, origin, until)| (jail, ip, origin, to_ms(until))),
+        )
+    }
+}
+
 /// Replaces the journal with one line holding everything, atomically; returns it for appending.
 fn write_snapshot(
     path: &Path,
     cursors: &BTreeMap<String, u64>,
     holdings: &Holdings,
 ) -> io::Result<File> {
-    let snapshot = Record {
-        cursors: cursors.clone(),
-        bans: holdings
-            .iter()
-            .map(|(jail, ip, origin, until)| (jail.to_owned(), ip, origin.to_owned(), to_ms(until)))
-            .collect(),
-        unbans: Vec::new(),
-    };
     let tmp = path.with_extension("tmp");
     {
         let mut f = io::BufWriter::new(File::create(&tmp)?);
+        let snapshot = Snapshot {
+            cursors,
+            bans: Bans(holdings),
+        };
         serde_json::to_writer(&mut f, &snapshot).map_err(io::Error::other)?;
         f.write_all(b"\n")?;
         f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
