@@ -9,7 +9,7 @@ use shared_f2b_tests::{SHARED_NATS, unique, wait_for};
 use std::path::Path;
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 struct Site {
     prefix: String,

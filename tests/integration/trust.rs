@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 /// A config for `host` logging in as NATS `user` with the example's password and inbox.
 fn config(dir: &Path, host: &str, user: &str, url: &str, extra: &str) -> HostConfig {
