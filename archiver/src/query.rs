@@ -53,6 +53,18 @@ fn decode(row: &AnyRow) -> Result<Stored, sqlx::Error> {
     })
 }
 
+/// Runs an event query and decodes its rows.
+async fn fetch_events(db: &Db, mut q: QueryBuilder<Any>) -> Result<Vec<Stored>, sqlx::Error> {
+    let rows = q.build().fetch_all(&db.pool).await?;
+    rows.iter().map(decode).collect()
+}
+
+/// Runs a `SELECT COUNT(*) AS n` query.
+async fn fetch_count(db: &Db, mut q: QueryBuilder<Any>) -> Result<u64, sqlx::Error> {
+    let n: i64 = q.build().fetch_one(&db.pool).await?.try_get("n")?;
+    Ok(n as u64)
+}
+
 /// Which events a history query wants.
 #[derive(Debug, Default, Clone)]
 pub struct HistoryFilter {
@@ -81,8 +93,7 @@ pub async fn history(db: &Db, f: &HistoryFilter) -> Result<Vec<Stored>, sqlx::Er
     }
     q.push(" ORDER BY b.stream_seq DESC LIMIT ")
         .push_bind(f.limit);
-    let rows = q.build().fetch_all(&db.pool).await?;
-    rows.iter().map(decode).collect()
+    fetch_events(db, q).await
 }
 
 /// The part of a replay query that selects jails and leaves out an origin.
@@ -127,8 +138,7 @@ pub async fn active_page(
     active_conditions(&mut q, now);
     scope(&mut q, jails, exclude_origin);
     q.push(" ORDER BY b.id LIMIT ").push_bind(limit as i64);
-    let rows = q.build().fetch_all(&db.pool).await?;
-    rows.iter().map(decode).collect()
+    fetch_events(db, q).await
 }
 
 /// How many active bans [`active_page`] would return in all.
@@ -144,8 +154,7 @@ pub async fn active_count(
         .push_bind(until_seq as i64);
     active_conditions(&mut q, now);
     scope(&mut q, jails, exclude_origin);
-    let n: i64 = q.build().fetch_one(&db.pool).await?.try_get("n")?;
-    Ok(n as u64)
+    fetch_count(db, q).await
 }
 
 /// One page of the events with stream sequence in `(after, until_seq]`, in stream order.
@@ -163,8 +172,7 @@ pub async fn since_page(
     scope(&mut q, jails, exclude_origin);
     q.push(" ORDER BY b.stream_seq LIMIT ")
         .push_bind(limit as i64);
-    let rows = q.build().fetch_all(&db.pool).await?;
-    rows.iter().map(decode).collect()
+    fetch_events(db, q).await
 }
 
 /// How many events [`since_page`] would return in all.
@@ -179,8 +187,7 @@ pub async fn since_count(
     q.push(" WHERE b.stream_seq > ").push_bind(after as i64);
     q.push(" AND b.stream_seq <= ").push_bind(until_seq as i64);
     scope(&mut q, jails, exclude_origin);
-    let n: i64 = q.build().fetch_one(&db.pool).await?.try_get("n")?;
-    Ok(n as u64)
+    fetch_count(db, q).await
 }
 
 /// The highest stream sequence archived.
