@@ -18,13 +18,16 @@ use shared_f2b::metrics::{Readiness, notify_ready, notify_stopping};
 use shared_f2b::nats;
 use shared_f2b::publish::Sender;
 use shared_f2b::spool::Spool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Most messages handled as one batch.
 const MAX_BATCH: usize = 2048;
 /// How often the bans-held gauges are recomputed (it walks every holding).
 const HELD_EVERY: Duration = Duration::from_secs(5);
+/// With no events for this long while the stream has newer messages, the consumers are
+/// re-created.
+const STALL_AFTER: Duration = Duration::from_secs(10);
 
 /// Runs until `shutdown` is cancelled; the batch in flight is finished first.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -95,6 +98,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ready.set(true);
     notify_ready();
     let mut held_tick = tokio::time::interval(HELD_EVERY);
+    let mut stall_tick = tokio::time::interval(STALL_AFTER);
+    let mut last_batch = Instant::now();
     loop {
         let batch = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -104,10 +109,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 worker.publish_held(&state);
                 continue;
             }
+            _ = stall_tick.tick() => {
+                if last_batch.elapsed() < STALL_AFTER || !stream_moved_on(&stream, &state, &keys).await {
+                    continue;
+                }
+                // A consumer can lose its server (a cluster node going away) without telling
+                // the client: the stream moved on and nothing came, so resume from the state.
+                tracing::debug!("no events while the stream moved on; re-creating the consumers");
+                None
+            }
             batch = events.next() => batch,
         };
         let flow = match batch {
-            Some(batch) => worker.handle(batch, &mut state).await?,
+            Some(batch) => {
+                last_batch = Instant::now();
+                worker.handle(batch, &mut state).await?
+            }
             None => Flow::Reopen,
         };
         match flow {
@@ -135,6 +152,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "subscriber stopped"
     );
     Ok(())
+}
+
+/// Whether the stream holds messages past every cursor (with jail filters this may be
+/// messages of other jails: re-creating the consumers is then merely redundant).
+async fn stream_moved_on(
+    stream: &async_nats::jetstream::stream::Stream,
+    state: &State,
+    keys: &[String],
+) -> bool {
+    let mut stream = stream.clone();
+    let Ok(info) = stream.info().await else {
+        return false;
+    };
+    let applied = keys
+        .iter()
+        .filter_map(|k| state.cursor(k))
+        .max()
+        .unwrap_or(0);
+    info.state.last_sequence > applied
 }
 
 type Events = futures::stream::ReadyChunks<futures::stream::BoxStream<'static, Item>>;
