@@ -3,7 +3,7 @@
 
 use crate::db::Db;
 use crate::metrics::Metrics;
-use crate::{ingest, serve, store};
+use crate::{consumer, ingest, serve, store};
 use anyhow::Context;
 use shared_f2b::Config;
 use shared_f2b::metrics::{Readiness, notify_ready, notify_stopping};
@@ -44,11 +44,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     else {
         return Ok(());
     };
-    // The consumer must exist before the first replay asks for its ack floor.
+    let (metrics, registry) = Metrics::new();
+    // The consumer must exist (and be as it must) before the first replay asks for its ack floor.
     stream
         .get_or_create_consumer(
             &archiver.archiver_consumer,
-            ingest::consumer_config(&archiver.archiver_consumer),
+            consumer::config(&archiver.archiver_consumer),
         )
         .await
         .map_err(|e| {
@@ -57,10 +58,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 archiver.archiver_consumer
             )
         })?;
+    consumer::check(&stream, &archiver.archiver_consumer, 0, &metrics)
+        .await
+        .map_err(anyhow::Error::msg)?;
     tracing::info!(backend = ?db.backend, stream = %config.nats.stream,
         consumer = %archiver.archiver_consumer, "archiver running");
 
-    let (metrics, registry) = Metrics::new();
     let ready = Readiness::default();
     let http =
         shared_f2b::metrics::spawn_server(archiver.metrics_listen, registry, &ready, &shutdown);
@@ -71,6 +74,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
     let prefix = config.nats.subject_prefix.clone();
     let consumer = archiver.archiver_consumer.clone();
+    let keeper = tokio::spawn(consumer::keep(
+        stream.clone(),
+        consumer.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let ingest = tokio::spawn(ingest::run(
         db.clone(),
         stream.clone(),
@@ -95,6 +104,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .map(|keep| tokio::spawn(retain(db.clone(), keep, shutdown.clone())));
 
     let _ = ingest.await;
+    let _ = keeper.await;
     serve.await?.context("replay service failed")?;
     if let Some(r) = retention {
         let _ = r.await;

@@ -7,7 +7,6 @@
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::store::{self, Archived, Reject};
-use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{AckKind, Message, stream::Stream};
 use futures::StreamExt;
 use shared_f2b::inbound::decode_received;
@@ -18,17 +17,6 @@ use tokio_util::sync::CancellationToken;
 const BATCH: usize = 5000;
 /// Batches written to the database at once.
 const WRITERS: usize = 2;
-
-/// The durable consumer the archivers share.
-pub fn consumer_config(name: &str) -> pull::Config {
-    pull::Config {
-        durable_name: Some(name.to_owned()),
-        ack_policy: AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
-        max_ack_pending: 50_000,
-        ..Default::default()
-    }
-}
 
 /// Archives until `shutdown`; batches in hand are committed and acked first.
 ///
@@ -95,7 +83,7 @@ async fn open(
     name: &str,
 ) -> Result<async_nats::jetstream::consumer::pull::Stream, String> {
     let consumer = stream
-        .get_or_create_consumer(name, consumer_config(name))
+        .get_or_create_consumer(name, crate::consumer::config(name))
         .await
         .map_err(|e| e.to_string())?;
     consumer

@@ -1,10 +1,11 @@
 //! The archiver as a library: `main.rs` only parses arguments and handles signals.
 //!
-//! An event's path: [`ingest`] (durable consumer) → [`store`] (batched, idempotent inserts);
+//! An event's path: [`ingest`] (the durable consumer, kept as it must be by [`consumer`]) → [`store`] (batched, idempotent inserts);
 //! back out: [`query`] → [`serve`] (replay pages over NATS) or [`commands`] / [`report`]
 //! (operator commands). [`db`] holds the connection and the migrations.
 
 pub mod commands;
+pub mod consumer;
 pub mod daemon;
 pub mod db;
 pub mod ingest;

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub consumer_pending: Gauge,
     pub nats_connected: Gauge,
     pub replay_requests: Counter,
+    pub replay_refused: Counter,
+    pub consumer_repairs: Counter,
 }
 
 impl Metrics {
@@ -36,6 +38,8 @@ impl Metrics {
             consumer_pending: Gauge::default(),
             nats_connected: Gauge::default(),
             replay_requests: Counter::default(),
+            replay_refused: Counter::default(),
+            consumer_repairs: Counter::default(),
         };
         let mut r = Registry::with_prefix("shared_f2b");
         r.register("archived_events", "Events newly stored", m.archived.clone());
@@ -83,6 +87,16 @@ impl Metrics {
             "replay_requests",
             "Replay pages answered",
             m.replay_requests.clone(),
+        );
+        r.register(
+            "replay_refused",
+            "Catch-up requests not answered: their reply subject is not an inbox",
+            m.replay_refused.clone(),
+        );
+        r.register(
+            "consumer_repairs",
+            "Times the archiver's durable consumer was found changed or missing and restored",
+            m.consumer_repairs.clone(),
         );
         (m, Arc::new(r))
     }

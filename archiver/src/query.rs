@@ -175,21 +175,6 @@ pub async fn since_page(
     fetch_events(db, q).await
 }
 
-/// How many events [`since_page`] would return in all.
-pub async fn since_count(
-    db: &Db,
-    jails: &[String],
-    exclude_origin: Option<&str>,
-    after: u64,
-    until_seq: u64,
-) -> Result<u64, sqlx::Error> {
-    let mut q: QueryBuilder<Any> = QueryBuilder::new("SELECT COUNT(*) AS n FROM f2b_events b");
-    q.push(" WHERE b.stream_seq > ").push_bind(after as i64);
-    q.push(" AND b.stream_seq <= ").push_bind(until_seq as i64);
-    scope(&mut q, jails, exclude_origin);
-    fetch_count(db, q).await
-}
-
 /// The highest stream sequence archived.
 pub async fn max_seq(db: &Db) -> Result<u64, sqlx::Error> {
     let n: Option<i64> = sqlx::query("SELECT MAX(stream_seq) AS n FROM f2b_events")

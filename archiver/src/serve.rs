@@ -1,16 +1,32 @@
-//! Answering replay requests on `<prefix>.replay` (queue group, so one archiver answers each
-//! page; pages are stateless, so any archiver can answer any page).
+//! The catch-up service on `<prefix>.replay` (queue group, so one archiver answers each page;
+//! pages are stateless, so any archiver can answer any page). `since` pages come from the stream
+//! while it still holds them and from the database before that; `active` pages (a new host's
+//! backfill) from the database.
+//!
+//! Only inbox replies are answered (`_INBOX…`, or `_R_.…` for a request imported from the hosts'
+//! account): a request whose reply subject names anything else (the JetStream API, an event
+//! subject) is refused and counted, so no host can make the archiver publish on its behalf.
 
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::query;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
+use shared_f2b::event::Event;
+use shared_f2b::inbound::decode_received;
 use shared_f2b::replay::{
     MAX_PAGE, ReplayKind, ReplayPage, ReplayRequest, Replayed, replay_subject,
 };
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
+
+/// Whether the archiver may answer on `reply`: a client inbox, or a reply the server mapped
+/// for a request from another account.
+pub fn is_inbox(reply: &str) -> bool {
+    let first = reply.split('.').next().unwrap_or_default();
+    reply.contains('.') && (first == "_R_" || first.starts_with("_INBOX"))
+}
 
 /// Serves until `shutdown`.
 pub async fn run(
@@ -25,6 +41,12 @@ pub async fn run(
     let mut requests = client
         .queue_subscribe(replay_subject(&prefix), "shared-f2b-archiver".into())
         .await?;
+    let source = Source {
+        db,
+        stream,
+        prefix,
+        consumer_name,
+    };
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -32,9 +54,14 @@ pub async fn run(
         };
         let Some(msg) = msg else { return Ok(()) };
         let Some(reply) = msg.reply else { continue };
+        if !is_inbox(&reply) {
+            metrics.replay_refused.inc();
+            tracing::warn!(reply = ?reply.as_str(), "catch-up request refused: its reply subject is not an inbox");
+            continue;
+        }
         metrics.replay_requests.inc();
         let page = match serde_json::from_slice::<ReplayRequest>(&msg.payload) {
-            Ok(req) => answer(&db, &stream, &consumer_name, req).await,
+            Ok(req) => source.answer(req).await,
             Err(e) => error_page(format!("bad replay request: {e}")),
         };
         let body = serde_json::to_vec(&page).expect("pages serialise");
@@ -51,71 +78,212 @@ fn error_page(error: String) -> ReplayPage {
         high_seq: 0,
         total: 0,
         done: true,
+        next: 0,
         error: Some(error),
     }
 }
 
-/// Everything up to the consumer's ack floor is committed: that is where a replay may end.
-async fn committed_seq(stream: &Stream, consumer_name: &str) -> Result<u64, String> {
-    let info = stream
-        .consumer_info(consumer_name)
-        .await
-        .map_err(|e| format!("cannot read the archiver consumer: {e}"))?;
-    Ok(info.ack_floor.stream_sequence)
+/// Where pages come from.
+struct Source {
+    db: Db,
+    stream: Stream,
+    prefix: String,
+    consumer_name: String,
 }
 
-async fn answer(db: &Db, stream: &Stream, consumer_name: &str, req: ReplayRequest) -> ReplayPage {
-    let first = req.until_seq.is_none();
-    let high = match req.until_seq {
-        Some(seq) => seq,
-        None => match committed_seq(stream, consumer_name).await {
-            Ok(seq) => seq,
-            Err(e) => return error_page(e),
-        },
-    };
-    let limit = req.limit.clamp(1, MAX_PAGE);
-    let exclude = req.exclude_origin.as_deref();
-    let now = SystemTime::now();
-    let result = match req.kind {
-        ReplayKind::Since => {
-            let total = if first {
-                query::since_count(db, &req.jails, exclude, req.after, high).await
-            } else {
-                Ok(0)
-            };
-            let page = query::since_page(db, &req.jails, exclude, req.after, high, limit).await;
-            total.and_then(|t| {
-                page.map(|p| (t, p.into_iter().map(|s| (s.seq, s)).collect::<Vec<_>>()))
-            })
-        }
-        ReplayKind::Active => {
-            let total = if first {
-                query::active_count(db, now, &req.jails, exclude, high).await
-            } else {
-                Ok(0)
-            };
-            let page =
-                query::active_page(db, now, &req.jails, exclude, req.after, high, limit).await;
-            total.and_then(|t| {
-                page.map(|p| (t, p.into_iter().map(|s| (s.row_id, s)).collect::<Vec<_>>()))
-            })
-        }
-    };
-    match result {
-        Ok((total, rows)) => ReplayPage {
+impl Source {
+    async fn answer(&self, req: ReplayRequest) -> ReplayPage {
+        let limit = req.limit.clamp(1, MAX_PAGE);
+        let result = match req.kind {
+            ReplayKind::Since => self.since(&req, limit).await,
+            ReplayKind::Active => self.active(&req, limit).await,
+        };
+        result.unwrap_or_else(error_page)
+    }
+
+    /// Everything up to the archiver consumer's ack floor is committed to the database.
+    async fn committed_seq(&self) -> Result<u64, String> {
+        let info = self
+            .stream
+            .consumer_info(&self.consumer_name)
+            .await
+            .map_err(|e| format!("cannot read the archiver consumer: {e}"))?;
+        Ok(info.ack_floor.stream_sequence)
+    }
+
+    async fn active(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, String> {
+        let high = match req.until_seq {
+            Some(seq) => seq,
+            None => self.committed_seq().await?,
+        };
+        let exclude = req.exclude_origin.as_deref();
+        let now = SystemTime::now();
+        let db_error = |e: sqlx::Error| format!("database error: {e}");
+        let total = if req.until_seq.is_none() {
+            query::active_count(&self.db, now, &req.jails, exclude, high)
+                .await
+                .map_err(db_error)?
+        } else {
+            0
+        };
+        let rows = query::active_page(&self.db, now, &req.jails, exclude, req.after, high, limit)
+            .await
+            .map_err(db_error)?;
+        Ok(ReplayPage {
             done: rows.len() < limit,
+            next: rows.last().map_or(req.after, |r| r.row_id),
             events: rows
                 .into_iter()
-                .map(|(cursor, s)| Replayed {
+                .map(|s| Replayed {
                     seq: s.seq,
-                    cursor,
+                    cursor: s.row_id,
                     event: s.event,
                 })
                 .collect(),
             high_seq: high,
             total,
             error: None,
-        },
-        Err(e) => error_page(format!("database error: {e}")),
+        })
+    }
+
+    async fn since(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, String> {
+        let mut stream = self.stream.clone();
+        let state = stream
+            .info()
+            .await
+            .map_err(|e| format!("cannot read the stream: {e}"))?
+            .state
+            .clone();
+        let after = req.after;
+        let high = req.until_seq.unwrap_or(state.last_sequence);
+        let mut page = ReplayPage {
+            events: Vec::new(),
+            high_seq: high,
+            total: high.saturating_sub(after),
+            done: true,
+            next: after,
+            error: None,
+        };
+        // Nothing new (the periodic check of an idle host), or the stream was re-created and
+        // the client is told so by a `high_seq` below its cursor.
+        if after >= high {
+            return Ok(page);
+        }
+        let wanted = |e: &Event| {
+            (req.jails.iter().any(|j| j == "*") || req.jails.contains(&e.jail))
+                && req.exclude_origin.as_deref() != Some(e.origin.as_str())
+        };
+        let (events, next) = if after + 1 >= state.first_sequence {
+            self.from_stream(after, high, limit).await?
+        } else {
+            // The stream no longer holds the start: the database up to where the stream begins.
+            let until = high.min(state.first_sequence - 1);
+            let rows = query::since_page(
+                &self.db,
+                &req.jails,
+                req.exclude_origin.as_deref(),
+                after,
+                until,
+                limit,
+            )
+            .await
+            .map_err(|e| format!("database error: {e}"))?;
+            let next = if rows.len() < limit {
+                until
+            } else {
+                rows.last().map_or(until, |r| r.seq)
+            };
+            (rows.into_iter().map(|r| (r.seq, r.event)).collect(), next)
+        };
+        page.events = events
+            .into_iter()
+            .filter(|(_, e)| wanted(e))
+            .map(|(seq, event)| Replayed {
+                seq,
+                cursor: seq,
+                event,
+            })
+            .collect();
+        page.next = next;
+        page.done = next >= high;
+        Ok(page)
+    }
+
+    /// Up to `limit` stored messages after `after` (and not past `high`), through a short-lived
+    /// consumer; returns the events and the last sequence read.
+    async fn from_stream(
+        &self,
+        after: u64,
+        high: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, Event)>, u64), String> {
+        let want = (high - after).min(limit as u64) as usize;
+        let consumer = self
+            .stream
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                },
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(10),
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot read the stream: {e}"))?;
+        let mut batch = consumer
+            .fetch()
+            .max_messages(want)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .map_err(|e| format!("cannot read the stream: {e}"))?;
+        let (mut events, mut next) = (Vec::with_capacity(want), after);
+        while let Some(msg) = batch.next().await {
+            let msg = msg.map_err(|e| format!("cannot read the stream: {e}"))?;
+            let Ok(info) = msg.info() else { continue };
+            let seq = info.stream_sequence;
+            if seq > high {
+                break;
+            }
+            next = seq;
+            // What is not a valid event is in f2b_rejects, never replayed.
+            if let Ok(event) = decode_received(&self.prefix, &msg.subject, &msg.payload) {
+                events.push((seq, event));
+            }
+            if info.pending == 0 {
+                break;
+            }
+        }
+        if next == after {
+            // Never skip ahead on a read that returned nothing: the client retries.
+            return Err(format!(
+                "the stream returned nothing after sequence {after} (up to {high})"
+            ));
+        }
+        Ok((events, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_inbox;
+
+    #[test]
+    fn only_inboxes_get_answers() {
+        for ok in ["_INBOX.abc.1", "_INBOX_bob.x.y", "_R_.aB9.xYz"] {
+            assert!(is_inbox(ok), "{ok}");
+        }
+        for bad in [
+            "$JS.API.STREAM.PURGE.F2B_EVENTS",
+            "$JS.API.STREAM.DELETE.F2B_EVENTS",
+            "f2b.ban.sshd.alice",
+            "f2b.live.ban.sshd.alice",
+            "_INBOX",
+            "_R_",
+            "x._INBOX.y",
+        ] {
+            assert!(!is_inbox(bad), "{bad}");
+        }
     }
 }

@@ -77,6 +77,8 @@ pub struct NatsConfig {
     #[serde(with = "humantime_serde")]
     pub stream_max_age: Duration,
     pub stream_replicas: usize,
+    /// Most bytes the stream keeps; the oldest events go first (the archive keeps them).
+    pub stream_max_bytes: i64,
     /// Prefix of this client's reply subjects (`_INBOX_<host>` lets permissions keep hosts'
     /// replies apart).
     pub inbox_prefix: String,
@@ -98,6 +100,7 @@ impl Default for NatsConfig {
             stream: "F2B_EVENTS".into(),
             stream_max_age: Duration::from_secs(7 * 24 * 3600),
             stream_replicas: 1,
+            stream_max_bytes: 1 << 30,
             inbox_prefix: "_INBOX".into(),
             user: None,
             password: None,
@@ -310,6 +313,9 @@ impl Config {
             ));
         }
         validate_prefix(&nats.inbox_prefix).map_err(|e| format!("nats.inbox_prefix: {e}"))?;
+        if nats.stream_max_bytes < 1 << 20 {
+            return Err("nats.stream_max_bytes must be at least 1048576 (1 MiB)".into());
+        }
         if nats.stream_max_age.is_zero() {
             return Err("nats.stream_max_age must be longer than 0s".into());
         }

@@ -55,6 +55,8 @@ pub struct Connection {
     pub connected: Arc<tokio::sync::Notify>,
     /// Whether the connection is up right now.
     pub up: Arc<std::sync::atomic::AtomicBool>,
+    /// Signalled when the client dropped messages for a slow subscription.
+    pub lagged: Arc<tokio::sync::Notify>,
 }
 
 /// Connects to the configured servers, as `host_id`, with auth and TLS from the config.
@@ -105,10 +107,13 @@ pub async fn connect(
     let on_connect = connected.clone();
     let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = up.clone();
+    let lagged = Arc::new(tokio::sync::Notify::new());
+    let on_lag = lagged.clone();
     opts = opts.event_callback(move |event| {
         let recorder = recorder.clone();
         let on_connect = on_connect.clone();
         let flag = flag.clone();
+        let on_lag = on_lag.clone();
         async move {
             use std::sync::atomic::Ordering::Relaxed;
             match event {
@@ -124,6 +129,10 @@ pub async fn connect(
                     flag.store(true, Relaxed);
                     tracing::info!("connected to NATS");
                     on_connect.notify_one();
+                }
+                async_nats::Event::SlowConsumer(sid) => {
+                    tracing::warn!(sid, "messages dropped for a slow subscription; catching up");
+                    on_lag.notify_one();
                 }
                 other => tracing::debug!(event = %other, "NATS event"),
             }
@@ -144,6 +153,7 @@ pub async fn connect(
         server_errors,
         connected,
         up,
+        lagged,
     })
 }
 
@@ -154,30 +164,67 @@ pub fn jetstream(client: async_nats::Client, timeout: Duration) -> jetstream::Co
         .build(client)
 }
 
-/// The stream as this product creates it: every ban and unban under the prefix, on disk.
+/// The stream as this product creates it: every ban and unban under the prefix, on disk,
+/// bounded in age, bytes and message size, each stored event re-published on the live subject.
 pub fn stream_config(nats: &NatsConfig) -> stream::Config {
+    let (source, destination) = crate::subject::republish(&nats.subject_prefix);
     stream::Config {
         name: nats.stream.clone(),
         subjects: crate::subject::stream_subjects(&nats.subject_prefix),
         storage: stream::StorageType::File,
         max_age: nats.stream_max_age,
+        max_bytes: nats.stream_max_bytes,
+        max_message_size: crate::event::MAX_PAYLOAD as i32,
         num_replicas: nats.stream_replicas,
         // The duplicate window may not exceed the max age.
         duplicate_window: nats.stream_max_age.min(Duration::from_secs(120)),
+        republish: Some(stream::Republish {
+            source,
+            destination,
+            headers_only: false,
+        }),
         ..Default::default()
     }
 }
 
-/// Gets the stream, creating it when missing and allowed; retries every 2 s while NATS or the
-/// stream is not there. `None` when `shutdown` came first.
+/// Whether a stream's config lacks what [`stream_config`] sets (an older version of this
+/// product made it): the archiver then updates it.
+pub fn stream_outdated(have: &stream::Config, want: &stream::Config) -> bool {
+    have.subjects != want.subjects
+        || have.max_age != want.max_age
+        || have.max_bytes != want.max_bytes
+        || have.max_message_size != want.max_message_size
+        || have.duplicate_window != want.duplicate_window
+        || have.republish != want.republish
+}
+
+/// Gets the stream, creating it when missing and bringing its config up to date when it lacks
+/// what [`stream_config`] sets (both only when these credentials may); retries every 2 s while
+/// NATS or the stream is not there. `None` when `shutdown` came first.
 pub async fn stream_when_ready(
     js: &jetstream::Context,
     nats: &NatsConfig,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Option<jetstream::stream::Stream> {
+    let want = stream_config(nats);
     loop {
-        match js.get_or_create_stream(stream_config(nats)).await {
-            Ok(stream) => return Some(stream),
+        match js.get_or_create_stream(want.clone()).await {
+            Ok(mut stream) => {
+                let outdated = match stream.info().await {
+                    Ok(info) => stream_outdated(&info.config, &want),
+                    Err(_) => false,
+                };
+                if outdated {
+                    match js.update_stream(want.clone()).await {
+                        Ok(_) => tracing::info!(stream = %nats.stream,
+                            "stream config updated (limits, live re-publishing)"),
+                        Err(e) => tracing::warn!(stream = %nats.stream, error = %e,
+                            "the stream lacks this version's limits or live re-publishing and \
+                             cannot be updated with these credentials; ask the NATS admin"),
+                    }
+                }
+                return Some(stream);
+            }
             Err(e) => tracing::warn!(stream = %nats.stream, error = %e,
                 "stream not available yet; retrying"),
         }
@@ -188,8 +235,8 @@ pub async fn stream_when_ready(
     }
 }
 
-/// A daemon's link to the stream: the connection (reconnecting forever) and the stream once it
-/// exists. `Ok(None)` when `shutdown` came first.
+/// The archiver's link to the stream: the connection (reconnecting forever) and the stream once
+/// it exists. `Ok(None)` when `shutdown` came first.
 pub async fn connect_daemon(
     nats: &NatsConfig,
     host_id: &str,
@@ -200,4 +247,48 @@ pub async fn connect_daemon(
     Ok(stream_when_ready(&js, nats, shutdown)
         .await
         .map(|stream| (conn, stream)))
+}
+
+/// The addresses the configured server URLs resolve to (`nats://host:port`, `tls://…`,
+/// `user:pass@host`, `[v6]:port`); names that do not resolve are left out.
+pub async fn server_addresses(servers: &[String]) -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    for url in servers {
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or_default();
+        let with_port = if authority.ends_with(']') || !authority.contains(':') {
+            format!("{authority}:4222")
+        } else {
+            authority.to_owned()
+        };
+        match tokio::net::lookup_host(with_port.as_str()).await {
+            Ok(addrs) => out.extend(addrs.map(|a| a.ip().to_canonical())),
+            Err(e) => tracing::warn!(server = %url, error = %e, "cannot resolve a NATS server"),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn server_urls_resolve_to_their_addresses() {
+        let servers = [
+            "nats://127.0.0.1:4222",
+            "tls://user:pw@192.0.2.1",
+            "[2001:db8::1]:4222",
+            "nats://localhost",
+        ]
+        .map(String::from);
+        let addrs = super::server_addresses(&servers).await;
+        for want in ["127.0.0.1", "192.0.2.1", "2001:db8::1"] {
+            assert!(
+                addrs.contains(&want.parse().unwrap()),
+                "{want} in {addrs:?}"
+            );
+        }
+    }
 }

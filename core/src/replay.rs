@@ -1,11 +1,14 @@
-//! The replay protocol between subscribers and the archiver, over NATS request/reply on
-//! `<prefix>.replay` (outside the stream's subjects), so subscribers need no database access.
+//! The catch-up protocol between subscribers and the archiver, over NATS request/reply on
+//! `<prefix>.replay` (outside the stream's subjects; a service the site account exports to the
+//! hosts), so hosts need neither JetStream nor database access.
 //!
 //! A client asks for pages: the first request has no `until_seq`; the archiver answers with the
-//! highest stream sequence it has fully committed (`high_seq`) and the client sends that back on
-//! every later page, so a replay ends even while new events keep arriving. Events after
-//! `high_seq` come from the stream itself, so replayed and live events meet with no gap and no
-//! overlap.
+//! sequence the replay ends at (`high_seq`) and the client sends it back on every later page, so
+//! a replay ends even while new events keep arriving; each page says where the next one starts
+//! (`next`). `since` pages come from the stream while it still holds them and from the database
+//! before that, and end at the stream's last sequence: live events after it arrive on the live
+//! subject, so the two meet with no gap. `active` (a new host's backfill) ends at what the
+//! archive has committed; a `since` from there follows it.
 
 use crate::event::Event;
 use serde::{Deserialize, Serialize};
@@ -22,7 +25,8 @@ pub fn replay_subject(prefix: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplayKind {
-    /// Every event with a stream sequence above `after`, in stream order.
+    /// Every event with a stream sequence above `after`, in stream order, up to the stream's
+    /// last sequence. A `high_seq` below `after` means the stream was re-created.
     Since,
     /// The bans still active now (not expired, not lifted by their origin), for a new host.
     Active,
@@ -66,6 +70,10 @@ pub struct ReplayPage {
     pub total: u64,
     /// Whether this is the last page.
     pub done: bool,
+    /// Where the next page starts (`after` of the next request): for `since` the last stream
+    /// sequence this page covered, even when the events there were left out.
+    #[serde(default)]
+    pub next: u64,
     /// Set when the archiver could not answer (database down…).
     #[serde(default)]
     pub error: Option<String>,

@@ -120,17 +120,16 @@ pub fn stream_subjects(prefix: &str) -> Vec<String> {
     vec![format!("{prefix}.ban.>"), format!("{prefix}.unban.>")]
 }
 
-/// The filter subjects a subscriber follows for one jail (`*` = all jails).
-pub fn follow_subjects(prefix: &str, jail: &str) -> Result<Vec<String>, SubjectError> {
-    let jail_tok = if jail == "*" {
-        "*".to_owned()
-    } else {
-        encode_token(jail)?
-    };
-    Ok(vec![
-        format!("{prefix}.ban.{jail_tok}.*"),
-        format!("{prefix}.unban.{jail_tok}.*"),
-    ])
+/// The subjects every host subscribes to: the stream re-publishes each stored event on
+/// `<prefix>.live.<action>.<jail>.<host>` (headers `Nats-Stream`, `Nats-Sequence`, …), so hosts
+/// follow it with a plain subscription and need no JetStream API at all.
+pub fn live_subjects(prefix: &str) -> String {
+    format!("{prefix}.live.>")
+}
+
+/// The stream's RePublish rule: (source, destination).
+pub fn republish(prefix: &str) -> (String, String) {
+    (format!("{prefix}.>"), live_subjects(prefix))
 }
 
 /// What a received subject says about its event.

@@ -1,66 +1,44 @@
-//! Catching up from the archive what the stream no longer holds: the active bans for a brand-new
-//! host, or every event since the last applied one after a long downtime. Pages come from the
-//! archiver over NATS (`<prefix>.replay`); the replay ends at the archive's `high_seq` and the
-//! live consumers start right after it, so nothing is missed and nothing is applied twice.
+//! Catching up through the archiver's catch-up service (`<prefix>.replay`, request/reply): the
+//! active bans for a brand-new host, and every event after the cursor when live delivery had a
+//! gap (a sequence jump, a reconnect, dropped messages, a restart, the periodic check). The
+//! archiver serves from the stream what it still holds and from the database what is older, up
+//! to the stream's last sequence; live events after that arrive on the live subject.
 
-use crate::follow::{Incoming, Item};
+use crate::follow::{Incoming, Source};
 use crate::state::State;
 use crate::worker::{Flow, Worker};
-use anyhow::Context;
-use shared_f2b::replay::{ReplayKind, ReplayPage, ReplayRequest, replay_subject};
+use shared_f2b::replay::{MAX_PAGE, ReplayKind, ReplayPage, ReplayRequest, replay_subject};
 use shared_f2b::subject::event_subject;
 
-/// What a start needs.
+/// What to fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
-    /// The stream still holds everything after our cursors.
-    Nothing,
-    /// No state: fetch the bans active now.
+    /// A new host: the bans active now, then everything after what the archive had.
     Backfill,
-    /// The stream has dropped events after this cursor: replay them.
-    Replay { after: u64 },
+    /// Every event after this stream sequence.
+    Since(u64),
 }
 
-/// Decides from the state and the stream's first sequence.
-pub fn plan(state: &State, keys: &[String], first_seq: u64) -> Plan {
-    if !state.existed {
-        return Plan::Backfill;
-    }
-    keys.iter()
-        .filter_map(|k| state.cursor(k))
-        .filter(|c| c + 1 < first_seq)
-        .min()
-        .map_or(Plan::Nothing, |after| Plan::Replay { after })
+/// How a catch-up ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything up to this stream sequence is handled.
+    Done(u64),
+    /// The stream's last sequence is below the cursor: it was re-created.
+    Reset { last: u64 },
+    /// Shutdown came first.
+    Stopped,
 }
 
-/// Why a page could not be had.
+/// Why a catch-up could not be done now.
 #[derive(Debug, thiserror::Error)]
 pub enum CatchupError {
     #[error("no archiver answers on {0}")]
     NoArchiver(String),
-    #[error("replay failed: {0}")]
+    #[error("catch-up failed: {0}")]
     Failed(String),
-}
-
-/// The first request of a plan.
-pub fn first_request(
-    plan: Plan,
-    jails: &[String],
-    exclude_origin: Option<String>,
-) -> Option<ReplayRequest> {
-    let (kind, after) = match plan {
-        Plan::Nothing => return None,
-        Plan::Backfill => (ReplayKind::Active, 0),
-        Plan::Replay { after } => (ReplayKind::Since, after),
-    };
-    Some(ReplayRequest {
-        kind,
-        jails: jails.to_vec(),
-        exclude_origin,
-        after,
-        until_seq: None,
-        limit: shared_f2b::replay::MAX_PAGE,
-    })
+    #[error("cannot record the catch-up in state_dir: {0}")]
+    State(#[from] anyhow::Error),
 }
 
 /// Asks the archiver for one page.
@@ -89,95 +67,88 @@ pub async fn fetch_page(
     }
 }
 
-/// A page's events as items for the normal pipeline (re-encoded, so they pass the same checks
-/// as live ones); they advance no cursor.
-pub fn items(prefix: &str, page: &ReplayPage) -> Vec<Item> {
+/// A page's events as messages for the normal pipeline (re-encoded, so they pass the same
+/// checks as live ones).
+pub fn items(prefix: &str, page: &ReplayPage) -> Vec<Incoming> {
     page.events
         .iter()
-        .map(|r| {
+        .filter_map(|r| {
             let e = &r.event;
-            event_subject(prefix, e.action, &e.jail, &e.origin)
-                .map(|subject| Incoming {
-                    cursor_key: None,
-                    seq: r.seq,
-                    pending: 0,
-                    subject,
-                    payload: e.encode().into(),
-                })
-                .map_err(|err| format!("replayed event {}: {err}", e.id))
+            let subject = event_subject(prefix, e.action, &e.jail, &e.origin).ok()?;
+            Some(Incoming {
+                source: Source::Replay,
+                seq: Some(r.seq),
+                stream: None,
+                subject,
+                payload: e.encode().into(),
+            })
         })
         .collect()
 }
 
-/// Replays from the archive what the stream cannot give; false on shutdown.
+/// Fetches and applies every page of `plan`.
 pub async fn run(
     worker: &mut Worker<'_>,
     state: &mut State,
     client: &async_nats::Client,
-    stream: &async_nats::jetstream::stream::Stream,
-    keys: &[String],
-) -> anyhow::Result<bool> {
+    plan: Plan,
+) -> Result<Outcome, CatchupError> {
     let config = worker.config;
     let prefix = &config.nats.subject_prefix;
-    let first_seq = stream
-        .clone()
-        .info()
-        .await
-        .map(|i| i.state.first_sequence)
-        .unwrap_or(0);
-    let plan = plan(state, keys, first_seq);
-    let exclude = (!config.subscriber.include_own).then(|| config.host_id.clone());
-    let Some(mut req) = first_request(plan, &config.subscriber.jails, exclude) else {
-        return Ok(true);
+    let (kind, after) = match plan {
+        Plan::Backfill => (ReplayKind::Active, 0),
+        Plan::Since(after) => (ReplayKind::Since, after),
     };
-    let what = if plan == Plan::Backfill {
-        "backfill of active bans"
-    } else {
-        "replay from the archive"
+    let mut req = ReplayRequest {
+        kind,
+        jails: config.subscriber.jails.clone(),
+        exclude_origin: (!config.subscriber.include_own).then(|| config.host_id.clone()),
+        after,
+        until_seq: None,
+        limit: MAX_PAGE,
     };
-    let (mut done, mut total) = (0u64, 0u64);
+    let mut applied = 0u64;
     loop {
-        let page = match fetch_page(client, prefix, &req).await {
-            Ok(page) => page,
-            Err(CatchupError::NoArchiver(subject)) => {
-                tracing::warn!(%subject, "{what}: no archiver answers; catching up from the stream only");
-                return Ok(true);
+        let page = fetch_page(client, prefix, &req).await?;
+        let first = req.until_seq.is_none();
+        if first {
+            if kind == ReplayKind::Since && page.high_seq < after {
+                return Ok(Outcome::Reset {
+                    last: page.high_seq,
+                });
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "{what} failed; catching up from the stream only");
-                return Ok(true);
-            }
-        };
-        if req.until_seq.is_none() {
-            total = page.total;
             req.until_seq = Some(page.high_seq);
-            tracing::info!(total, up_to_seq = page.high_seq, ?plan, "{what} starting");
+            if page.total > 0 {
+                tracing::info!(
+                    total = page.total,
+                    up_to_seq = page.high_seq,
+                    ?plan,
+                    "catching up through the archiver"
+                );
+            }
         }
         let n = page.events.len() as u64;
-        if let Some(last) = page.events.last() {
-            req.after = last.cursor;
+        // Backfill pages hold active bans in row order: only the end says where the stream is.
+        let cursor = (kind == ReplayKind::Since).then_some(page.next.max(req.after));
+        if worker.handle(items(prefix, &page), cursor, state).await? == Flow::Stop {
+            return Ok(Outcome::Stopped);
         }
-        if matches!(
-            worker.handle(items(prefix, &page), state).await?,
-            Flow::Stop
-        ) {
-            return Ok(false);
-        }
-        done += n;
-        tracing::info!("{what}: {done} of {total}");
-        if page.done || n == 0 {
+        applied += n;
+        // A page that does not move on ends the catch-up rather than asking for it again.
+        let moved_on = page.next > req.after;
+        req.after = page.next.max(req.after);
+        if page.done || !moved_on {
             break;
         }
     }
-    let high = req.until_seq.unwrap_or(0);
-    for key in keys {
-        if state.cursor(key).is_none_or(|c| c < high) {
-            state.advance(key, high);
+    let high = req.until_seq.unwrap_or(after);
+    if kind == ReplayKind::Active {
+        if worker.handle(Vec::new(), Some(high), state).await? == Flow::Stop {
+            return Ok(Outcome::Stopped);
         }
+        tracing::info!(applied, up_to_seq = high, "backfill of active bans done");
+    } else if applied > 0 {
+        tracing::info!(applied, up_to_seq = high, "caught up");
     }
-    state
-        .commit()
-        .context("cannot record the catch-up in state_dir")?;
-    tracing::info!(applied = done, live_from_seq = high + 1, "{what} done");
-    Ok(true)
+    Ok(Outcome::Done(high))
 }

@@ -1,16 +1,16 @@
-//! The subscriber daemon: connect, catch up, follow the stream, and hand each batch to the
-//! [`Worker`] until told to stop.
+//! The subscriber daemon: subscribe to the live subject, catch up through the archiver, then hand
+//! each batch of live events to the [`Worker`] until told to stop, catching up again whenever
+//! live delivery may have missed something.
 
+use crate::admission::Admission;
 use crate::apply::Applier;
-use crate::catchup;
+use crate::catchup::{self, CatchupError, Outcome, Plan};
 use crate::fail2ban::Fail2Ban;
-use crate::filter::Filter;
-use crate::follow::{Item, cursor_key, filter_subject, follow};
-use crate::limits::Limits;
+use crate::follow::{self, Incoming, Seen, Tracker};
 use crate::metrics::Metrics;
 use crate::state::State;
 use crate::watch::watch;
-use crate::worker::{Flow, RecentIds, Worker};
+use crate::worker::{Flow, Worker};
 use anyhow::Context;
 use futures::{FutureExt, StreamExt};
 use shared_f2b::config::Config;
@@ -18,31 +18,72 @@ use shared_f2b::metrics::{Readiness, notify_ready, notify_stopping};
 use shared_f2b::nats;
 use shared_f2b::publish::Sender;
 use shared_f2b::spool::Spool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Most messages handled as one batch.
 const MAX_BATCH: usize = 2048;
 /// How often the bans-held gauges are recomputed (it walks every holding).
 const HELD_EVERY: Duration = Duration::from_secs(5);
-/// With no events for this long while the stream has newer messages, the consumers are
-/// re-created.
-const STALL_AFTER: Duration = Duration::from_secs(10);
+/// How often the archiver is asked whether the stream moved past what arrived live (the last
+/// event before a quiet spell may have been lost with nothing after it to show the gap).
+const CHECK_EVERY: Duration = Duration::from_secs(30);
+/// Longest wait between catch-up attempts while the archiver does not answer.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// When the next catch-up is due, and how the last attempts went.
+struct Due {
+    /// A catch-up is wanted.
+    wanted: bool,
+    /// Not before this (backoff after failures).
+    not_before: Instant,
+    failures: u32,
+}
+
+impl Due {
+    fn want(&mut self) {
+        self.wanted = true;
+    }
+
+    fn now(&self) -> bool {
+        self.wanted && Instant::now() >= self.not_before
+    }
+
+    fn failed(&mut self) -> Duration {
+        self.failures += 1;
+        let delay = Duration::from_secs(1 << self.failures.min(6)).min(MAX_BACKOFF);
+        self.not_before = Instant::now() + delay;
+        delay
+    }
+
+    fn succeeded(&mut self) -> bool {
+        let recovered = self.failures > 0;
+        self.failures = 0;
+        self.wanted = false;
+        self.not_before = Instant::now();
+        recovered
+    }
+}
 
 /// Runs until `shutdown` is cancelled; the batch in flight is finished first.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let sub = &config.subscriber;
-    let mut state = State::open(&sub.state_dir)
+    let stream = config.nats.stream.clone();
+    let prefix = config.nats.subject_prefix.clone();
+    let mut state = State::open(&sub.state_dir, sub.max_bantime)
         .with_context(|| format!("cannot use state_dir {}", sub.state_dir.display()))?;
-    tracing::info!(host = %config.host_id, holdings = state.holdings.len(),
-        resumed = state.existed, "subscriber starting");
+    tracing::info!(host = ?config.host_id, holdings = state.holdings.len(),
+        cursor = ?state.cursor(&stream), "subscriber starting");
 
-    let Some((conn, stream)) =
-        nats::connect_daemon(&config.nats, &config.host_id, &shutdown).await?
-    else {
-        return Ok(());
-    };
-
+    let conn = nats::connect(
+        &config.nats,
+        &config.host_id,
+        Duration::from_secs(5),
+        nats::Lifetime::Daemon,
+    )
+    .await?;
+    let nats_servers = nats::server_addresses(&config.nats.servers).await;
     let (metrics, registry) = Metrics::new();
     let ready = Readiness::default();
     let http = shared_f2b::metrics::spawn_server(sub.metrics_listen, registry, &ready, &shutdown);
@@ -54,23 +95,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown.clone(),
     ));
 
-    let filters: Vec<String> = if sub.jails.iter().any(|j| j == "*") {
-        vec![filter_subject(&config.nats.subject_prefix, "*")]
-    } else {
-        sub.jails
-            .iter()
-            .map(|j| filter_subject(&config.nats.subject_prefix, j))
-            .collect()
-    };
-    tracing::info!(?filters, apply = ?sub.apply, "following");
+    // Subscribed before catching up, so nothing published meanwhile is missed.
+    let live = follow::live(&conn.client, &prefix)
+        .await
+        .context("cannot subscribe to the live subject")?;
+    let mut live = live.ready_chunks(MAX_BATCH);
     let mut worker = Worker {
         config: &config,
-        filter: Filter {
-            prefix: config.nats.subject_prefix.clone(),
-            host_id: config.host_id.clone(),
-            include_own: sub.include_own,
-            allowlist: sub.allowlist.clone(),
-        },
+        admission: Admission::new(&config, nats_servers),
         applier: Applier::new(
             sub.apply,
             Fail2Ban::new(&sub.fail2ban_socket),
@@ -78,62 +110,108 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
         metrics: metrics.clone(),
         held_changed: true,
-        limits: Limits::new(sub),
-        recent: RecentIds::default(),
         shutdown: shutdown.clone(),
     };
-    let keys: Vec<String> = filters
-        .iter()
-        .map(|f| cursor_key(&config.nats.stream, f))
-        .collect();
-    if !catchup::run(&mut worker, &mut state, &conn.client, &stream, &keys).await? {
-        return Ok(());
-    }
-    // The first connect stored a permit; only later reconnects should rebuild the consumers.
-    let _ = conn.connected.notified().now_or_never();
-    let name = &config.nats.stream;
-    let Some(mut events) = open_events(&stream, name, &filters, &state, &shutdown).await else {
-        return Ok(());
+    let mut backfilled = state.cursor(&stream).is_some();
+    let mut tracker = Tracker::at(state.cursor(&stream).unwrap_or(0));
+    let mut due = Due {
+        wanted: true,
+        not_before: Instant::now(),
+        failures: 0,
     };
-    ready.set(true);
-    notify_ready();
+    // The first connect stored a permit; only later reconnects mean something may be missed.
+    let _ = conn.connected.notified().now_or_never();
     let mut held_tick = tokio::time::interval(HELD_EVERY);
-    let mut stall_tick = tokio::time::interval(STALL_AFTER);
-    let mut last_batch = Instant::now();
+    let mut check_tick = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
+    let mut started = false;
     loop {
-        let batch = tokio::select! {
+        if due.now() {
+            let plan = if backfilled {
+                Plan::Since(tracker.done)
+            } else {
+                Plan::Backfill
+            };
+            match catchup::run(&mut worker, &mut state, &conn.client, plan).await {
+                Ok(Outcome::Done(high)) => {
+                    tracker.caught_up(high);
+                    if due.succeeded() {
+                        tracing::info!("the archiver answers again; caught up");
+                    }
+                    if !backfilled {
+                        // Then what came after the archive's end, from the stream.
+                        backfilled = true;
+                        due.want();
+                    }
+                }
+                Ok(Outcome::Reset { last }) => {
+                    tracing::warn!(cursor = tracker.done, stream_last = last, stream = %stream,
+                        "the stream was re-created; following it from its start");
+                    tracker = Tracker::at(0);
+                    worker.handle(Vec::new(), Some(0), &mut state).await?;
+                    due.succeeded();
+                    due.want();
+                }
+                Ok(Outcome::Stopped) => break,
+                Err(CatchupError::State(e)) => return Err(e),
+                Err(e) => {
+                    let retry = due.failed();
+                    if due.failures == 1 {
+                        tracing::warn!(error = %e, "cannot catch up now; applying live events \
+                            and retrying with backoff (logged again once it works)");
+                    } else {
+                        tracing::debug!(error = %e, ?retry, "catch-up retry failed");
+                    }
+                }
+            }
+            metrics.consumer_pending.set(tracker.missing() as i64);
+        }
+        if !started {
+            started = true;
+            ready.set(true);
+            notify_ready();
+            tracing::info!(apply = ?sub.apply, jails = ?sub.jails, cursor = tracker.done,
+                "following");
+        }
+        let retry_at = due.not_before;
+        let msgs = tokio::select! {
             _ = shutdown.cancelled() => break,
-            // A restarted server has forgotten our ephemeral consumers: resume from the state.
-            _ = conn.connected.notified() => None,
+            // Reconnected or messages dropped: live delivery may have missed events.
+            _ = conn.connected.notified() => { due.want(); continue }
+            _ = conn.lagged.notified() => { due.want(); continue }
+            _ = check_tick.tick() => { due.want(); continue }
+            _ = tokio::time::sleep_until(retry_at), if due.wanted => continue,
             _ = held_tick.tick() => {
                 worker.publish_held(&state);
                 continue;
             }
-            _ = stall_tick.tick() => {
-                if last_batch.elapsed() < STALL_AFTER || !stream_moved_on(&stream, &state, &keys).await {
-                    continue;
+            msgs = live.next() => msgs,
+        };
+        let Some(msgs) = msgs else {
+            anyhow::bail!("the live subscription ended");
+        };
+        let mut batch = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            let msg = Incoming::live(msg);
+            if let (Some(seq), Some(name)) = (msg.seq, msg.stream.as_deref())
+                && name == stream
+            {
+                match tracker.on_live(seq) {
+                    Seen::InOrder => {}
+                    Seen::Gap => due.want(),
+                    Seen::Old => {
+                        // Handled already (by a catch-up), unless the stream was re-created:
+                        // the periodic check finds that out.
+                        metrics.skip("old_sequence");
+                        continue;
+                    }
                 }
-                // A consumer can lose its server (a cluster node going away) without telling
-                // the client: the stream moved on and nothing came, so resume from the state.
-                tracing::debug!("no events while the stream moved on; re-creating the consumers");
-                None
             }
-            batch = events.next() => batch,
-        };
-        let flow = match batch {
-            Some(batch) => {
-                last_batch = Instant::now();
-                worker.handle(batch, &mut state).await?
-            }
-            None => Flow::Reopen,
-        };
-        match flow {
-            Flow::Continue => {}
-            Flow::Stop => break,
-            Flow::Reopen => match open_events(&stream, name, &filters, &state, &shutdown).await {
-                Some(reopened) => events = reopened,
-                None => break,
-            },
+            batch.push(msg);
+        }
+        metrics.consumer_pending.set(tracker.missing() as i64);
+        let cursor = backfilled.then_some(tracker.done);
+        if worker.handle(batch, cursor, &mut state).await? == Flow::Stop {
+            break;
         }
     }
     notify_stopping();
@@ -152,45 +230,4 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "subscriber stopped"
     );
     Ok(())
-}
-
-/// Whether the stream holds messages past every cursor (with jail filters this may be
-/// messages of other jails: re-creating the consumers is then merely redundant).
-async fn stream_moved_on(
-    stream: &async_nats::jetstream::stream::Stream,
-    state: &State,
-    keys: &[String],
-) -> bool {
-    let mut stream = stream.clone();
-    let Ok(info) = stream.info().await else {
-        return false;
-    };
-    let applied = keys
-        .iter()
-        .filter_map(|k| state.cursor(k))
-        .max()
-        .unwrap_or(0);
-    info.state.last_sequence > applied
-}
-
-type Events = futures::stream::ReadyChunks<futures::stream::BoxStream<'static, Item>>;
-
-/// Opens the consumers at the state's cursors, retrying until it works; `None` on shutdown.
-async fn open_events(
-    stream: &async_nats::jetstream::stream::Stream,
-    name: &str,
-    filters: &[String],
-    state: &State,
-    shutdown: &CancellationToken,
-) -> Option<Events> {
-    loop {
-        match follow(stream, name, filters, |k| state.cursor(k)).await {
-            Ok(events) => return Some(events.ready_chunks(MAX_BATCH)),
-            Err(e) => tracing::warn!(error = %e, "cannot follow the stream yet; retrying"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
 }

@@ -1,92 +1,131 @@
-//! Following the stream: one ordered consumer per followed jail (nats-server 2.9 allows one
-//! filter subject per consumer), resumed after the last applied sequence, merged into one stream.
-//!
-//! Ordered consumers are ephemeral and re-created by the client after a reconnect, so hosts need
-//! no durable consumer on the server; the resume point lives in the subscriber's state.
+//! Following live events: a plain subscription to the subject the stream re-publishes every
+//! stored event on (`<prefix>.live.>`), so the server fans each event out to every host and no
+//! host holds a consumer or any JetStream permission. Each message carries the stream's headers
+//! (`Nats-Stream`, `Nats-Sequence`, `Nats-Subject`); [`Tracker`] notices a sequence that jumps,
+//! which the daemon fills in through the archiver's catch-up service.
 
-use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig};
-use futures::stream::{self, BoxStream, StreamExt};
+use async_nats::HeaderMap;
+use async_nats::header::{IntoHeaderName, NATS_SEQUENCE, NATS_STREAM, NATS_SUBJECT};
 
-/// One event to handle, from the stream or from an archive replay.
+/// Where a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The live subject.
+    Live,
+    /// A catch-up page from the archiver.
+    Replay,
+}
+
+/// One event to handle.
 #[derive(Debug, Clone)]
 pub struct Incoming {
-    /// The state key whose cursor this message advances (`None` for replayed events).
-    pub cursor_key: Option<String>,
-    pub seq: u64,
-    /// Messages still waiting on the server for this consumer.
-    pub pending: u64,
+    pub source: Source,
+    /// Its stream sequence (live: from `Nats-Sequence`; absent when the header is).
+    pub seq: Option<u64>,
+    /// The stream that stored it (live: from `Nats-Stream`).
+    pub stream: Option<String>,
+    /// The subject it was published on (live: from `Nats-Subject`).
     pub subject: String,
     pub payload: bytes::Bytes,
 }
 
-/// A message, or why the consumer failed.
-pub type Item = Result<Incoming, String>;
+fn header(headers: Option<&HeaderMap>, name: impl IntoHeaderName) -> Option<&str> {
+    headers?.get(name).map(|v| v.as_str())
+}
 
-fn incoming(key: &str, msg: jetstream::Message) -> Incoming {
-    let (seq, pending) = msg
-        .info()
-        .map(|i| (i.stream_sequence, i.pending))
-        .unwrap_or((0, 0));
-    Incoming {
-        cursor_key: Some(key.to_owned()),
-        seq,
-        pending,
-        subject: msg.subject.to_string(),
-        payload: msg.payload.clone(),
+impl Incoming {
+    /// A message from the live subject. One without the stream's headers is kept as it is, for
+    /// admission to refuse.
+    pub fn live(msg: async_nats::Message) -> Incoming {
+        let headers = msg.headers.as_ref();
+        Incoming {
+            source: Source::Live,
+            seq: header(headers, NATS_SEQUENCE).and_then(|s| s.parse().ok()),
+            stream: header(headers, NATS_STREAM).map(str::to_owned),
+            subject: header(headers, NATS_SUBJECT)
+                .map(str::to_owned)
+                .unwrap_or_else(|| msg.subject.to_string()),
+            payload: msg.payload,
+        }
     }
 }
 
-/// The subject filter for one configured jail (`*` = every jail: no filter).
-pub fn filter_subject(prefix: &str, jail: &str) -> String {
-    if jail == "*" {
-        String::new()
-    } else {
-        let token = shared_f2b::subject::encode_token(jail).expect("jails are validated");
-        format!("{prefix}.*.{token}.*")
+/// Subscribes to the live subject.
+pub async fn live(
+    client: &async_nats::Client,
+    prefix: &str,
+) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
+    client
+        .subscribe(shared_f2b::subject::live_subjects(prefix))
+        .await
+}
+
+/// What a live sequence says about what this host has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// The next one, or later ones after a gap the daemon already knows of.
+    InOrder,
+    /// Already handled (or the stream was re-created: the periodic check finds out).
+    Old,
+    /// Sequences were skipped: catch up.
+    Gap,
+}
+
+/// Stream sequences: everything up to `done` is handled; `seen` is the highest handled live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tracker {
+    pub done: u64,
+    pub seen: u64,
+}
+
+impl Tracker {
+    /// Resumes at the journal's cursor.
+    pub fn at(done: u64) -> Tracker {
+        Tracker { done, seen: done }
+    }
+
+    /// Takes a live sequence into account.
+    pub fn on_live(&mut self, seq: u64) -> Seen {
+        if seq <= self.seen {
+            return Seen::Old;
+        }
+        let next = seq == self.seen + 1;
+        if next && self.done == self.seen {
+            self.done = seq;
+        }
+        self.seen = seq;
+        if next { Seen::InOrder } else { Seen::Gap }
+    }
+
+    /// A catch-up handled everything up to `high`.
+    pub fn caught_up(&mut self, high: u64) {
+        self.done = self.done.max(high);
+        self.seen = self.seen.max(self.done);
+    }
+
+    /// Events this host knows it has not handled yet.
+    pub fn missing(&self) -> u64 {
+        self.seen - self.done
     }
 }
 
-/// The state key of a filter: tied to the stream, so a new stream starts afresh.
-pub fn cursor_key(stream: &str, filter: &str) -> String {
-    format!("{stream}:{}", if filter.is_empty() { ">" } else { filter })
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Opens the consumers; `start(key)` gives the last applied sequence for a key, if any.
-pub async fn follow(
-    stream: &jetstream::stream::Stream,
-    stream_name: &str,
-    filters: &[String],
-    start: impl Fn(&str) -> Option<u64>,
-) -> Result<BoxStream<'static, Item>, String> {
-    let mut streams = Vec::new();
-    for filter in filters {
-        let key = cursor_key(stream_name, filter);
-        let deliver_policy = match start(&key) {
-            Some(seq) => DeliverPolicy::ByStartSequence {
-                start_sequence: seq + 1,
-            },
-            None => DeliverPolicy::All,
-        };
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                filter_subject: filter.clone(),
-                deliver_policy,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("cannot follow {key}: {e}"))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| format!("cannot follow {key}: {e}"))?;
-        streams.push(
-            messages
-                .map(move |m| match m {
-                    Ok(msg) => Ok(incoming(&key, msg)),
-                    Err(e) => Err(format!("{key}: {e}")),
-                })
-                .boxed(),
-        );
+    #[test]
+    fn gaps_are_noticed_and_closed_by_a_catch_up() {
+        let mut t = Tracker::at(10);
+        assert_eq!(t.on_live(11), Seen::InOrder);
+        assert_eq!(t.done, 11);
+        assert_eq!(t.on_live(11), Seen::Old);
+        assert_eq!(t.on_live(14), Seen::Gap);
+        assert_eq!((t.done, t.seen, t.missing()), (11, 14, 3));
+        assert_eq!(t.on_live(15), Seen::InOrder);
+        assert_eq!(t.done, 11, "the gap stays open until caught up");
+        t.caught_up(15);
+        assert_eq!((t.done, t.seen), (15, 15));
+        assert_eq!(t.on_live(16), Seen::InOrder);
+        assert_eq!(t.done, 16);
     }
-    Ok(stream::select_all(streams).boxed())
 }

@@ -4,9 +4,9 @@
 //! Kept compact, since a host may hold hundreds of thousands of remote bans: names are interned
 //! as small numbers, ends are milliseconds, and the usual single holder is stored inline.
 
+use crate::names::Names;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// When a holding ends; `None` is permanent.
@@ -24,34 +24,6 @@ fn to_end(until: Until) -> EndMs {
 
 fn to_until(end: EndMs) -> Until {
     (end != FOREVER).then(|| UNIX_EPOCH + Duration::from_millis(end))
-}
-
-/// Interned jail and origin names.
-#[derive(Default)]
-struct Names {
-    ids: HashMap<Arc<str>, u32>,
-    names: Vec<Arc<str>>,
-}
-
-impl Names {
-    fn id(&mut self, name: &str) -> u32 {
-        if let Some(id) = self.ids.get(name) {
-            return *id;
-        }
-        let id = self.names.len() as u32;
-        let name: Arc<str> = Arc::from(name);
-        self.names.push(name.clone());
-        self.ids.insert(name, id);
-        id
-    }
-
-    fn find(&self, name: &str) -> Option<u32> {
-        self.ids.get(name).copied()
-    }
-
-    fn name(&self, id: u32) -> &str {
-        &self.names[id as usize]
-    }
 }
 
 /// The origins holding one ban, each with its end; one holder inline, more boxed.
@@ -76,6 +48,17 @@ impl Holders {
             _ => Some(Holders::Many(list.into_boxed_slice())),
         }
     }
+}
+
+/// What a remote unban means for the local ban.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unbanned {
+    /// The origin was the last holder: lift the local ban.
+    Lift,
+    /// Other origins still hold it: keep it.
+    HeldByOthers,
+    /// This host holds no current ban from that origin: nothing to lift.
+    NotHeld,
 }
 
 /// The remote bans this host applied and still holds.
@@ -108,32 +91,41 @@ impl Holdings {
         }
     }
 
-    /// Records `origin`'s unban; true when no other origin still holds an active ban, so the
-    /// local ban should be lifted.
-    pub fn unban(&mut self, jail: &str, ip: IpAddr, origin: &str, now: SystemTime) -> bool {
-        let (Some(jail), origin) = (self.jails.find(jail), self.origins.find(origin)) else {
-            return true;
+    /// Records `origin`'s unban and says what it means for the local ban: lifted only when
+    /// `origin` itself holds it now and no other origin does. A ban this host did not apply for
+    /// `origin` (a manual ban, another origin's, one whose holding ended) is never lifted.
+    pub fn unban(&mut self, jail: &str, ip: IpAddr, origin: &str, now: SystemTime) -> Unbanned {
+        let (Some(jail), Some(origin)) = (self.jails.find(jail), self.origins.find(origin)) else {
+            return Unbanned::NotHeld;
         };
         let key = (jail as u16, ip);
         let Some(holders) = self.bans.get(&key) else {
-            return true;
+            return Unbanned::NotHeld;
         };
         let now = to_end(Some(now));
-        let list: Vec<_> = holders
+        let held = holders
+            .as_slice()
+            .iter()
+            .any(|(o, end)| *o == origin && *end > now);
+        let rest: Vec<_> = holders
             .as_slice()
             .iter()
             .copied()
-            .filter(|(o, end)| Some(*o) != origin && *end > now)
+            .filter(|(o, end)| *o != origin && *end > now)
             .collect();
-        match Holders::from_vec(list) {
+        let others = !rest.is_empty();
+        match Holders::from_vec(rest) {
             Some(rest) => {
                 self.bans.insert(key, rest);
-                false
             }
             None => {
                 self.bans.remove(&key);
-                true
             }
+        }
+        match (held, others) {
+            (false, _) => Unbanned::NotHeld,
+            (true, true) => Unbanned::HeldByOthers,
+            (true, false) => Unbanned::Lift,
         }
     }
 
@@ -215,18 +207,20 @@ mod tests {
         let mut h = Holdings::default();
         h.ban("shared", ip, "alice", later);
         h.ban("shared", ip, "charlie", later);
-        assert!(
-            !h.unban("shared", ip, "alice", now),
-            "charlie still holds it"
-        );
-        assert!(h.unban("shared", ip, "charlie", now));
+        assert_eq!(h.unban("shared", ip, "alice", now), Unbanned::HeldByOthers);
+        assert_eq!(h.unban("shared", ip, "charlie", now), Unbanned::Lift);
         assert!(h.is_empty());
         // An expired holding by another origin does not keep the ban.
         h.ban("shared", ip, "alice", later);
         h.ban("shared", ip, "charlie", Some(now - Duration::from_secs(1)));
-        assert!(h.unban("shared", ip, "alice", now));
-        // Unknown holdings: lifting is harmless.
-        assert!(h.unban("other", ip, "alice", now));
+        assert_eq!(h.unban("shared", ip, "alice", now), Unbanned::Lift);
+        // Nothing held (a manual ban, another jail, an unknown origin): never lifted.
+        h.ban("shared", ip, "alice", later);
+        assert_eq!(h.unban("other", ip, "alice", now), Unbanned::NotHeld);
+        assert_eq!(h.unban("shared", ip, "bob", now), Unbanned::NotHeld);
+        // The origin's own holding ended: not lifted either.
+        h.ban("shared", ip, "dave", Some(now - Duration::from_secs(1)));
+        assert_eq!(h.unban("shared", ip, "dave", now), Unbanned::NotHeld);
     }
 
     #[test]

@@ -15,8 +15,8 @@ pub enum Admit {
     Apply(Option<SystemTime>),
     /// Not yet: fewer distinct origins than `min_reporters` reported it (counted, debug log).
     Waiting,
-    /// Refused by a limit (warn log, counted by reason).
-    Refuse(&'static str),
+    /// The origin is over its rate (warn log, counted).
+    RateLimited,
 }
 
 /// A token bucket per origin: `per_minute` tokens, refilled continuously.
@@ -63,14 +63,16 @@ impl Limits {
         self.trusted.as_ref().is_none_or(|t| t.contains(origin))
     }
 
+    /// Checks a remote unban: unbans take from the same per-origin rate as bans.
+    pub fn admit_unban(&mut self, event: &Event, live: bool, now: SystemTime) -> bool {
+        !live || self.take_token(&event.origin, now)
+    }
+
     /// Checks a remote ban. `live` is false for events replayed from the archive, which are
-    /// not rate-limited (they were limited, or not, when they were live).
+    /// not rate-limited (a new host's backfill may hold a hundred thousand).
     pub fn admit(&mut self, event: &Event, live: bool, now: SystemTime) -> Admit {
-        if !self.trusts(&event.origin) {
-            return Admit::Refuse("untrusted_origin");
-        }
         if live && !self.take_token(&event.origin, now) {
-            return Admit::Refuse("rate_limited");
+            return Admit::RateLimited;
         }
         if self.min_reporters > 1 && !self.quorum(event, now) {
             return Admit::Waiting;
@@ -166,13 +168,15 @@ mod tests {
         }
         assert_eq!(
             l.admit(&ev("mallory", "192.0.2.9", 600), true, now),
-            Admit::Refuse("rate_limited")
+            Admit::RateLimited
         );
         assert!(matches!(
             l.admit(&ev("alice", "192.0.2.9", 600), true, now),
             Admit::Apply(_)
         ));
-        // Replayed events are not rate-limited; tokens come back with time.
+        // Unbans share the rate; replayed events are not rate-limited; tokens come back.
+        assert!(!l.admit_unban(&ev("mallory", "192.0.2.9", 600), true, now));
+        assert!(l.admit_unban(&ev("mallory", "192.0.2.9", 600), false, now));
         assert!(matches!(
             l.admit(&ev("mallory", "192.0.2.9", 600), false, now),
             Admit::Apply(_)
@@ -195,11 +199,8 @@ mod tests {
         );
         let short = ev("alice", "192.0.2.1", 60);
         assert_eq!(l.admit(&short, true, now), Admit::Apply(short.expires()));
-        assert_eq!(
-            l.admit(&ev("mallory", "192.0.2.1", 60), true, now),
-            Admit::Refuse("untrusted_origin")
-        );
         assert!(!l.trusts("mallory"));
+        assert!(l.trusts("alice"));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! What the subscriber has applied, kept in `state_dir` so that a restart neither loses nor
-//! re-applies: the last applied stream sequence per followed subject, and the holdings.
+//! re-applies: the stream sequence up to which everything is handled (the cursor), the
+//! holdings, and the replay guard (the newest event applied per origin, jail and address).
 //!
 //! An append-only journal (`subscriber.journal`, one JSON line per applied batch, fdatasync'ed
 //! before the batch counts as done), rewritten as a single snapshot line at start-up and when it
 //! grows large. A torn last line from a crash is ignored.
 
-use crate::holdings::{Holdings, Until};
+use crate::guard::Guard;
+use crate::holdings::{Holdings, Unbanned, Until};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -30,11 +32,17 @@ struct Record {
     /// (local jail, ip, origin)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     unbans: Vec<(String, IpAddr, String)>,
+    /// The replay guard: (origin, remote jail, ip, newest event id applied)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    seen: Vec<(String, String, IpAddr, uuid::Uuid)>,
 }
 
 impl Record {
     fn is_empty(&self) -> bool {
-        self.cursors.is_empty() && self.bans.is_empty() && self.unbans.is_empty()
+        self.cursors.is_empty()
+            && self.bans.is_empty()
+            && self.unbans.is_empty()
+            && self.seen.is_empty()
     }
 }
 
@@ -55,21 +63,27 @@ pub struct State {
     bytes: u64,
     pruned: Instant,
     pending: Record,
+    /// How long replay-guard entries are kept (the subscriber's `max_bantime`).
+    keep: Duration,
     /// Whether a journal existed at start-up (false on a brand-new host).
     pub existed: bool,
-    /// Last applied stream sequence per followed subject filter.
-    pub cursors: BTreeMap<String, u64>,
+    /// Per stream, the sequence up to which every event is handled.
+    cursors: BTreeMap<String, u64>,
     /// The remote bans held.
     pub holdings: Holdings,
+    /// The newest event applied per origin, jail and address.
+    pub guard: Guard,
 }
 
 impl State {
-    /// Loads the journal in `dir` (creating `dir`), replays it and compacts it.
-    pub fn open(dir: &Path) -> io::Result<State> {
+    /// Loads the journal in `dir` (creating `dir`), replays it and compacts it; replay-guard
+    /// entries are kept for `keep`.
+    pub fn open(dir: &Path, keep: Duration) -> io::Result<State> {
         fs::create_dir_all(dir)?;
         let path = dir.join(JOURNAL);
         let mut cursors = BTreeMap::new();
         let mut holdings = Holdings::default();
+        let mut guard = Guard::default();
         let existed = path.exists();
         let now = SystemTime::now();
         if existed {
@@ -91,10 +105,14 @@ impl State {
                 for (jail, ip, origin) in record.unbans {
                     holdings.unban(&jail, ip, &origin, now);
                 }
+                for (origin, jail, ip, id) in record.seen {
+                    guard.record(&origin, &jail, ip, id);
+                }
             }
             holdings.prune(now);
+            guard.prune(now, keep);
         }
-        let file = write_snapshot(&path, &cursors, &holdings)?;
+        let file = write_snapshot(&path, &cursors, &holdings, &guard)?;
         Ok(State {
             path,
             file,
@@ -102,21 +120,39 @@ impl State {
             bytes: 0,
             pruned: Instant::now(),
             pending: Record::default(),
+            keep,
             existed,
             cursors,
             holdings,
+            guard,
         })
     }
 
-    /// The cursor for a subject filter, if anything was applied from it.
-    pub fn cursor(&self, filter: &str) -> Option<u64> {
-        self.cursors.get(filter).copied()
+    /// The sequence up to which every event of `stream` is handled, if any was. Journals of
+    /// earlier versions kept one cursor per followed filter (`<stream>:<filter>`): the lowest.
+    pub fn cursor(&self, stream: &str) -> Option<u64> {
+        self.cursors.get(stream).copied().or_else(|| {
+            let old = format!("{stream}:");
+            self.cursors
+                .iter()
+                .filter(|(k, _)| k.starts_with(&old))
+                .map(|(_, seq)| *seq)
+                .min()
+        })
     }
 
-    /// Notes that everything up to `seq` from `filter` is handled.
-    pub fn advance(&mut self, filter: &str, seq: u64) {
-        self.cursors.insert(filter.to_owned(), seq);
-        self.pending.cursors.insert(filter.to_owned(), seq);
+    /// Notes that every event of `stream` up to `seq` is handled.
+    pub fn advance(&mut self, stream: &str, seq: u64) {
+        self.cursors.insert(stream.to_owned(), seq);
+        self.pending.cursors.insert(stream.to_owned(), seq);
+    }
+
+    /// Records that an event was applied (for the replay guard).
+    pub fn note(&mut self, origin: &str, jail: &str, ip: IpAddr, id: uuid::Uuid) {
+        self.guard.record(origin, jail, ip, id);
+        self.pending
+            .seen
+            .push((origin.to_owned(), jail.to_owned(), ip, id));
     }
 
     /// Records a remote ban as held.
@@ -127,8 +163,8 @@ impl State {
             .push((jail.to_owned(), ip, origin.to_owned(), to_ms(until)));
     }
 
-    /// Records a remote unban; true when the local ban should be lifted.
-    pub fn unban(&mut self, jail: &str, ip: IpAddr, origin: &str) -> bool {
+    /// Records a remote unban; says whether the local ban should be lifted.
+    pub fn unban(&mut self, jail: &str, ip: IpAddr, origin: &str) -> Unbanned {
         self.pending
             .unbans
             .push((jail.to_owned(), ip, origin.to_owned()));
@@ -149,11 +185,13 @@ impl State {
         self.bytes += line.len() as u64;
         if self.pruned.elapsed() > PRUNE_EVERY {
             self.holdings.prune(SystemTime::now());
+            self.guard.prune(SystemTime::now(), self.keep);
             self.pruned = Instant::now();
         }
         if self.lines > 10_000 || self.bytes > COMPACT_BYTES {
             self.holdings.prune(SystemTime::now());
-            self.file = write_snapshot(&self.path, &self.cursors, &self.holdings)?;
+            self.guard.prune(SystemTime::now(), self.keep);
+            self.file = write_snapshot(&self.path, &self.cursors, &self.holdings, &self.guard)?;
             self.lines = 1;
             self.bytes = 0;
         }
@@ -166,6 +204,16 @@ impl State {
 struct Snapshot<'a> {
     cursors: &'a BTreeMap<String, u64>,
     bans: Bans<'a>,
+    seen: Seen<'a>,
+}
+
+/// The replay guard as the journal's `seen` list.
+struct Seen<'a>(&'a Guard);
+
+impl Serialize for Seen<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
 }
 
 /// The holdings as the journal's `bans` list.
@@ -186,6 +234,7 @@ fn write_snapshot(
     path: &Path,
     cursors: &BTreeMap<String, u64>,
     holdings: &Holdings,
+    guard: &Guard,
 ) -> io::Result<File> {
     let tmp = path.with_extension("tmp");
     {
@@ -193,6 +242,7 @@ fn write_snapshot(
         let snapshot = Snapshot {
             cursors,
             bans: Bans(holdings),
+            seen: Seen(guard),
         };
         serde_json::to_writer(&mut f, &snapshot).map_err(io::Error::other)?;
         f.write_all(b"\n")?;
@@ -209,35 +259,57 @@ fn write_snapshot(
 mod tests {
     use super::*;
 
+    const KEEP: Duration = Duration::from_secs(3600);
+
     #[test]
     fn survives_a_restart_and_a_torn_line() {
         let dir = tempfile::tempdir().unwrap();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let id = uuid::Uuid::now_v7();
         let later = Some(SystemTime::now() + Duration::from_secs(600));
         {
-            let mut s = State::open(dir.path()).unwrap();
+            let mut s = State::open(dir.path(), KEEP).unwrap();
             assert!(!s.existed);
             s.ban("shared", ip, "alice", later);
             s.ban("shared", ip, "charlie", later);
-            s.advance("f2b.*.*.*", 7);
+            s.note("alice", "sshd", ip, id);
+            s.advance("F2B", 7);
             s.commit().unwrap();
-            assert!(!s.unban("shared", ip, "alice"));
-            s.advance("f2b.*.*.*", 8);
+            assert_eq!(s.unban("shared", ip, "alice"), Unbanned::HeldByOthers);
+            s.advance("F2B", 8);
             s.commit().unwrap();
         }
         let mut f = OpenOptions::new()
             .append(true)
             .open(dir.path().join(JOURNAL))
             .unwrap();
-        f.write_all(b"{\"cursors\":{\"f2b.*.*.*\":9").unwrap();
+        f.write_all(b"{\"cursors\":{\"F2B\":9").unwrap();
         drop(f);
-        let mut s = State::open(dir.path()).unwrap();
+        let mut s = State::open(dir.path(), KEEP).unwrap();
         assert!(s.existed);
-        assert_eq!(s.cursor("f2b.*.*.*"), Some(8));
+        assert_eq!(s.cursor("F2B"), Some(8));
         assert_eq!(s.holdings.len(), 1);
         assert!(
+            !s.guard.is_new("alice", "sshd", ip, id),
+            "the guard survives"
+        );
+        assert_eq!(
             s.unban("shared", ip, "charlie"),
+            Unbanned::Lift,
             "charlie was the last holder"
         );
+    }
+
+    #[test]
+    fn an_older_journal_resumes_from_its_lowest_filter_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(JOURNAL),
+            "{\"cursors\":{\"F2B:f2b.*.sshd.*\":12,\"F2B:f2b.*.nginx.*\":9,\"OTHER:>\":3}}\n",
+        )
+        .unwrap();
+        let s = State::open(dir.path(), KEEP).unwrap();
+        assert_eq!(s.cursor("F2B"), Some(9));
+        assert_eq!(s.cursor("NEW"), None);
     }
 }

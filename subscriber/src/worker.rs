@@ -1,147 +1,80 @@
-//! Handling one batch of events: check each, apply the admitted ones to Fail2Ban in the
-//! configured mode, record the batch in the state, count everything.
+//! Handling one batch: ask [`Admission`] about each event, hand the admitted ones to Fail2Ban in
+//! the configured mode, record the batch in the state, count everything. Only I/O here.
 
+use crate::admission::{Admission, Decision};
 use crate::apply::{Applier, ApplyError, Op};
-use crate::filter::{Filter, Verdict};
-use crate::follow::Item;
-use crate::limits::{Admit, Limits};
+use crate::follow::Incoming;
 use crate::metrics::Metrics;
 use crate::state::State;
 use anyhow::Context;
 use shared_f2b::config::Config;
-use shared_f2b::event::Action;
-use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
-/// How many recent event ids are remembered to drop re-published duplicates.
-const RECENT_IDS: usize = 65_536;
-
-/// Recently seen event ids (a bounded set).
-#[derive(Default)]
-pub(crate) struct RecentIds {
-    set: HashSet<uuid::Uuid>,
-    order: VecDeque<uuid::Uuid>,
-}
-
-impl RecentIds {
-    /// False when `id` was seen already.
-    fn insert(&mut self, id: uuid::Uuid) -> bool {
-        if !self.set.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > RECENT_IDS
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        true
-    }
-}
-
-/// What the loop does after a batch.
+/// Whether the batch was applied, or shutdown interrupted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     Continue,
-    /// The consumers reported an error: re-create them from the state.
-    Reopen,
-    /// Shutdown interrupted the batch.
     Stop,
 }
 
 pub struct Worker<'a> {
     pub(crate) config: &'a Config,
-    pub(crate) filter: Filter,
+    pub(crate) admission: Admission,
     pub(crate) applier: Applier,
     pub(crate) metrics: Metrics,
     /// The holdings changed since the gauges were last computed.
     pub(crate) held_changed: bool,
-    pub(crate) limits: Limits,
-    pub(crate) recent: RecentIds,
     pub(crate) shutdown: CancellationToken,
 }
 
 impl Worker<'_> {
-    /// Applies one batch and records it. A batch interrupted by shutdown is not recorded, so it
-    /// is applied again after the restart.
-    pub async fn handle(&mut self, batch: Vec<Item>, state: &mut State) -> anyhow::Result<Flow> {
+    /// Applies one batch and records it, with `cursor` (everything of the stream up to it is
+    /// handled) when given. A batch interrupted by shutdown is not recorded, so it is applied
+    /// again after the restart.
+    pub async fn handle(
+        &mut self,
+        batch: Vec<Incoming>,
+        cursor: Option<u64>,
+        state: &mut State,
+    ) -> anyhow::Result<Flow> {
         let started = Instant::now();
         let now = SystemTime::now();
-        let sub = &self.config.subscriber;
         let (mut bans, mut unbans) = (Vec::new(), Vec::new());
-        let mut cursors = BTreeMap::new();
+        // The batch's net effect per (jail, address): a later ban or unban replaces an earlier
+        // one, since bans are planned before unbans.
+        let mut touched = std::collections::HashSet::new();
         let mut rejected = 0;
-        let mut flow = Flow::Continue;
-        for item in batch {
-            let msg = match item {
-                Ok(msg) => msg,
-                Err(e) => {
-                    tracing::warn!(error = %e, "stream error; resuming from the state");
-                    flow = Flow::Reopen;
-                    continue;
-                }
-            };
-            let seq = msg.seq;
-            let live = msg.cursor_key.is_some();
-            if live {
-                self.metrics.consumer_pending.set(msg.pending as i64);
-            }
-            if let Some(key) = msg.cursor_key {
-                if state.cursor(&key).is_some_and(|c| seq <= c) {
-                    continue;
-                }
-                cursors.insert(key, seq);
-            }
+        for msg in &batch {
             self.metrics.received.inc();
-            match self.filter.check(&msg.subject, &msg.payload, now) {
-                Verdict::Apply(event) => {
-                    if !self.recent.insert(event.id) {
-                        self.metrics.skip("duplicate");
-                        continue;
+            match self.admission.decide(msg, state, now) {
+                Decision::Ban { jail, event } => {
+                    tracing::debug!(id = %event.id, origin = ?event.origin, ip = %event.ip,
+                        jail = %jail, "ban admitted");
+                    if !touched.insert((jail.clone(), event.ip)) {
+                        unbans.retain(|(j, ip)| !(*j == jail && *ip == event.ip));
                     }
-                    let local = sub.local_jail(&event.jail).to_owned();
-                    tracing::debug!(id = %event.id, origin = %event.origin, ip = %event.ip,
-                        action = event.action.as_str(), jail = %local, "event");
-                    if !self.limits.trusts(&event.origin) {
-                        rejected += 1;
-                        self.metrics.reject("untrusted_origin");
-                        tracing::warn!(origin = %event.origin, ip = %event.ip, reason = "untrusted_origin",
-                            "event rejected: origin not in trusted_origins");
-                        continue;
-                    }
-                    match event.action {
-                        Action::Ban => match self.limits.admit(&event, live, now) {
-                            Admit::Apply(until) => {
-                                state.ban(&local, event.ip, &event.origin, until);
-                                bans.push((local, event));
-                            }
-                            Admit::Waiting => {
-                                tracing::debug!(ip = %event.ip, origin = %event.origin,
-                                    "waiting for more reporters");
-                                self.metrics.skip("awaiting_reporters");
-                            }
-                            Admit::Refuse(reason) => {
-                                rejected += 1;
-                                self.metrics.reject(reason);
-                                tracing::warn!(origin = %event.origin, ip = %event.ip, reason,
-                                    "event rejected by a limit");
-                            }
-                        },
-                        Action::Unban => {
-                            if state.unban(&local, event.ip, &event.origin) {
-                                unbans.push((local, event.ip));
-                            } else {
-                                tracing::info!(ip = %event.ip, origin = %event.origin,
-                                    "unban not applied: another origin still holds the ban");
-                            }
-                        }
-                    }
+                    bans.push((jail, event));
                 }
-                Verdict::Skip(reason) => self.metrics.skip(reason),
-                Verdict::Reject { reason, detail } => {
+                Decision::Unban { jail, ip, event } => {
+                    tracing::debug!(id = %event.id, origin = ?event.origin, %ip, jail = %jail,
+                        "unban admitted");
+                    if !touched.insert((jail.clone(), ip)) {
+                        bans.retain(|(j, e)| !(*j == jail && e.ip == ip));
+                    }
+                    unbans.push((jail, ip));
+                }
+                Decision::Drop { reason, detail } if reason.is_rejection() => {
                     rejected += 1;
-                    self.metrics.reject(reason);
-                    tracing::warn!(subject = %msg.subject, seq, reason, %detail, "event rejected");
+                    self.metrics.reject(reason.label());
+                    // Subjects and details may hold anything a bad host put there: escaped.
+                    tracing::warn!(subject = ?msg.subject, seq = ?msg.seq, reason = reason.label(),
+                        detail = ?detail, "event rejected");
+                }
+                Decision::Drop { reason, detail } => {
+                    self.metrics.skip(reason.label());
+                    tracing::debug!(subject = ?msg.subject, seq = ?msg.seq, reason = reason.label(),
+                        detail = ?detail, "event not applied");
                 }
             }
         }
@@ -153,8 +86,8 @@ impl Worker<'_> {
                 None => return Ok(Flow::Stop),
             }
         }
-        for (key, seq) in cursors {
-            state.advance(&key, seq);
+        if let Some(seq) = cursor {
+            state.advance(&self.config.nats.stream, seq);
         }
         state
             .commit()
@@ -189,7 +122,7 @@ impl Worker<'_> {
                 "batch applied"
             );
         }
-        Ok(flow)
+        Ok(Flow::Continue)
     }
 
     /// Recomputes the bans-held gauges when the holdings changed (it walks every holding).

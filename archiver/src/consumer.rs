@@ -1,0 +1,119 @@
+//! The archivers' durable consumer: what it must look like, and keeping it so. It is checked at
+//! start and every minute; a consumer changed behind the archiver's back (a filter that would
+//! silently skip events, `headers_only`, a `max_deliver` that drops them) or deleted is
+//! restored, logged and counted, resuming after the last sequence it had acked.
+
+use crate::metrics::Metrics;
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::stream::Stream;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often the consumer is checked.
+pub const CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// The durable consumer the archivers share.
+pub fn config(name: &str) -> pull::Config {
+    pull::Config {
+        durable_name: Some(name.to_owned()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 50_000,
+        ..Default::default()
+    }
+}
+
+/// What differs between the consumer's config and [`config`] (empty: nothing).
+pub fn differences(have: &consumer::Config, want: &pull::Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if have.filter_subject != want.filter_subject {
+        out.push("filter_subject");
+    }
+    if have.ack_policy != want.ack_policy {
+        out.push("ack_policy");
+    }
+    if have.max_deliver > 0 {
+        out.push("max_deliver");
+    }
+    if have.headers_only {
+        out.push("headers_only");
+    }
+    if have.ack_wait != want.ack_wait {
+        out.push("ack_wait");
+    }
+    if have.max_ack_pending != want.max_ack_pending {
+        out.push("max_ack_pending");
+    }
+    if have.deliver_subject.is_some() {
+        out.push("deliver_subject");
+    }
+    out
+}
+
+/// Checks the consumer once, restoring it when changed or missing; `floor` is the last ack
+/// floor seen, where a re-created consumer resumes. Returns the current ack floor.
+pub async fn check(
+    stream: &Stream,
+    name: &str,
+    floor: u64,
+    metrics: &Metrics,
+) -> Result<u64, String> {
+    let want = config(name);
+    let info = match stream.consumer_info(name).await {
+        Ok(info) => info,
+        Err(e) if e.to_string().to_lowercase().contains("not found") => {
+            metrics.consumer_repairs.inc();
+            tracing::error!(consumer = %name, resume_after = floor,
+                "the archiver consumer is gone (deleted behind our back?); re-creating it");
+            recreate(stream, name, floor).await?;
+            return Ok(floor);
+        }
+        Err(e) => return Err(format!("cannot read the consumer {name}: {e}")),
+    };
+    let floor = info.ack_floor.stream_sequence.max(floor);
+    let changed = differences(&info.config, &want);
+    if changed.is_empty() {
+        return Ok(floor);
+    }
+    metrics.consumer_repairs.inc();
+    tracing::error!(consumer = %name, ?changed,
+        "the archiver consumer was changed behind our back; restoring it");
+    if let Err(e) = stream.create_consumer(want).await {
+        tracing::warn!(consumer = %name, error = %e, "cannot update it in place; re-creating it");
+        stream
+            .delete_consumer(name)
+            .await
+            .map_err(|e| format!("cannot delete the changed consumer {name}: {e}"))?;
+        recreate(stream, name, floor).await?;
+    }
+    Ok(floor)
+}
+
+async fn recreate(stream: &Stream, name: &str, floor: u64) -> Result<(), String> {
+    let mut cfg = config(name);
+    if floor > 0 {
+        cfg.deliver_policy = DeliverPolicy::ByStartSequence {
+            start_sequence: floor + 1,
+        };
+    }
+    stream
+        .create_consumer(cfg)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("cannot re-create the consumer {name}: {e}"))
+}
+
+/// Checks the consumer every [`CHECK_EVERY`] until `shutdown`.
+pub async fn keep(stream: Stream, name: String, metrics: Metrics, shutdown: CancellationToken) {
+    let mut floor = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+        }
+        match check(&stream, &name, floor, &metrics).await {
+            Ok(f) => floor = f,
+            Err(e) => tracing::warn!(error = %e, "cannot check the archiver consumer now"),
+        }
+    }
+}

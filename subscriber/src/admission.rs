@@ -1,0 +1,532 @@
+//! Should this event be applied here? One pure, synchronous decision per received message, with
+//! a typed [`Reason`] for everything that is not applied (metric labels come from it). No I/O:
+//! the worker turns the decisions into Fail2Ban commands.
+//!
+//! In order: it came from the stream (live messages carry the stream's headers); it decodes and
+//! its payload agrees with its subject (the subject's host token is what NATS permissions pin);
+//! it is not this host's own, is for a followed jail, from a trusted origin, not expired; it is
+//! newer than anything applied for its origin, jail and address (replays and stale unbans stop
+//! here, also after a restart); a ban never touches protected addresses, the NATS servers or the
+//! allowlist; the origin is within its rate (bans and unbans alike); a ban has its quorum; an
+//! unban lifts only what this host holds for that origin alone.
+
+use crate::follow::{Incoming, Source};
+use crate::holdings::Unbanned;
+use crate::limits::{Admit, Limits};
+use crate::state::State;
+use ipnet::IpNet;
+use shared_f2b::config::Config;
+use shared_f2b::event::{Action, Event};
+use shared_f2b::inbound::decode_received;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+/// How far in the future an event's time may be before it is taken as "now".
+pub const MAX_SKEW: Duration = Duration::from_secs(300);
+
+/// Why an event is not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A live message without the stream's headers (or of another stream).
+    NotFromStream,
+    /// Undecodable, inconsistent or invalid (the label names what: `malformed`, `bad_ip`…).
+    Invalid(&'static str),
+    /// The payload names another origin than the subject it was published on.
+    SpoofedOrigin,
+    /// This host's own event.
+    Own,
+    /// A jail this host does not follow.
+    NotFollowed,
+    /// Not in `trusted_origins`.
+    Untrusted,
+    /// The ban is over (or the event is older than anything kept).
+    Expired,
+    /// Not newer than an event already applied for its origin, jail and address.
+    Replayed,
+    /// Loopback, multicast, link-local, unspecified: never banned.
+    Protected,
+    /// One of the configured NATS servers: never banned.
+    NatsServer,
+    /// In the subscriber's allowlist.
+    Allowlisted,
+    /// The origin is over `max_bans_per_minute`.
+    RateLimited,
+    /// Fewer distinct origins than `min_reporters` reported it so far.
+    AwaitingReporters,
+    /// An unban of a ban this host does not hold for that origin (manual, ended, never applied).
+    NotHeld,
+    /// An unban while other origins still hold the ban.
+    HeldByOthers,
+}
+
+impl Reason {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::NotFromStream => "not_from_stream",
+            Reason::Invalid(label) => label,
+            Reason::SpoofedOrigin => "spoofed_origin",
+            Reason::Own => "own",
+            Reason::NotFollowed => "not_followed",
+            Reason::Untrusted => "untrusted_origin",
+            Reason::Expired => "expired",
+            Reason::Replayed => "replayed",
+            Reason::Protected => "protected_address",
+            Reason::NatsServer => "nats_server",
+            Reason::Allowlisted => "allowlisted",
+            Reason::RateLimited => "rate_limited",
+            Reason::AwaitingReporters => "awaiting_reporters",
+            Reason::NotHeld => "not_held",
+            Reason::HeldByOthers => "held_by_others",
+        }
+    }
+
+    /// Whether it is a rejection (logged at warn, counted in `events_rejected`) rather than
+    /// an event this host simply does not need (counted in `events_skipped`).
+    pub fn is_rejection(self) -> bool {
+        matches!(
+            self,
+            Reason::NotFromStream
+                | Reason::Invalid(_)
+                | Reason::SpoofedOrigin
+                | Reason::Untrusted
+                | Reason::Protected
+                | Reason::NatsServer
+                | Reason::Allowlisted
+                | Reason::RateLimited
+        )
+    }
+}
+
+/// What to do with one message.
+#[derive(Debug)]
+pub enum Decision {
+    /// Ban `event.ip` in local `jail` (already recorded as held).
+    Ban { jail: String, event: Event },
+    /// Lift the local ban of `ip` in `jail`.
+    Unban {
+        jail: String,
+        ip: IpAddr,
+        event: Event,
+    },
+    /// Not applied.
+    Drop {
+        reason: Reason,
+        /// What exactly, for the log.
+        detail: String,
+    },
+}
+
+fn drop(reason: Reason, detail: impl Into<String>) -> Decision {
+    Decision::Drop {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// Addresses no remote event may ever ban, whatever the allowlist says.
+pub fn is_protected(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_multicast()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || v6.is_unicast_link_local()
+        }
+    }
+}
+
+/// The decision rules and their running state (rates, quorums).
+pub struct Admission {
+    prefix: String,
+    stream: String,
+    host_id: String,
+    include_own: bool,
+    /// `None`: every jail.
+    jails: Option<HashSet<String>>,
+    jail_map: std::collections::BTreeMap<String, String>,
+    target_jail: String,
+    allowlist: Vec<IpNet>,
+    nats_servers: Vec<IpAddr>,
+    max_bantime: Duration,
+    limits: Limits,
+}
+
+impl Admission {
+    /// The rules of `config`; `nats_servers` are the addresses the configured servers resolve
+    /// to.
+    pub fn new(config: &Config, nats_servers: Vec<IpAddr>) -> Admission {
+        let sub = &config.subscriber;
+        Admission {
+            prefix: config.nats.subject_prefix.clone(),
+            stream: config.nats.stream.clone(),
+            host_id: config.host_id.clone(),
+            include_own: sub.include_own,
+            jails: (!sub.jails.iter().any(|j| j == "*"))
+                .then(|| sub.jails.iter().cloned().collect()),
+            jail_map: sub.jail_map.clone(),
+            target_jail: sub.target_jail.clone(),
+            allowlist: sub.allowlist.clone(),
+            nats_servers,
+            max_bantime: sub.max_bantime,
+            limits: Limits::new(sub),
+        }
+    }
+
+    /// Decides about one message; records what it applies in `state` (in memory: the worker
+    /// commits it after Fail2Ban took the batch).
+    pub fn decide(&mut self, msg: &Incoming, state: &mut State, now: SystemTime) -> Decision {
+        let live = msg.source == Source::Live;
+        if live && (msg.seq.is_none() || msg.stream.as_deref() != Some(self.stream.as_str())) {
+            return drop(
+                Reason::NotFromStream,
+                format!("stream {:?}, sequence {:?}", msg.stream, msg.seq),
+            );
+        }
+        let mut event = match decode_received(&self.prefix, &msg.subject, &msg.payload) {
+            Ok(event) => event,
+            Err(r) if r.reason == "spoofed_origin" => return drop(Reason::SpoofedOrigin, r.detail),
+            Err(r) => return drop(Reason::Invalid(r.reason), r.detail),
+        };
+        if event.time > now + MAX_SKEW {
+            // A fast clock at the origin must not stretch a ban: taken as made now.
+            event.time = now;
+        }
+        if event.origin == self.host_id && !self.include_own {
+            return drop(Reason::Own, "");
+        }
+        if self
+            .jails
+            .as_ref()
+            .is_some_and(|j| !j.contains(&event.jail))
+        {
+            return drop(Reason::NotFollowed, "");
+        }
+        if !self.limits.trusts(&event.origin) {
+            return drop(Reason::Untrusted, "origin not in trusted_origins");
+        }
+        // Older than max_bantime: no ban of that age is still held here, and the replay guard
+        // has forgotten it.
+        let too_old = crate::guard::id_time(event.id)
+            .unwrap_or(event.time)
+            .min(event.time)
+            + self.max_bantime
+            <= now;
+        if too_old || (event.action == Action::Ban && event.expired_at(now)) {
+            return drop(Reason::Expired, "");
+        }
+        if !state
+            .guard
+            .is_new(&event.origin, &event.jail, event.ip, event.id)
+        {
+            return drop(
+                Reason::Replayed,
+                format!("event {} is not newer than one applied", event.id),
+            );
+        }
+        let jail = self
+            .jail_map
+            .get(&event.jail)
+            .unwrap_or(&self.target_jail)
+            .clone();
+        match event.action {
+            Action::Ban => self.ban(jail, event, live, state, now),
+            Action::Unban => self.unban(jail, event, live, state, now),
+        }
+    }
+
+    fn ban(
+        &mut self,
+        jail: String,
+        event: Event,
+        live: bool,
+        state: &mut State,
+        now: SystemTime,
+    ) -> Decision {
+        let ip = event.ip;
+        if is_protected(ip) {
+            return drop(Reason::Protected, format!("{ip} is never banned"));
+        }
+        if self.nats_servers.contains(&ip) {
+            return drop(Reason::NatsServer, format!("{ip} is a NATS server"));
+        }
+        if self.allowlist.iter().any(|net| net.contains(&ip)) {
+            return drop(Reason::Allowlisted, format!("{ip} is in the allowlist"));
+        }
+        match self.limits.admit(&event, live, now) {
+            Admit::Apply(until) => {
+                state.ban(&jail, ip, &event.origin, until);
+                state.note(&event.origin, &event.jail, ip, event.id);
+                Decision::Ban { jail, event }
+            }
+            Admit::Waiting => drop(Reason::AwaitingReporters, ""),
+            Admit::RateLimited => drop(Reason::RateLimited, "over max_bans_per_minute"),
+        }
+    }
+
+    fn unban(
+        &mut self,
+        jail: String,
+        event: Event,
+        live: bool,
+        state: &mut State,
+        now: SystemTime,
+    ) -> Decision {
+        if !self.limits.admit_unban(&event, live, now) {
+            return drop(Reason::RateLimited, "over max_bans_per_minute");
+        }
+        state.note(&event.origin, &event.jail, event.ip, event.id);
+        match state.unban(&jail, event.ip, &event.origin) {
+            Unbanned::Lift => Decision::Unban {
+                jail,
+                ip: event.ip,
+                event,
+            },
+            Unbanned::HeldByOthers => drop(Reason::HeldByOthers, ""),
+            Unbanned::NotHeld => drop(Reason::NotHeld, ""),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_f2b::event::parse_ip;
+    use shared_f2b::subject::event_subject;
+
+    const STREAM: &str = "F2B_EVENTS";
+
+    fn config(extra: &str) -> Config {
+        Config::parse(&format!(
+            "host_id = \"bob\"\n[subscriber]\napply = \"ban\"\n\
+             allowlist = [\"10.0.0.0/8\", \"2001:db8:1::/48\"]\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn ev(action: Action, origin: &str, ip: &str, age: Duration) -> Event {
+        Event::new(
+            action,
+            origin,
+            "sshd",
+            parse_ip(ip).unwrap(),
+            SystemTime::now() - age,
+            600,
+            3,
+        )
+        .unwrap()
+    }
+
+    fn ban(origin: &str, ip: &str) -> Event {
+        ev(Action::Ban, origin, ip, Duration::ZERO)
+    }
+
+    fn unban(origin: &str, ip: &str) -> Event {
+        ev(Action::Unban, origin, ip, Duration::ZERO)
+    }
+
+    fn live(subject_host: &str, e: &Event) -> Incoming {
+        Incoming {
+            source: Source::Live,
+            seq: Some(1),
+            stream: Some(STREAM.into()),
+            subject: event_subject("f2b", e.action, &e.jail, subject_host).unwrap(),
+            payload: e.encode().into(),
+        }
+    }
+
+    struct Case {
+        admission: Admission,
+        state: State,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Case {
+        fn new(extra: &str) -> Case {
+            let dir = tempfile::tempdir().unwrap();
+            Case {
+                admission: Admission::new(&config(extra), vec!["192.0.2.222".parse().unwrap()]),
+                state: State::open(dir.path(), Duration::from_secs(30 * 86400)).unwrap(),
+                _dir: dir,
+            }
+        }
+
+        fn decide(&mut self, msg: &Incoming) -> &'static str {
+            match self
+                .admission
+                .decide(msg, &mut self.state, SystemTime::now())
+            {
+                Decision::Ban { .. } => "ban",
+                Decision::Unban { .. } => "unban",
+                Decision::Drop { reason, .. } => reason.label(),
+            }
+        }
+
+        fn event(&mut self, e: &Event) -> &'static str {
+            self.decide(&live(&e.origin.clone(), e))
+        }
+    }
+
+    #[test]
+    fn each_rule_as_a_table() {
+        let old = Duration::from_secs(601);
+        let mut header_less = live("alice", &ban("alice", "192.0.2.3"));
+        header_less.seq = None;
+        let mut other_stream = live("alice", &ban("alice", "192.0.2.3"));
+        other_stream.stream = Some("OTHER".into());
+        let mut replayed_source = live("alice", &ban("alice", "192.0.2.4"));
+        replayed_source.source = Source::Replay;
+        replayed_source.seq = None;
+        let mut garbage = live("alice", &ban("alice", "192.0.2.3"));
+        garbage.payload = b"{\"stream\":\"F2B_EVENTS\",\"seq\":7}".to_vec().into();
+        let table: Vec<(&str, Incoming, &str)> = vec![
+            (
+                "a ban from another host",
+                live("alice", &ban("alice", "192.0.2.1")),
+                "ban",
+            ),
+            ("no stream headers", header_less, "not_from_stream"),
+            ("another stream", other_stream, "not_from_stream"),
+            ("a replayed page needs no headers", replayed_source, "ban"),
+            ("a publish ack on the live subject", garbage, "malformed"),
+            (
+                "payload names alice, subject mallory",
+                live("mallory", &ban("alice", "192.0.2.5")),
+                "spoofed_origin",
+            ),
+            ("own event", live("bob", &ban("bob", "192.0.2.6")), "own"),
+            (
+                "expired ban",
+                live("alice", &ev(Action::Ban, "alice", "192.0.2.7", old)),
+                "expired",
+            ),
+            (
+                "loopback",
+                live("alice", &ban("alice", "127.0.0.1")),
+                "protected_address",
+            ),
+            (
+                "link-local v6",
+                live("alice", &ban("alice", "fe80::1")),
+                "protected_address",
+            ),
+            (
+                "a NATS server",
+                live("alice", &ban("alice", "192.0.2.222")),
+                "nats_server",
+            ),
+            (
+                "allowlisted v4",
+                live("alice", &ban("alice", "10.1.2.3")),
+                "allowlisted",
+            ),
+            (
+                "allowlisted v6",
+                live("alice", &ban("alice", "2001:db8:1::5")),
+                "allowlisted",
+            ),
+            (
+                "outside the allowlist",
+                live("alice", &ban("alice", "2001:db8:2::5")),
+                "ban",
+            ),
+            (
+                "an unban nobody here holds",
+                live("alice", &unban("alice", "192.0.2.99")),
+                "not_held",
+            ),
+        ];
+        let mut case = Case::new("");
+        for (what, msg, want) in table {
+            assert_eq!(case.decide(&msg), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn replays_and_stale_unbans_change_nothing_even_after_a_restart() {
+        let mut case = Case::new("");
+        let first = ban("alice", "192.0.2.1");
+        let lift = unban("alice", "192.0.2.1");
+        assert_eq!(case.event(&first), "ban");
+        assert_eq!(case.event(&first), "replayed", "the same ban again");
+        assert_eq!(case.event(&lift), "unban");
+        assert_eq!(case.event(&first), "replayed", "the lifted ban re-injected");
+        let again = ban("alice", "192.0.2.1");
+        assert_eq!(case.event(&again), "ban", "a new ban after the unban");
+        assert_eq!(
+            case.event(&lift),
+            "replayed",
+            "the old unban must not lift the new ban"
+        );
+        case.state.commit().unwrap();
+        // After a restart the journal still knows.
+        let dir = case._dir.path().to_owned();
+        let mut state = State::open(&dir, Duration::from_secs(86400)).unwrap();
+        let decision = case
+            .admission
+            .decide(&live("alice", &first), &mut state, SystemTime::now());
+        assert!(matches!(
+            decision,
+            Decision::Drop {
+                reason: Reason::Replayed,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unbans_lift_only_what_this_origin_alone_holds() {
+        let mut case = Case::new("");
+        assert_eq!(case.event(&ban("alice", "192.0.2.1")), "ban");
+        assert_eq!(case.event(&ban("charlie", "192.0.2.1")), "ban");
+        assert_eq!(case.event(&unban("mallory", "192.0.2.1")), "not_held");
+        assert_eq!(case.event(&unban("alice", "192.0.2.1")), "held_by_others");
+        assert_eq!(case.event(&unban("charlie", "192.0.2.1")), "unban");
+        assert_eq!(
+            case.event(&unban("alice", "203.0.113.1")),
+            "not_held",
+            "a manual ban"
+        );
+    }
+
+    #[test]
+    fn rates_jails_and_trust() {
+        let mut case = Case::new("max_bans_per_minute = 2\njails = [\"nginx\"]");
+        assert_eq!(case.event(&ban("alice", "192.0.2.1")), "not_followed");
+        let mut case = Case::new("max_bans_per_minute = 2\ntrusted_origins = [\"alice\"]");
+        assert_eq!(case.event(&ban("mallory", "192.0.2.1")), "untrusted_origin");
+        assert_eq!(case.event(&ban("alice", "192.0.2.1")), "ban");
+        assert_eq!(case.event(&unban("alice", "192.0.2.1")), "unban");
+        assert_eq!(
+            case.event(&unban("alice", "192.0.2.2")),
+            "rate_limited",
+            "unbans count"
+        );
+        assert_eq!(case.event(&ban("alice", "192.0.2.3")), "rate_limited");
+        let mut case = Case::new("min_reporters = 2");
+        assert_eq!(case.event(&ban("alice", "192.0.2.1")), "awaiting_reporters");
+        assert_eq!(case.event(&ban("charlie", "192.0.2.1")), "ban");
+    }
+
+    #[test]
+    fn a_clock_running_ahead_cannot_stretch_a_ban() {
+        let mut case = Case::new("");
+        let mut future = ban("alice", "192.0.2.1");
+        future.time = SystemTime::now() + Duration::from_secs(3600);
+        match case
+            .admission
+            .decide(&live("alice", &future), &mut case.state, SystemTime::now())
+        {
+            Decision::Ban { event, .. } => assert!(event.time <= SystemTime::now()),
+            other => panic!("{other:?}"),
+        }
+    }
+}
