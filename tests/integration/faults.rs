@@ -5,7 +5,7 @@ use shared_f2b::Event;
 use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::host::{Daemon, Host, HostSpec};
 use shared_f2b_tests::nats::{NatsServer, StreamGuard, ban_event, burst, read_stream};
-use shared_f2b_tests::{HostConfig, SHARED_NATS, bin, unique, wait_for};
+use shared_f2b_tests::{HostConfig, shared_nats, bin, unique, wait_for};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -28,14 +28,14 @@ async fn a_subscriber_killed_mid_burst_applies_everything_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (prefix, stream) = (unique("fk"), unique("FK"));
     let _guard = StreamGuard {
-        url: SHARED_NATS.into(),
+        url: shared_nats().into(),
         stream: stream.clone(),
     };
     let mut bob = Host::new(
         dir.path(),
         &HostSpec {
             name: "bob",
-            nats_url: SHARED_NATS,
+            nats_url: shared_nats(),
             prefix: &prefix,
             stream: &stream,
             apply: "ban",
@@ -45,7 +45,7 @@ async fn a_subscriber_killed_mid_burst_applies_everything_after_restart() {
     );
     bob.start_subscriber();
     let evs = events("alice", 3000, 1);
-    burst(SHARED_NATS, &prefix, &evs).await;
+    burst(shared_nats(), &prefix, &evs).await;
     let sub = bob.subscriber.take().unwrap();
     wait_for(WAIT, "the first batches applied", || async {
         sub.log_text().contains("batch applied").then_some(())
@@ -73,14 +73,14 @@ async fn an_archiver_killed_mid_batch_stores_everything_once() {
     let dir = tempfile::tempdir().unwrap();
     let (prefix, stream) = (unique("fa"), unique("FA"));
     let _guard = StreamGuard {
-        url: SHARED_NATS.into(),
+        url: shared_nats().into(),
         stream: stream.clone(),
     };
     let db = TestDb::mariadb();
     let cfg = HostConfig::write(
         dir.path(),
         "archiver",
-        SHARED_NATS,
+        shared_nats(),
         &prefix,
         &stream,
         &format!("[archiver]\ndatabase_url = {:?}\n", db.url),
@@ -89,7 +89,7 @@ async fn an_archiver_killed_mid_batch_stores_everything_once() {
     // The first start creates the stream and the consumer; then the events wait on the stream.
     Daemon::archiver(&cfg.path, &log).kill9();
     let n = 20_000;
-    burst(SHARED_NATS, &prefix, &events("alice", n, 2)).await;
+    burst(shared_nats(), &prefix, &events("alice", n, 2)).await;
     let archiver = Daemon::archiver(&cfg.path, &log);
     wait_for(WAIT, "some rows, not all", || async {
         let rows = db.counts().await.0;

@@ -4,7 +4,7 @@
 
 use shared_f2b_tests::fail2ban::Fail2Ban;
 use shared_f2b_tests::nats::{StreamGuard, read_stream};
-use shared_f2b_tests::{HostConfig, SHARED_NATS, bin, repo_root, unique, wait_for};
+use shared_f2b_tests::{HostConfig, shared_nats, bin, repo_root, unique, wait_for};
 use std::process::Command;
 use std::time::Duration;
 
@@ -89,13 +89,13 @@ async fn the_install_script_puts_working_files_in_place() {
     // installed action is published by the installed binary.
     let (prefix, stream) = (unique("in"), unique("IN"));
     let _guard = StreamGuard {
-        url: SHARED_NATS.into(),
+        url: shared_nats().into(),
         stream: stream.clone(),
     };
     let cfg = HostConfig::write(
         &dir.path().join("cfg"),
         "alice",
-        SHARED_NATS,
+        shared_nats(),
         &prefix,
         &stream,
         "",
@@ -131,7 +131,7 @@ async fn the_install_script_puts_working_files_in_place() {
         Duration::from_secs(20),
         "the installed action to publish",
         || async {
-            read_stream(SHARED_NATS, &stream)
+            read_stream(shared_nats(), &stream)
                 .await
                 .into_iter()
                 .find(|(_, e)| e.ip.to_string() == "192.0.2.77")

@@ -5,7 +5,7 @@ use shared_f2b::metrics::{Sample, scrape};
 use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::host::Daemon;
 use shared_f2b_tests::nats::{EventSender, StreamGuard, ban_event};
-use shared_f2b_tests::{HostConfig, SHARED_NATS, bin, free_port, unique, wait_for};
+use shared_f2b_tests::{HostConfig, shared_nats, bin, free_port, unique, wait_for};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -33,7 +33,7 @@ async fn metrics_count_a_known_burst_and_status_shows_it() {
     let dir = tempfile::tempdir().unwrap();
     let (prefix, stream) = (unique("om"), unique("OM"));
     let _guard = StreamGuard {
-        url: SHARED_NATS.into(),
+        url: shared_nats().into(),
         stream: stream.clone(),
     };
     let sub_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -42,7 +42,7 @@ async fn metrics_count_a_known_burst_and_status_shows_it() {
     let bob = HostConfig::write(
         &bob_dir,
         "bob",
-        SHARED_NATS,
+        shared_nats(),
         &prefix,
         &stream,
         &format!(
@@ -56,7 +56,7 @@ async fn metrics_count_a_known_burst_and_status_shows_it() {
     let arch = HostConfig::write(
         &dir.path().join("arch"),
         "archiver",
-        SHARED_NATS,
+        shared_nats(),
         &prefix,
         &stream,
         &format!(
@@ -66,13 +66,13 @@ async fn metrics_count_a_known_burst_and_status_shows_it() {
     );
     let _archiver = Daemon::archiver(&arch.path, &dir.path().join("archiver.log"));
 
-    let send = EventSender::connect(SHARED_NATS, &prefix, &stream).await;
+    let send = EventSender::connect(shared_nats(), &prefix, &stream).await;
     for i in 0..20 {
         send.send(&ban_event("alice", "sshd", &format!("198.18.5.{i}")))
             .await;
     }
     send.send(&ban_event("bob", "sshd", "198.18.6.1")).await; // bob's own
-    let client = async_nats::connect(SHARED_NATS).await.unwrap();
+    let client = async_nats::connect(shared_nats()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let spoofed = String::from_utf8(ban_event("alice", "sshd", "198.18.6.2").encode()).unwrap();
     for _ in 0..3 {

@@ -3,7 +3,7 @@
 use shared_f2b::Action;
 use shared_f2b_tests::fail2ban::Fail2Ban;
 use shared_f2b_tests::nats::{NatsServer, StreamGuard, read_stream};
-use shared_f2b_tests::{HostConfig, SHARED_NATS, bin, unique, wait_for};
+use shared_f2b_tests::{HostConfig, shared_nats, bin, unique, wait_for};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -29,10 +29,10 @@ async fn a_fail2ban_ban_becomes_one_event_on_the_stream() {
     let dir = tempfile::tempdir().unwrap();
     let (prefix, stream) = (unique("pf"), unique("PF"));
     let _guard = StreamGuard {
-        url: SHARED_NATS.into(),
+        url: shared_nats().into(),
         stream: stream.clone(),
     };
-    let cfg = HostConfig::write(dir.path(), "alice", SHARED_NATS, &prefix, &stream, "");
+    let cfg = HostConfig::write(dir.path(), "alice", shared_nats(), &prefix, &stream, "");
     let jails = format!(
         "[DEFAULT]\nbackend = polling\n\n[login]\nenabled = true\nfilter = login\nlogpath = {}\n\
          maxretry = 3\nfindtime = 10m\nbantime = 3600\n\
@@ -55,7 +55,7 @@ async fn a_fail2ban_ban_becomes_one_event_on_the_stream() {
         Duration::from_secs(20),
         "two ban events on the stream",
         || async {
-            let events = read_stream(SHARED_NATS, &stream).await;
+            let events = read_stream(shared_nats(), &stream).await;
             (events.len() >= 2).then_some(events)
         },
     )
@@ -79,7 +79,7 @@ async fn a_fail2ban_ban_becomes_one_event_on_the_stream() {
     f2b.client(&["set", "login", "unbanip", "192.0.2.10"])
         .expect("unban");
     let unban = wait_for(Duration::from_secs(10), "the unban event", || async {
-        read_stream(SHARED_NATS, &stream)
+        read_stream(shared_nats(), &stream)
             .await
             .into_iter()
             .find(|(_, e)| e.action == Action::Unban)
@@ -90,7 +90,7 @@ async fn a_fail2ban_ban_becomes_one_event_on_the_stream() {
 
     // Stopping Fail2Ban lifts its bans locally, but those are not early unbans.
     f2b.client(&["stop"]).expect("fail2ban stops");
-    let events = read_stream(SHARED_NATS, &stream).await;
+    let events = read_stream(shared_nats(), &stream).await;
     assert_eq!(events.len(), 3, "stop published nothing more: {events:?}");
     assert_eq!(cfg.spooled(), 0);
 }
@@ -209,10 +209,10 @@ async fn bad_input_is_refused_and_nothing_is_published_or_spooled() {
     let dir = tempfile::tempdir().unwrap();
     let (prefix, stream) = (unique("pb"), unique("PB"));
     let _guard = StreamGuard {
-        url: SHARED_NATS.into(),
+        url: shared_nats().into(),
         stream: stream.clone(),
     };
-    let cfg = HostConfig::write(dir.path(), "alice", SHARED_NATS, &prefix, &stream, "");
+    let cfg = HostConfig::write(dir.path(), "alice", shared_nats(), &prefix, &stream, "");
     let long_jail = "j".repeat(65);
     let huge_ip = "1".repeat(100_000);
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -320,11 +320,11 @@ async fn bad_input_is_refused_and_nothing_is_published_or_spooled() {
         assert!(stderr.contains(message), "{stderr}");
     }
 
-    assert!(read_stream(SHARED_NATS, &stream).await.is_empty());
+    assert!(read_stream(shared_nats(), &stream).await.is_empty());
     assert_eq!(cfg.spooled(), 0);
     // The same config with good input does publish: the checks above were not vacuous.
     assert!(ban(&cfg.path, "192.0.2.1").status.success());
-    assert_eq!(read_stream(SHARED_NATS, &stream).await.len(), 1);
+    assert_eq!(read_stream(shared_nats(), &stream).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,13 +332,13 @@ async fn restored_bans_target_jails_and_natural_expiry_are_not_published() {
     let dir = tempfile::tempdir().unwrap();
     let (prefix, stream) = (unique("pk"), unique("PK"));
     let _guard = StreamGuard {
-        url: SHARED_NATS.into(),
+        url: shared_nats().into(),
         stream: stream.clone(),
     };
     let cfg = HostConfig::write(
         dir.path(),
         "alice",
-        SHARED_NATS,
+        shared_nats(),
         &prefix,
         &stream,
         "[subscriber]\ntarget_jail = \"shared\"\n[subscriber.jail_map]\nsshd = \"shared-ssh\"\n",
@@ -375,7 +375,7 @@ async fn restored_bans_target_jails_and_natural_expiry_are_not_published() {
             "{args:?}"
         );
     }
-    assert!(read_stream(SHARED_NATS, &stream).await.is_empty());
+    assert!(read_stream(shared_nats(), &stream).await.is_empty());
     // An unban of a permanent ban, or before the ban's end, is early and is published.
     let out = publish(
         &cfg.path,
@@ -392,7 +392,7 @@ async fn restored_bans_target_jails_and_natural_expiry_are_not_published() {
         ],
     );
     assert!(out.status.success());
-    let events = read_stream(SHARED_NATS, &stream).await;
+    let events = read_stream(shared_nats(), &stream).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].1.action, Action::Unban);
 }

@@ -5,7 +5,7 @@ use shared_f2b_tests::host::{Host, HostSpec};
 use shared_f2b_tests::nats::{
     EventSender, NatsServer, StreamGuard, ban_event, read_stream, unban_event,
 };
-use shared_f2b_tests::{SHARED_NATS, unique, wait_for};
+use shared_f2b_tests::{shared_nats, unique, wait_for};
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,9 +23,9 @@ impl Site {
         let stream = unique("SUB");
         Site {
             prefix: unique("sub"),
-            url: SHARED_NATS.into(),
+            url: shared_nats().into(),
             _guard: Some(StreamGuard {
-                url: SHARED_NATS.into(),
+                url: shared_nats().into(),
                 stream: stream.clone(),
             }),
             stream,

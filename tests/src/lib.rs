@@ -15,8 +15,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// The machine's NATS server, shared by tests that do not need to stop it.
-pub const SHARED_NATS: &str = "nats://127.0.0.1:4222";
+/// The NATS server shared by tests that do not need to stop it: the machine's (Debian's 2.9.10
+/// on 4222), or the one `$SHARED_F2B_TEST_NATS` names (CI's second pass, on the newest server).
+pub fn shared_nats() -> &'static str {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        std::env::var("SHARED_F2B_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    })
+}
+
+/// The nats-server binary private servers run: `$SHARED_F2B_NATS_SERVER`, else `nats-server`
+/// on the PATH (Debian's).
+pub fn nats_server_bin() -> String {
+    std::env::var("SHARED_F2B_NATS_SERVER").unwrap_or_else(|_| "nats-server".into())
+}
 
 /// A name no other test (or earlier run) uses: `<stem>_<pid>_<n>_<millis>`.
 pub fn unique(stem: &str) -> String {

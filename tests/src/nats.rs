@@ -56,7 +56,7 @@ impl NatsServer {
     /// (Re)starts the server on its port and waits until it accepts connections.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new("nats-server")
+        let child = Command::new(crate::nats_server_bin())
             .args(&self.args)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-l"])
             .arg(self.store.with_extension("log"))
