@@ -113,7 +113,7 @@ async fn archive(
         match decode_received(prefix, &m.subject, &m.payload) {
             Ok(event) => events.push(Archived { event, seq }),
             Err(r) => {
-                tracing::warn!(subject = %m.subject, seq, reason = r.reason, detail = %r.detail,
+                tracing::warn!(subject = ?m.subject.as_str(), seq, reason = r.reason, detail = ?r.detail,
                     "not an event; kept in f2b_rejects");
                 rejects.push(Reject {
                     seq,

@@ -6,7 +6,7 @@ use shared_f2b::subject::event_subject;
 use shared_f2b_tests::db::{TestDb, mariadb_root};
 use shared_f2b_tests::host::Daemon;
 use shared_f2b_tests::nats::{EventSender, StreamGuard, ban_event, unban_event};
-use shared_f2b_tests::{HostConfig, shared_nats, bin, unique, wait_for};
+use shared_f2b_tests::{HostConfig, bin, shared_nats, unique, wait_for};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -296,11 +296,7 @@ async fn an_offline_subscriber_replays_what_the_stream_dropped() {
         "{lines:?}"
     );
     assert_eq!(lines.len(), 1 + 50 + 1, "nothing twice:\n{lines:?}");
-    assert!(
-        bob.log_text().contains("caught up"),
-        "{}",
-        bob.log_text()
-    );
+    assert!(bob.log_text().contains("caught up"), "{}", bob.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use shared_f2b::Event;
 use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::host::{Daemon, Host, HostSpec};
 use shared_f2b_tests::nats::{NatsServer, StreamGuard, ban_event, burst, read_stream};
-use shared_f2b_tests::{HostConfig, shared_nats, bin, unique, wait_for};
+use shared_f2b_tests::{HostConfig, bin, shared_nats, unique, wait_for};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -43,6 +43,17 @@ async fn a_subscriber_killed_mid_burst_applies_everything_after_restart() {
             shared_jail_extra: "",
         },
     );
+    // The archiver creates the stream and is the catch-up service the restarted subscriber uses.
+    let db = TestDb::sqlite(dir.path());
+    let cfg = HostConfig::write(
+        dir.path(),
+        "archiver",
+        shared_nats(),
+        &prefix,
+        &stream,
+        &format!("[archiver]\ndatabase_url = {:?}\n", db.url),
+    );
+    let _archiver = Daemon::archiver(&cfg.path, &dir.path().join("archiver.log"));
     bob.start_subscriber();
     let evs = events("alice", 3000, 1);
     burst(shared_nats(), &prefix, &evs).await;

@@ -4,7 +4,7 @@
 
 use shared_f2b_tests::fail2ban::Fail2Ban;
 use shared_f2b_tests::nats::{StreamGuard, read_stream};
-use shared_f2b_tests::{HostConfig, shared_nats, bin, repo_root, unique, wait_for};
+use shared_f2b_tests::{HostConfig, bin, repo_root, shared_nats, unique, wait_for};
 use std::process::Command;
 use std::time::Duration;
 

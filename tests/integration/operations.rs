@@ -5,7 +5,7 @@ use shared_f2b::metrics::{Sample, scrape};
 use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::host::Daemon;
 use shared_f2b_tests::nats::{EventSender, StreamGuard, ban_event};
-use shared_f2b_tests::{HostConfig, shared_nats, bin, free_port, unique, wait_for};
+use shared_f2b_tests::{HostConfig, bin, free_port, shared_nats, unique, wait_for};
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 use shared_f2b::Action;
 use shared_f2b_tests::fail2ban::Fail2Ban;
 use shared_f2b_tests::nats::{NatsServer, StreamGuard, read_stream};
-use shared_f2b_tests::{HostConfig, shared_nats, bin, unique, wait_for};
+use shared_f2b_tests::{HostConfig, bin, shared_nats, unique, wait_for};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;

@@ -1,101 +1,121 @@
-//! No host can pose as another: the shipped `deploy/nats-server.conf` on a real nats-server,
-//! with every product role working inside its permissions and a spoofing host refused.
+//! The shipped site config (`deploy/nats-server.conf`) on a real nats-server, attacked by a
+//! compromised host with its own credentials and a stock NATS client: every attack is refused or
+//! harmless, and afterwards the site still shares and the stream and the archive hold every
+//! genuine event exactly once.
 
-use shared_f2b::config::NatsConfig;
-use shared_f2b::nats::stream_config;
+use async_nats::jetstream;
+use shared_f2b::Event;
 use shared_f2b_tests::db::TestDb;
-use shared_f2b_tests::host::Daemon;
-use shared_f2b_tests::nats::{NatsServer, read_stream_as};
+use shared_f2b_tests::host::{Daemon, Host, HostSpec};
+use shared_f2b_tests::nats::{NatsServer, ban_event, read_stream_as, unban_event};
 use shared_f2b_tests::{HostConfig, bin, repo_root, wait_for};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
+const STREAM: &str = "F2B_EVENTS";
 
-/// A config for `host` logging in as NATS `user` with the example's password and inbox.
+/// `[nats]` keys for logging in as `user` with the example's password and inbox.
+fn login(user: &str) -> String {
+    format!("user = {user:?}\npassword = \"change-me-{user}\"\ninbox_prefix = \"_INBOX_{user}\"")
+}
+
+/// A config for `host` logging in as NATS `user`.
 fn config(dir: &Path, host: &str, user: &str, url: &str, extra: &str) -> HostConfig {
     let dir = dir.join(host).join(user);
     std::fs::create_dir_all(&dir).unwrap();
-    let cfg = HostConfig::write(&dir, host, url, "f2b", "F2B_EVENTS", extra);
-    cfg.add_nats_keys(&format!(
-        "user = {user:?}\npassword = \"change-me-{user}\"\ninbox_prefix = \"_INBOX_{user}\""
-    ));
+    let cfg = HostConfig::write(&dir, host, url, "f2b", STREAM, extra);
+    cfg.add_nats_keys(&login(user));
     cfg
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_site_permissions_let_each_role_work_and_stop_a_spoofing_host() {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf")).unwrap();
-    let nats = NatsServer::start_with_config(dir.path(), &conf);
-    let url = nats.url();
-
-    // The admin creates the stream; hosts may not.
-    let admin = async_nats::ConnectOptions::with_user_and_password(
-        "admin".into(),
-        "change-me-admin".into(),
-    )
-    .connect(&url)
-    .await
-    .unwrap();
-    let site = NatsConfig {
-        servers: vec![url.clone()],
-        stream_max_age: Duration::from_secs(3600),
-        ..Default::default()
-    };
-    async_nats::jetstream::new(admin)
-        .get_or_create_stream(stream_config(&site))
+/// A stock client logged in as `user`.
+async fn client(url: &str, user: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), format!("change-me-{user}"))
+        .custom_inbox_prefix(format!("_INBOX_{user}"))
+        .request_timeout(Some(Duration::from_secs(2)))
+        .connect(url)
         .await
-        .unwrap();
+        .unwrap()
+}
 
-    // The archiver and bob's subscriber run under their own users.
-    let db = TestDb::sqlite(dir.path());
+fn publish(cfg: &HostConfig, args: &[&str]) -> std::process::Output {
+    Command::new(bin("shared-f2b-publish"))
+        .arg("--config")
+        .arg(&cfg.path)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The shipped config on a private server.
+fn site(dir: &Path) -> NatsServer {
+    let conf = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf")).unwrap();
+    NatsServer::start_with_config(dir, &conf)
+}
+
+/// A host with a real Fail2Ban (`ban` mode), logged in as itself.
+fn host(dir: &Path, name: &str, url: &str, extra: &str) -> Host {
+    let mut host = Host::new(
+        dir,
+        &HostSpec {
+            name,
+            nats_url: url,
+            prefix: "f2b",
+            stream: STREAM,
+            apply: "ban",
+            subscriber_extra: extra,
+            shared_jail_extra: "",
+        },
+    );
+    host.config.add_nats_keys(&login(name));
+    host.start_subscriber();
+    host
+}
+
+async fn archiver(dir: &Path, url: &str, db: &TestDb) -> Daemon {
     let arch = config(
-        dir.path(),
+        dir,
         "archiver",
         "archiver",
-        &url,
+        url,
         &format!("[archiver]\ndatabase_url = {:?}\n", db.url),
     );
-    let _archiver = Daemon::archiver(&arch.path, &dir.path().join("archiver.log"));
-    let bob_dir = dir.path().join("bob-sub");
-    let bob_sub = config(
-        dir.path(),
-        "bob",
-        "bob",
-        &url,
-        &format!(
-            "[subscriber]\napply = \"log\"\nlog_file = {:?}\nstate_dir = {:?}\n",
-            bob_dir.join("shared.log").display().to_string(),
-            bob_dir.join("state").display().to_string()
-        ),
-    );
-    std::fs::create_dir_all(&bob_dir).unwrap();
-    let _bob = Daemon::subscriber(&bob_sub.path, &bob_dir);
+    Daemon::archiver(&arch.path, &dir.join("archiver.log"))
+}
 
-    // Alice publishes as herself.
+async fn wait_banned(host: &Host, ip: &str) {
+    wait_for(WAIT, &format!("{ip} banned on {}", host.name), || async {
+        host.shared_banned().iter().any(|b| b == ip).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_works_within_its_permissions_and_a_spoofing_host_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = site(dir.path());
+    let url = nats.url();
+    let db = TestDb::sqlite(dir.path());
+    // The archiver creates the stream (with its limits and live re-publishing).
+    let _archiver = archiver(dir.path(), &url, &db).await;
+    let bob = host(dir.path(), "bob", &url, "");
+
+    // Alice publishes as herself: the JetStream ack comes back across the accounts.
     let alice = config(dir.path(), "alice", "alice", &url, "");
-    let out = Command::new(bin("shared-f2b-publish"))
-        .arg("--config")
-        .arg(&alice.path)
-        .args(["ban", "--jail", "sshd", "--ip", "203.0.113.7"])
-        .output()
-        .unwrap();
+    let out = publish(&alice, &["ban", "--jail", "sshd", "--ip", "203.0.113.7"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(alice.spooled(), 0, "acked, not spooled");
 
     // Bob, logged in as bob, claims to be alice: the server refuses, nothing is spooled.
     let spoof = config(dir.path(), "alice", "bob", &url, "");
-    let out = Command::new(bin("shared-f2b-publish"))
-        .arg("--config")
-        .arg(&spoof.path)
-        .args(["ban", "--jail", "sshd", "--ip", "198.51.100.66"])
-        .output()
-        .unwrap();
+    let out = publish(&spoof, &["ban", "--jail", "sshd", "--ip", "198.51.100.66"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -104,7 +124,7 @@ async fn the_site_permissions_let_each_role_work_and_stop_a_spoofing_host() {
     );
     assert_eq!(spoof.spooled(), 0, "a refused event is not spooled");
 
-    let events = read_stream_as(&url, "admin", "change-me-admin", "F2B_EVENTS").await;
+    let events = read_stream_as(&url, "admin", "change-me-admin", STREAM).await;
     let ips: Vec<String> = events.iter().map(|(_, e)| e.ip.to_string()).collect();
     assert_eq!(
         ips,
@@ -112,37 +132,238 @@ async fn the_site_permissions_let_each_role_work_and_stop_a_spoofing_host() {
         "only alice's own event is on the stream"
     );
 
-    // Bob's subscriber applied it; the archiver stored it.
-    wait_for(WAIT, "bob's subscriber applies alice's ban", || async {
-        let log = std::fs::read_to_string(bob_dir.join("shared.log")).unwrap_or_default();
-        log.contains("[203.0.113.7] sshd alice").then_some(())
-    })
-    .await;
+    // Bob's subscriber applied it from the live subject; the archiver stored it.
+    wait_banned(&bob, "203.0.113.7").await;
     wait_for(WAIT, "the archiver stores it", || async {
         (db.counts().await.0 == 1).then_some(())
     })
     .await;
 
-    // A new host (charlie) backfills through the archiver's replay: requests and replies pass.
-    let charlie_dir = dir.path().join("charlie-sub");
-    std::fs::create_dir_all(&charlie_dir).unwrap();
-    let charlie = config(
-        dir.path(),
-        "charlie",
-        "charlie",
-        &url,
-        &format!(
-            "[subscriber]\napply = \"log\"\nlog_file = {:?}\nstate_dir = {:?}\n",
-            charlie_dir.join("shared.log").display().to_string(),
-            charlie_dir.join("state").display().to_string()
-        ),
+    // A new host (charlie) backfills through the catch-up service across the accounts.
+    let charlie = host(dir.path(), "charlie", &url, "");
+    wait_banned(&charlie, "203.0.113.7").await;
+}
+
+/// What bob's stock client tries, each refused by the server or harmless.
+async fn attack(url: &str, alice_ban: &Event) {
+    let bob = client(url, "bob").await;
+    let own =
+        |e: &Event| shared_f2b::subject::event_subject("f2b", e.action, &e.jail, "bob").unwrap();
+    let bob_ban = ban_event("bob", "sshd", "198.51.100.1");
+
+    // 1. A JetStream publish whose ack lands on the JetStream API, or on another host's subject.
+    for reply in [
+        "$JS.API.STREAM.PURGE.F2B_EVENTS",
+        "$JS.API.STREAM.DELETE.F2B_EVENTS",
+        "$JS.API.CONSUMER.DELETE.F2B_EVENTS.archiver",
+        "f2b.ban.sshd.alice",
+        "f2b.live.ban.sshd.alice",
+        "_INBOX_alice.stolen",
+    ] {
+        let e = ban_event("bob", "sshd", "198.51.100.2");
+        bob.publish_with_reply(own(&e), reply.to_string(), e.encode().into())
+            .await
+            .unwrap();
+    }
+    // 2. Catch-up requests whose answer would land on the API or an event subject.
+    let req = br#"{"kind":"since","jails":["*"],"after":0,"limit":2000}"#;
+    for reply in [
+        "$JS.API.STREAM.PURGE.F2B_EVENTS",
+        "$JS.API.STREAM.DELETE.F2B_EVENTS",
+        "f2b.ban.sshd.alice",
+        "f2b.unban.sshd.alice",
+    ] {
+        bob.publish_with_reply("f2b.replay", reply.to_string(), req.to_vec().into())
+            .await
+            .unwrap();
+    }
+    // 3. The JetStream API itself: info, purge, consumer create/update/delete, raw reads.
+    let js = jetstream::new(bob.clone());
+    assert!(
+        js.query_account().await.is_err(),
+        "bob has no JetStream API"
     );
-    let charlie_sub = Daemon::subscriber(&charlie.path, &charlie_dir);
-    wait_for(WAIT, "charlie's backfill through the archiver", || async {
-        charlie_sub
-            .log_text()
-            .contains("backfill of active bans done applied=1")
-            .then_some(())
-    })
+    for (subject, body) in [
+        ("$JS.API.STREAM.PURGE.F2B_EVENTS", "{}".to_string()),
+        ("$JS.API.STREAM.DELETE.F2B_EVENTS", "{}".to_string()),
+        (
+            "$JS.API.CONSUMER.DURABLE.CREATE.F2B_EVENTS.archiver",
+            r#"{"stream_name":"F2B_EVENTS","config":{"durable_name":"archiver","ack_policy":"explicit","filter_subject":"f2b.nothing","headers_only":true,"max_deliver":1}}"#.to_string(),
+        ),
+        ("$JS.API.CONSUMER.DELETE.F2B_EVENTS.archiver", "{}".to_string()),
+        (
+            "$JS.API.CONSUMER.CREATE.F2B_EVENTS",
+            r#"{"stream_name":"F2B_EVENTS","config":{"ack_policy":"none"}}"#.to_string(),
+        ),
+        ("$JS.API.STREAM.MSG.GET.F2B_EVENTS", r#"{"seq":1}"#.to_string()),
+    ] {
+        let answer = bob.request(subject.to_string(), body.into()).await;
+        assert!(answer.is_err(), "{subject} answered bob: {answer:?}");
+    }
+    // 4. Speaking for alice directly, and reading what is not his.
+    bob.publish(
+        own(alice_ban).replace(".bob", ".alice"),
+        alice_ban.encode().into(),
+    )
+    .await
+    .unwrap();
+    let lift = unban_event("alice", "sshd", &alice_ban.ip.to_string());
+    bob.publish("f2b.unban.sshd.alice".to_string(), lift.encode().into())
+        .await
+        .unwrap();
+    // 5. Unbans of bans bob never placed: alice's, and a manual one.
+    for ip in [alice_ban.ip.to_string(), "192.0.2.50".to_string()] {
+        let e = unban_event("bob", "sshd", &ip);
+        let js_bob = jetstream::new(bob.clone());
+        js_bob
+            .publish(own(&e), e.encode().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // 6. Oversize, a control-character jail token, and a flood of bans and unbans.
+    let big = vec![b'x'; 5000];
+    if let Ok(ack) = js.publish(own(&bob_ban), big.into()).await {
+        assert!(ack.await.is_err(), "a 5,000-byte message was stored");
+    }
+    let hostile = "f2b.ban.ss\u{1b}[31mhd.bob".to_string();
+    let _ = js
+        .publish(
+            hostile,
+            ban_event("bob", "sshd", "198.51.100.3").encode().into(),
+        )
+        .await
+        .unwrap()
+        .await;
+    let mut acks = Vec::new();
+    for i in 0..200 {
+        let e = ban_event("bob", "flood", &format!("198.18.{}.{}", i / 200, i % 200));
+        acks.push(js.publish(own(&e), e.encode().into()).await.unwrap());
+        let u = unban_event("bob", "flood", "198.18.9.9");
+        acks.push(js.publish(own(&u), u.encode().into()).await.unwrap());
+    }
+    for ack in acks {
+        let _ = ack.await;
+    }
+    bob.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compromised_host_cannot_wipe_blind_replay_or_speak_for_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = site(dir.path());
+    let url = nats.url();
+    let db = TestDb::sqlite(dir.path());
+    let _archiver = archiver(dir.path(), &url, &db).await;
+    let charlie = host(dir.path(), "charlie", &url, "max_bans_per_minute = 50\n");
+    let alice = config(dir.path(), "alice", "alice", &url, "");
+
+    // Genuine traffic: alice bans two addresses and lifts one; the local admin of charlie bans
+    // one by hand.
+    for args in [
+        ["ban", "--jail", "sshd", "--ip", "203.0.113.10"],
+        ["ban", "--jail", "sshd", "--ip", "203.0.113.11"],
+        ["unban", "--jail", "sshd", "--ip", "203.0.113.11"],
+    ] {
+        let out = publish(&alice, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    charlie
+        .f2b
+        .client(&["set", "shared", "banip", "192.0.2.50"])
+        .unwrap();
+    wait_banned(&charlie, "203.0.113.10").await;
+    let admin = client(&url, "admin").await;
+    let admin_js = jetstream::new(admin.clone());
+    let genuine = read_stream_as(&url, "admin", "change-me-admin", STREAM).await;
+    assert_eq!(genuine.len(), 3);
+    let alice_ban = genuine[0].1.clone();
+
+    attack(&url, &alice_ban).await;
+
+    // The stream and the archiver's consumer are intact and as they must be.
+    let mut stream = admin_js
+        .get_stream(STREAM)
+        .await
+        .expect("the stream survives");
+    let info = stream.info().await.unwrap().clone();
+    assert!(info.state.messages >= 3, "{:?}", info.state);
+    assert_eq!(info.config.max_message_size, 4096);
+    let consumer = stream
+        .consumer_info("archiver")
+        .await
+        .expect("the archiver consumer survives");
+    assert_eq!(consumer.config.filter_subject, "");
+    assert!(!consumer.config.headers_only);
+    assert!(consumer.config.max_deliver <= 0);
+
+    // The site still shares: alice's next ban reaches charlie, and is archived.
+    let out = publish(&alice, &["ban", "--jail", "sshd", "--ip", "203.0.113.12"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_banned(&charlie, "203.0.113.12").await;
+
+    // Nothing was stored under alice's name but her four events, each once, and nothing
+    // oversize.
+    let stored = read_stream_raw(&admin_js).await;
+    let mut alice_ids: BTreeMap<String, usize> = BTreeMap::new();
+    for (subject, payload) in &stored {
+        if subject.ends_with(".alice") {
+            let e = Event::decode(payload).expect("only alice's genuine events");
+            *alice_ids.entry(e.id.to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(alice_ids.len(), 4, "{stored:?}");
+    assert!(alice_ids.values().all(|n| *n == 1), "{alice_ids:?}");
+    assert!(
+        !stored.iter().any(|(_, p)| p.len() > 4096),
+        "no oversize message stored"
+    );
+    wait_for(
+        WAIT,
+        "the archive holds every genuine event once",
+        || async {
+            let rows = db.event_ids_of("alice").await;
+            (rows.len() == 4).then_some(rows)
+        },
+    )
     .await;
+
+    // On charlie: alice's ban holds (bob's unban and the forged one did nothing), the manual ban
+    // holds, the lifted ban stays lifted, bob's flood was cut at his rate.
+    let banned = charlie.shared_banned();
+    for ip in ["203.0.113.10", "203.0.113.12", "192.0.2.50"] {
+        assert!(banned.iter().any(|b| b == ip), "{ip} in {banned:?}");
+    }
+    assert!(!banned.iter().any(|b| b == "203.0.113.11"), "{banned:?}");
+    let flood = banned.iter().filter(|b| b.starts_with("198.18.")).count();
+    assert!((1..=50).contains(&flood), "{flood} of bob's flood applied");
+    let log = std::fs::read(charlie.dir.join("subscriber.log")).unwrap();
+    assert!(
+        !log.contains(&0x1b),
+        "a control character reached the log raw"
+    );
+    let log = String::from_utf8_lossy(&log);
+    assert!(log.contains("rate_limited"), "{log}");
+}
+
+/// Every stored message as (subject, payload), read as the admin.
+async fn read_stream_raw(js: &jetstream::Context) -> Vec<(String, Vec<u8>)> {
+    let mut stream = js.get_stream(STREAM).await.unwrap();
+    let info = stream.info().await.unwrap().state.clone();
+    let mut out = Vec::new();
+    for seq in info.first_sequence..=info.last_sequence {
+        if let Ok(msg) = stream.get_raw_message(seq).await {
+            out.push((msg.subject.to_string(), msg.payload.to_vec()));
+        }
+    }
+    out
 }

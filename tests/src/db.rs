@@ -87,6 +87,18 @@ impl TestDb {
         }
     }
 
+    /// The event id of every archived row from `origin` (one entry per row), failing loudly.
+    pub async fn event_ids_of(&self, origin: &str) -> Vec<Vec<u8>> {
+        let pool = self.pool().await;
+        let rows = sqlx::query("SELECT event_id FROM f2b_events WHERE origin = ?")
+            .bind(origin.to_owned())
+            .fetch_all(&pool)
+            .await
+            .expect("the archive answers");
+        pool.close().await;
+        rows.iter().map(|r| r.get("event_id")).collect()
+    }
+
     /// Rows in `f2b_rejects` with this reason.
     pub async fn rejects(&self, reason: &str) -> i64 {
         let pool = self.pool().await;

@@ -187,6 +187,11 @@ impl EventSender {
         }
     }
 
+    /// Creates the stream as the product does (no-op when it exists).
+    pub async fn create_stream(&self) {
+        self.sender.create_stream().await.expect("stream created");
+    }
+
     /// Publishes one event and waits for its ack.
     pub async fn send(&self, event: &Event) {
         self.sender.send(event).await.expect("published");
