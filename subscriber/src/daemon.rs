@@ -191,7 +191,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         };
         let mut batch = Vec::with_capacity(msgs.len());
         for msg in msgs {
-            let msg = Incoming::live(msg);
+            let msg = Incoming::live(msg, &prefix);
             if let (Some(seq), Some(name)) = (msg.seq, msg.stream.as_deref())
                 && name == stream
             {

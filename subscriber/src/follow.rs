@@ -29,22 +29,32 @@ pub struct Incoming {
     pub payload: bytes::Bytes,
 }
 
+/// The server's value of a header: the stream appends its own headers after whatever the
+/// publisher sent, so a host that puts a `Nats-Sequence` on its event only adds an earlier one.
 fn header(headers: Option<&HeaderMap>, name: impl IntoHeaderName) -> Option<&str> {
-    headers?.get(name).map(|v| v.as_str())
+    headers?.get_last(name).map(|v| v.as_str())
 }
 
 impl Incoming {
-    /// A message from the live subject. One without the stream's headers is kept as it is, for
-    /// admission to refuse.
-    pub fn live(msg: async_nats::Message) -> Incoming {
+    /// A message from the live subject. The subject it was stored on is read off the live
+    /// subject (`<prefix>.live.<rest>` re-publishes `<prefix>.<rest>`), which no publisher can
+    /// forge; a `Nats-Subject` that disagrees, or missing stream headers, leave it for admission
+    /// to refuse.
+    pub fn live(msg: async_nats::Message, prefix: &str) -> Incoming {
         let headers = msg.headers.as_ref();
+        let stored = msg
+            .subject
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix(".live."))
+            .map(|rest| format!("{prefix}.{rest}"));
+        let agrees = stored.is_some() && header(headers, NATS_SUBJECT) == stored.as_deref();
         Incoming {
             source: Source::Live,
-            seq: header(headers, NATS_SEQUENCE).and_then(|s| s.parse().ok()),
+            seq: header(headers, NATS_SEQUENCE)
+                .and_then(|s| s.parse().ok())
+                .filter(|_| agrees),
             stream: header(headers, NATS_STREAM).map(str::to_owned),
-            subject: header(headers, NATS_SUBJECT)
-                .map(str::to_owned)
-                .unwrap_or_else(|| msg.subject.to_string()),
+            subject: stored.unwrap_or_else(|| msg.subject.to_string()),
             payload: msg.payload,
         }
     }

@@ -11,6 +11,10 @@ use shared_f2b::config::Config;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
+/// How long the backoff may grow while the target jail is unknown (Fail2Ban starting) before
+/// the op is given up as refused.
+const JAIL_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Whether the batch was applied, or shutdown interrupted it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -150,6 +154,12 @@ impl Worker<'_> {
                         tracing::info!("Fail2Ban is back; applying resumed");
                     }
                     return Some(n);
+                }
+                // A Fail2Ban that is starting answers before its jails exist: give it a while.
+                Err(ApplyError::Refused(e))
+                    if e.contains("UnknownJail") && delay < JAIL_PATIENCE =>
+                {
+                    tracing::debug!(error = %e, "target jail not there (yet); retrying");
                 }
                 Err(ApplyError::Refused(e)) => {
                     tracing::error!(error = %e, ?op, "Fail2Ban refused; check the target jail");

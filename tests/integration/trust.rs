@@ -200,7 +200,18 @@ async fn attack(url: &str, alice_ban: &Event) {
         let answer = bob.request(subject.to_string(), body.into()).await;
         assert!(answer.is_err(), "{subject} answered bob: {answer:?}");
     }
-    // 4. Speaking for alice directly, and reading what is not his.
+    // 4. Speaking for alice: through forged stream headers on his own subject (the server
+    //    appends the real ones), and directly.
+    let mut forged = async_nats::HeaderMap::new();
+    forged.insert("Nats-Subject", "f2b.ban.sshd.alice");
+    forged.insert("Nats-Sequence", "999999");
+    forged.insert("Nats-Stream", "F2B_EVENTS");
+    let as_alice = ban_event("alice", "sshd", "203.0.113.66");
+    js.publish_with_headers(own(&as_alice), forged, as_alice.encode().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     bob.publish(
         own(alice_ban).replace(".bob", ".alice"),
         alice_ban.encode().into(),
@@ -344,6 +355,10 @@ async fn a_compromised_host_cannot_wipe_blind_replay_or_speak_for_others() {
         assert!(banned.iter().any(|b| b == ip), "{ip} in {banned:?}");
     }
     assert!(!banned.iter().any(|b| b == "203.0.113.11"), "{banned:?}");
+    assert!(
+        !banned.iter().any(|b| b == "203.0.113.66"),
+        "forged headers spoke for alice"
+    );
     let flood = banned.iter().filter(|b| b.starts_with("198.18.")).count();
     assert!((1..=50).contains(&flood), "{flood} of bob's flood applied");
     let log = std::fs::read(charlie.dir.join("subscriber.log")).unwrap();
@@ -353,6 +368,7 @@ async fn a_compromised_host_cannot_wipe_blind_replay_or_speak_for_others() {
     );
     let log = String::from_utf8_lossy(&log);
     assert!(log.contains("rate_limited"), "{log}");
+    assert!(log.contains("spoofed_origin"), "{log}");
 }
 
 /// Every stored message as (subject, payload), read as the admin.
