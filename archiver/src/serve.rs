@@ -174,7 +174,7 @@ impl Source {
                 && req.exclude_origin.as_deref() != Some(e.origin.as_str())
         };
         let (events, next) = if after + 1 >= state.first_sequence {
-            self.from_stream(after, high, limit).await?
+            self.read_stream(after, high, limit).await?
         } else {
             // The stream no longer holds the start: the database up to where the stream begins.
             let until = high.min(state.first_sequence - 1);
@@ -211,7 +211,7 @@ impl Source {
 
     /// Up to `limit` stored messages after `after` (and not past `high`), through a short-lived
     /// consumer; returns the events and the last sequence read.
-    async fn from_stream(
+    async fn read_stream(
         &self,
         after: u64,
         high: u64,
