@@ -3,6 +3,7 @@
 //! in the same run beside each result.
 
 mod archive;
+mod fanout;
 mod publish;
 mod report;
 mod subscribe;
@@ -30,7 +31,13 @@ struct Cli {
     /// Rows in the table for the `history --ip` figure.
     #[arg(long, default_value_t = 2_000_000)]
     history_rows: usize,
-    /// Only these groups, comma-separated: publish, subscribe, archive (default: all).
+    /// Simulated hosts for the fan-out figures.
+    #[arg(long, default_value_t = 2000)]
+    fanout_hosts: usize,
+    /// Bans per design in the fan-out figures.
+    #[arg(long, default_value_t = 50)]
+    fanout_runs: usize,
+    /// Only these groups, comma-separated: publish, subscribe, archive, fanout (default: all).
     #[arg(long)]
     only: Option<String>,
     /// Also write the table as JSON here.
@@ -55,6 +62,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("archive") {
         archive::run(&mut report, cli.ingest, cli.history_rows).await;
+    }
+    if wants("fanout") {
+        fanout::run(&mut report, cli.fanout_hosts, cli.fanout_runs).await;
     }
     report.print();
     if let Some(path) = cli.json {
