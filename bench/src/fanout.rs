@@ -52,6 +52,14 @@ struct Tally {
 }
 
 impl Tally {
+    fn new(hosts: usize) -> Arc<Tally> {
+        Arc::new(Tally {
+            got: AtomicUsize::new(0),
+            all: Notify::new(),
+            hosts,
+        })
+    }
+
     fn seen(&self) {
         if self.got.fetch_add(1, Ordering::AcqRel) + 1 == self.hosts {
             self.all.notify_one();
@@ -105,11 +113,7 @@ async fn live(hosts: usize, n: usize) -> (Vec<f64>, (f64, f64)) {
         .get_or_create_stream(shared_f2b::nats::stream_config(&site))
         .await
         .expect("stream");
-    let tally = Arc::new(Tally {
-        got: AtomicUsize::new(0),
-        all: Notify::new(),
-        hosts,
-    });
+    let tally = Tally::new(hosts);
     let mut clients = Vec::new();
     for i in 0..hosts {
         let user = if i % 2 == 0 { "bob" } else { "charlie" };
@@ -149,11 +153,7 @@ async fn ordered(hosts: usize, n: usize) -> (Vec<f64>, (f64, f64)) {
         .get_or_create_stream(shared_f2b::nats::stream_config(&site))
         .await
         .expect("stream");
-    let tally = Arc::new(Tally {
-        got: AtomicUsize::new(0),
-        all: Notify::new(),
-        hosts,
-    });
+    let tally = Tally::new(hosts);
     let mut clients = Vec::new();
     for _ in 0..hosts {
         let client = async_nats::connect(&url).await.unwrap();

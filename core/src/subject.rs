@@ -132,6 +132,13 @@ pub fn republish(prefix: &str) -> (String, String) {
     (format!("{prefix}.>"), live_subjects(prefix))
 }
 
+/// The subject a live message was stored on: [`republish`] in reverse
+/// (`<prefix>.live.<rest>` -> `<prefix>.<rest>`); `None` for anything else.
+pub fn stored_subject(prefix: &str, live_subject: &str) -> Option<String> {
+    let rest = live_subject.strip_prefix(prefix)?.strip_prefix(".live.")?;
+    Some(format!("{prefix}.{rest}"))
+}
+
 /// What a received subject says about its event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedSubject {
@@ -222,6 +229,22 @@ mod tests {
         assert!(parse_subject("f2b", "f2bx.ban.sshd.a").is_err());
         assert!(parse_subject("f2b", "f2b.kick.sshd.a").is_err());
         assert!(parse_subject("f2b", "f2b.ban.sshd.a.b").is_err());
+    }
+
+    #[test]
+    fn live_subjects_lead_back_to_the_stored_ones() {
+        assert_eq!(
+            stored_subject("f2b", "f2b.live.ban.sshd.alice").as_deref(),
+            Some("f2b.ban.sshd.alice")
+        );
+        for other in [
+            "f2b.ban.sshd.alice",
+            "f2bx.live.ban.a.b",
+            "f2b.live",
+            "g.live.ban.a.b",
+        ] {
+            assert_eq!(stored_subject("f2b", other), None, "{other}");
+        }
     }
 
     #[test]

@@ -42,11 +42,7 @@ impl Incoming {
     /// to refuse.
     pub fn live(msg: async_nats::Message, prefix: &str) -> Incoming {
         let headers = msg.headers.as_ref();
-        let stored = msg
-            .subject
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.strip_prefix(".live."))
-            .map(|rest| format!("{prefix}.{rest}"));
+        let stored = shared_f2b::subject::stored_subject(prefix, &msg.subject);
         let agrees = stored.is_some() && header(headers, NATS_SUBJECT) == stored.as_deref();
         Incoming {
             source: Source::Live,

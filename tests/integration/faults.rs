@@ -45,14 +45,7 @@ async fn a_subscriber_killed_mid_burst_applies_everything_after_restart() {
     );
     // The archiver creates the stream and is the catch-up service the restarted subscriber uses.
     let db = TestDb::sqlite(dir.path());
-    let cfg = HostConfig::write(
-        dir.path(),
-        "archiver",
-        shared_nats(),
-        &prefix,
-        &stream,
-        &format!("[archiver]\ndatabase_url = {:?}\n", db.url),
-    );
+    let cfg = HostConfig::archiver(dir.path(), shared_nats(), &prefix, &stream, &db.url);
     let _archiver = Daemon::archiver(&cfg.path, &dir.path().join("archiver.log"));
     bob.start_subscriber();
     let evs = events("alice", 3000, 1);
@@ -88,14 +81,7 @@ async fn an_archiver_killed_mid_batch_stores_everything_once() {
         stream: stream.clone(),
     };
     let db = TestDb::mariadb();
-    let cfg = HostConfig::write(
-        dir.path(),
-        "archiver",
-        shared_nats(),
-        &prefix,
-        &stream,
-        &format!("[archiver]\ndatabase_url = {:?}\n", db.url),
-    );
+    let cfg = HostConfig::archiver(dir.path(), shared_nats(), &prefix, &stream, &db.url);
     let log = dir.path().join("archiver.log");
     // The first start creates the stream and the consumer; then the events wait on the stream.
     Daemon::archiver(&cfg.path, &log).kill9();

@@ -63,13 +63,12 @@ impl Site {
     /// An archiver for this site (the catch-up service), on SQLite in `dir`.
     fn archiver(&self, dir: &Path) -> Daemon {
         let db = TestDb::sqlite(dir);
-        let cfg = HostConfig::write(
+        let cfg = HostConfig::archiver(
             &dir.join("archiver"),
-            "archiver",
             &self.url,
             &self.prefix,
             &self.stream,
-            &format!("[archiver]\ndatabase_url = {:?}\n", db.url),
+            &db.url,
         );
         Daemon::archiver(&cfg.path, &dir.join("archiver.log"))
     }

@@ -122,6 +122,18 @@ impl HostConfig {
         HostConfig::write_with_max_age(dir, host, nats_url, prefix, stream, "1h", extra)
     }
 
+    /// A config for an archiver of a test's prefix and stream, storing into `database_url`.
+    pub fn archiver(
+        dir: &Path,
+        nats_url: &str,
+        prefix: &str,
+        stream: &str,
+        database_url: &str,
+    ) -> HostConfig {
+        let archiver = format!("[archiver]\ndatabase_url = {database_url:?}\n");
+        HostConfig::write(dir, "archiver", nats_url, prefix, stream, &archiver)
+    }
+
     /// As [`HostConfig::write`], with the stream's `stream_max_age`.
     pub fn write_with_max_age(
         dir: &Path,
