@@ -2,13 +2,13 @@
 //! active bans for a brand-new host, and every event after the cursor when live delivery had a
 //! gap (a sequence jump, a reconnect, dropped messages, a restart, the periodic check). The
 //! archiver serves from the stream what it still holds and from the database what is older, up
-//! to the stream's last sequence; live events after that arrive on the live subject.
+//! to the stream's last sequence; live events after that arrive on the live subject. Pages are
+//! fetched in the background, so an archiver that is slow or away never holds up live events.
 
 use crate::follow::{Incoming, Source};
-use crate::state::State;
-use crate::worker::{Flow, Worker};
 use shared_f2b::replay::{MAX_PAGE, ReplayKind, ReplayPage, ReplayRequest, replay_subject};
 use shared_f2b::subject::event_subject;
+use tokio::sync::mpsc;
 
 /// What to fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,15 +19,20 @@ pub enum Plan {
     Since(u64),
 }
 
-/// How a catch-up ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Everything up to this stream sequence is handled.
-    Done(u64),
+/// What a catch-up in the background reports, in order.
+#[derive(Debug)]
+pub enum Fetched {
+    /// One page of events; for `since`, everything up to `through` is handled once they are.
+    Page {
+        events: Vec<Incoming>,
+        through: Option<u64>,
+    },
+    /// Everything up to this stream sequence came.
+    Done { plan: Plan, high: u64, events: u64 },
     /// The stream's last sequence is below the cursor: it was re-created.
     Reset { last: u64 },
-    /// Shutdown came first.
-    Stopped,
+    /// The catch-up could not be done now.
+    Failed(CatchupError),
 }
 
 /// Why a catch-up could not be done now.
@@ -37,8 +42,6 @@ pub enum CatchupError {
     NoArchiver(String),
     #[error("catch-up failed: {0}")]
     Failed(String),
-    #[error("cannot record the catch-up in state_dir: {0}")]
-    State(#[from] anyhow::Error),
 }
 
 /// Asks the archiver for one page.
@@ -86,69 +89,92 @@ pub fn items(prefix: &str, page: &ReplayPage) -> Vec<Incoming> {
         .collect()
 }
 
-/// Fetches and applies every page of `plan`.
-pub async fn run(
-    worker: &mut Worker<'_>,
-    state: &mut State,
-    client: &async_nats::Client,
-    plan: Plan,
-) -> Result<Outcome, CatchupError> {
-    let config = worker.config;
-    let prefix = &config.nats.subject_prefix;
-    let (kind, after) = match plan {
-        Plan::Backfill => (ReplayKind::Active, 0),
-        Plan::Since(after) => (ReplayKind::Since, after),
-    };
-    let mut req = ReplayRequest {
-        kind,
-        jails: config.subscriber.jails.clone(),
-        exclude_origin: (!config.subscriber.include_own).then(|| config.host_id.clone()),
-        after,
-        until_seq: None,
-        limit: MAX_PAGE,
-    };
-    let mut applied = 0u64;
-    loop {
-        let page = fetch_page(client, prefix, &req).await?;
-        let first = req.until_seq.is_none();
-        if first {
-            if kind == ReplayKind::Since && page.high_seq < after {
-                return Ok(Outcome::Reset {
-                    last: page.high_seq,
-                });
-            }
-            req.until_seq = Some(page.high_seq);
-            if page.total > 0 {
-                tracing::info!(
-                    total = page.total,
-                    up_to_seq = page.high_seq,
-                    ?plan,
-                    "catching up through the archiver"
-                );
-            }
-        }
-        let n = page.events.len() as u64;
-        // Backfill pages hold active bans in row order: only the end says where the stream is.
-        let cursor = (kind == ReplayKind::Since).then_some(page.next.max(req.after));
-        if worker.handle(items(prefix, &page), cursor, state).await? == Flow::Stop {
-            return Ok(Outcome::Stopped);
-        }
-        applied += n;
-        // A page that does not move on ends the catch-up rather than asking for it again.
-        let moved_on = page.next > req.after;
-        req.after = page.next.max(req.after);
-        if page.done || !moved_on {
-            break;
-        }
+/// Who asks: the request fields every page shares.
+#[derive(Debug, Clone)]
+pub struct Asker {
+    pub client: async_nats::Client,
+    pub prefix: String,
+    pub jails: Vec<String>,
+    pub exclude_origin: Option<String>,
+}
+
+impl Asker {
+    /// Fetches every page of `plan` in the background and sends them to `tx`, which the daemon
+    /// applies between live batches: live events keep flowing while the archiver answers (or
+    /// does not). The channel's capacity bounds how far the fetch runs ahead.
+    pub fn spawn(&self, plan: Plan, tx: mpsc::Sender<Fetched>) -> tokio::task::JoinHandle<()> {
+        let asker = self.clone();
+        tokio::spawn(async move {
+            let last = match asker.fetch(plan, &tx).await {
+                Ok(Some(done)) => done,
+                Ok(None) => return,
+                Err(e) => Fetched::Failed(e),
+            };
+            let _ = tx.send(last).await;
+        })
     }
-    let high = req.until_seq.unwrap_or(after);
-    if kind == ReplayKind::Active {
-        if worker.handle(Vec::new(), Some(high), state).await? == Flow::Stop {
-            return Ok(Outcome::Stopped);
+
+    /// Sends the pages; the final report is returned (`None` when the daemon went away).
+    async fn fetch(
+        &self,
+        plan: Plan,
+        tx: &mpsc::Sender<Fetched>,
+    ) -> Result<Option<Fetched>, CatchupError> {
+        let (kind, after) = match plan {
+            Plan::Backfill => (ReplayKind::Active, 0),
+            Plan::Since(after) => (ReplayKind::Since, after),
+        };
+        let mut req = ReplayRequest {
+            kind,
+            jails: self.jails.clone(),
+            exclude_origin: self.exclude_origin.clone(),
+            after,
+            until_seq: None,
+            limit: MAX_PAGE,
+        };
+        let mut events = 0u64;
+        loop {
+            let page = fetch_page(&self.client, &self.prefix, &req).await?;
+            if req.until_seq.is_none() {
+                if kind == ReplayKind::Since && page.high_seq < after {
+                    return Ok(Some(Fetched::Reset {
+                        last: page.high_seq,
+                    }));
+                }
+                req.until_seq = Some(page.high_seq);
+                if page.total > 0 {
+                    tracing::info!(
+                        total = page.total,
+                        up_to_seq = page.high_seq,
+                        ?plan,
+                        "catching up through the archiver"
+                    );
+                }
+            }
+            events += page.events.len() as u64;
+            // Backfill pages hold active bans in row order: only the end says where the
+            // stream is.
+            let through = (kind == ReplayKind::Since).then_some(page.next.max(req.after));
+            let sent = tx
+                .send(Fetched::Page {
+                    events: items(&self.prefix, &page),
+                    through,
+                })
+                .await;
+            if sent.is_err() {
+                return Ok(None);
+            }
+            // A page that does not move on ends the catch-up rather than asking for it again.
+            let moved_on = page.next > req.after;
+            req.after = page.next.max(req.after);
+            if page.done || !moved_on {
+                break;
+            }
         }
-        tracing::info!(applied, up_to_seq = high, "backfill of active bans done");
-    } else if applied > 0 {
-        tracing::info!(applied, up_to_seq = high, "caught up");
+        Ok(Some(Fetched::Done {
+            plan,
+            high: req.until_seq.unwrap_or(after),
+            events,
+        }))
     }
-    Ok(Outcome::Done(high))
 }

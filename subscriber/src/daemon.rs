@@ -4,7 +4,7 @@
 
 use crate::admission::Admission;
 use crate::apply::Applier;
-use crate::catchup::{self, CatchupError, Outcome, Plan};
+use crate::catchup::{self, Fetched, Plan};
 use crate::fail2ban::Fail2Ban;
 use crate::follow::{self, Incoming, Seen, Tracker};
 use crate::metrics::Metrics;
@@ -19,6 +19,7 @@ use shared_f2b::nats;
 use shared_f2b::publish::Sender;
 use shared_f2b::spool::Spool;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -50,17 +51,24 @@ impl Due {
         self.wanted && Instant::now() >= self.not_before
     }
 
+    /// A catch-up starts: it covers what was wanted so far.
+    fn start(&mut self) {
+        self.wanted = false;
+    }
+
+    /// It failed: wanted again, after a backoff.
     fn failed(&mut self) -> Duration {
         self.failures += 1;
+        self.wanted = true;
         let delay = Duration::from_secs(1 << self.failures.min(6)).min(MAX_BACKOFF);
         self.not_before = Instant::now() + delay;
         delay
     }
 
+    /// It worked; true when earlier attempts had failed.
     fn succeeded(&mut self) -> bool {
         let recovered = self.failures > 0;
         self.failures = 0;
-        self.wanted = false;
         self.not_before = Instant::now();
         recovered
     }
@@ -119,58 +127,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         not_before: Instant::now(),
         failures: 0,
     };
+    let asker = catchup::Asker {
+        client: conn.client.clone(),
+        prefix: prefix.clone(),
+        jails: sub.jails.clone(),
+        exclude_origin: (!sub.include_own).then(|| config.host_id.clone()),
+    };
+    // Pages from a catch-up in the background; two in hand at most.
+    let (pages_tx, mut pages) = mpsc::channel(2);
+    let mut fetching: Option<tokio::task::JoinHandle<()>> = None;
     // The first connect stored a permit; only later reconnects mean something may be missed.
     let _ = conn.connected.notified().now_or_never();
     let mut held_tick = tokio::time::interval(HELD_EVERY);
     let mut check_tick = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
-    let mut started = false;
+    ready.set(true);
+    notify_ready();
+    tracing::info!(apply = ?sub.apply, jails = ?sub.jails, cursor = ?state.cursor(&stream),
+        "following");
     loop {
-        if due.now() {
+        if due.now() && fetching.is_none() {
             let plan = if backfilled {
                 Plan::Since(tracker.done)
             } else {
                 Plan::Backfill
             };
-            match catchup::run(&mut worker, &mut state, &conn.client, plan).await {
-                Ok(Outcome::Done(high)) => {
-                    tracker.caught_up(high);
-                    if due.succeeded() {
-                        tracing::info!("the archiver answers again; caught up");
-                    }
-                    if !backfilled {
-                        // Then what came after the archive's end, from the stream.
-                        backfilled = true;
-                        due.want();
-                    }
-                }
-                Ok(Outcome::Reset { last }) => {
-                    tracing::warn!(cursor = tracker.done, stream_last = last, stream = %stream,
-                        "the stream was re-created; following it from its start");
-                    tracker = Tracker::at(0);
-                    worker.handle(Vec::new(), Some(0), &mut state).await?;
-                    due.succeeded();
-                    due.want();
-                }
-                Ok(Outcome::Stopped) => break,
-                Err(CatchupError::State(e)) => return Err(e),
-                Err(e) => {
-                    let retry = due.failed();
-                    if due.failures == 1 {
-                        tracing::warn!(error = %e, "cannot catch up now; applying live events \
-                            and retrying with backoff (logged again once it works)");
-                    } else {
-                        tracing::debug!(error = %e, ?retry, "catch-up retry failed");
-                    }
-                }
-            }
-            metrics.consumer_pending.set(tracker.missing() as i64);
-        }
-        if !started {
-            started = true;
-            ready.set(true);
-            notify_ready();
-            tracing::info!(apply = ?sub.apply, jails = ?sub.jails, cursor = tracker.done,
-                "following");
+            due.start();
+            fetching = Some(asker.spawn(plan, pages_tx.clone()));
         }
         let retry_at = due.not_before;
         let msgs = tokio::select! {
@@ -179,9 +161,71 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             _ = conn.connected.notified() => { due.want(); continue }
             _ = conn.lagged.notified() => { due.want(); continue }
             _ = check_tick.tick() => { due.want(); continue }
-            _ = tokio::time::sleep_until(retry_at), if due.wanted => continue,
+            _ = tokio::time::sleep_until(retry_at), if due.wanted && fetching.is_none() => continue,
             _ = held_tick.tick() => {
                 worker.publish_held(&state);
+                continue;
+            }
+            fetched = pages.recv() => {
+                let fetched = fetched.expect("the daemon holds a sender");
+                let (batch, cursor) = match fetched {
+                    Fetched::Page { events, through } => {
+                        if let Some(seq) = through {
+                            tracker.caught_up(seq);
+                        }
+                        (events, through.map(|_| tracker.done))
+                    }
+                    Fetched::Done { plan, high, events } => {
+                        fetching = None;
+                        tracker.caught_up(high);
+                        if !due.wanted {
+                            // No jump, reconnect or drop since the fetch began: what came live
+                            // after its end came in order.
+                            tracker.caught_up(tracker.seen);
+                        }
+                        if due.succeeded() {
+                            tracing::info!("the archiver answers again");
+                        }
+                        match plan {
+                            // Then what came after the archive's end, from the stream.
+                            Plan::Backfill => {
+                                backfilled = true;
+                                due.want();
+                                tracing::info!(applied = events, up_to_seq = high,
+                                    "backfill of active bans done");
+                            }
+                            Plan::Since(_) if events > 0 => {
+                                tracing::info!(events, up_to_seq = high, "caught up");
+                            }
+                            Plan::Since(_) => {}
+                        }
+                        (Vec::new(), Some(tracker.done))
+                    }
+                    Fetched::Reset { last } => {
+                        fetching = None;
+                        tracing::warn!(cursor = tracker.done, stream_last = last, stream = %stream,
+                            "the stream was re-created; following it from its start");
+                        tracker = Tracker::at(0);
+                        due.succeeded();
+                        due.want();
+                        (Vec::new(), Some(0))
+                    }
+                    Fetched::Failed(e) => {
+                        fetching = None;
+                        let retry = due.failed();
+                        if due.failures == 1 {
+                            tracing::warn!(error = %e, "cannot catch up now; applying live \
+                                events and retrying with backoff (logged again once it works)");
+                        } else {
+                            tracing::debug!(error = %e, ?retry, "catch-up retry failed");
+                        }
+                        continue;
+                    }
+                };
+                metrics.consumer_pending.set(tracker.missing() as i64);
+                if worker.handle(batch, cursor, &mut state).await? == Flow::Stop {
+                    break;
+                }
                 continue;
             }
             msgs = live.next() => msgs,
@@ -213,6 +257,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         if worker.handle(batch, cursor, &mut state).await? == Flow::Stop {
             break;
         }
+    }
+    if let Some(fetch) = fetching {
+        fetch.abort();
     }
     notify_stopping();
     ready.set(false);

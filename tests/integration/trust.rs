@@ -383,3 +383,43 @@ async fn read_stream_raw(js: &jetstream::Context) -> Vec<(String, Vec<u8>)> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_do_not_wait_for_an_archiver_that_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = site(dir.path());
+    let url = nats.url();
+    // The admin creates the stream; no archiver runs. Across the accounts a catch-up request
+    // then gets no answer at all (the import always has interest): it times out.
+    let admin = client(&url, "admin").await;
+    let site = shared_f2b::config::NatsConfig {
+        servers: vec![url.clone()],
+        stream_max_age: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    jetstream::new(admin)
+        .get_or_create_stream(shared_f2b::nats::stream_config(&site))
+        .await
+        .unwrap();
+    let charlie = host(dir.path(), "charlie", &url, "");
+    let alice = config(dir.path(), "alice", "alice", &url, "");
+    let out = publish(&alice, &["ban", "--jail", "sshd", "--ip", "203.0.113.20"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_banned(&charlie, "203.0.113.20").await;
+    let sub = charlie.subscriber.as_ref().unwrap();
+    let log = wait_for(WAIT, "the catch-up to give up once", || async {
+        let log = sub.log_text();
+        log.contains("cannot catch up now").then_some(log)
+    })
+    .await;
+    let applied = log.find("batch applied").expect("applied");
+    let gave_up = log.find("cannot catch up now").unwrap();
+    assert!(
+        applied < gave_up,
+        "the live ban waited for the catch-up to time out:\n{log}"
+    );
+}
