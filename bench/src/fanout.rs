@@ -6,11 +6,12 @@
 use crate::report::Report;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use futures::StreamExt;
+use shared_f2b_tests::host::Daemon;
 use shared_f2b_tests::nats::{NatsServer, ban_event};
-use shared_f2b_tests::repo_root;
+use shared_f2b_tests::{HostConfig, repo_root};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 /// The server's resident memory (MiB) and CPU time used so far (s).
@@ -210,4 +211,100 @@ pub async fn run(report: &mut Report, hosts: usize, n: usize) {
             "",
         )
         .reference = Some(("ordered consumer per host".into(), old_cpu));
+}
+
+/// Real `shared-f2b-subscriber` processes in `log` mode on the shipped config: one ban -> the
+/// line in every host's log file (its mtime is when that host wrote it).
+async fn processes(hosts: usize, n: usize) -> (Vec<f64>, (f64, f64)) {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf")).unwrap();
+    let server = NatsServer::start_with_config(dir.path(), &conf);
+    let url = server.url();
+    let site = shared_f2b::config::NatsConfig {
+        servers: vec![url.clone()],
+        stream_max_age: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    async_nats::jetstream::new(login(&url, "archiver").await)
+        .get_or_create_stream(shared_f2b::nats::stream_config(&site))
+        .await
+        .expect("stream");
+    let mut subs = Vec::new();
+    let mut logs = Vec::new();
+    for i in 0..hosts {
+        let user = if i % 2 == 0 { "bob" } else { "charlie" };
+        let hdir = dir.path().join(format!("h{i}"));
+        std::fs::create_dir_all(&hdir).unwrap();
+        let log = hdir.join("shared.log");
+        let cfg = HostConfig::write(
+            &hdir,
+            user,
+            &url,
+            "f2b",
+            "F2B_EVENTS",
+            &format!(
+                "[subscriber]\napply = \"log\"\nlog_file = {:?}\nstate_dir = {:?}\n",
+                log.display().to_string(),
+                hdir.join("state").display().to_string()
+            ),
+        );
+        cfg.add_nats_keys(&format!(
+            "user = {user:?}\npassword = \"change-me-{user}\"\ninbox_prefix = \"_INBOX_{user}\""
+        ));
+        subs.push(Daemon::subscriber(&cfg.path, &hdir));
+        logs.push(log);
+    }
+    let pid = server.pid().unwrap();
+    let before = usage(pid);
+    let js = async_nats::jetstream::new(login(&url, "alice").await);
+    let mut ms = Vec::with_capacity(n);
+    for i in 0..n {
+        let ip = format!("198.19.{}.{}", i / 250, i % 250);
+        let e = ban_event("alice", "sshd", &ip);
+        let needle = format!("[{ip}]");
+        let t0 = SystemTime::now();
+        js.publish("f2b.ban.sshd.alice", e.encode().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+        let started = Instant::now();
+        let mut last = t0;
+        for log in &logs {
+            loop {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                if text.contains(&needle) {
+                    let written = std::fs::metadata(log).and_then(|m| m.modified()).unwrap();
+                    last = last.max(written);
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "{ip} never reached {}",
+                    log.display()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        ms.push(last.duration_since(t0).unwrap_or_default().as_secs_f64() * 1000.0);
+    }
+    let after = usage(pid);
+    drop(subs);
+    ms.sort_by(f64::total_cmp);
+    (ms, (after.0, after.1 - before.1))
+}
+
+/// Real subscriber processes: `hosts` of them, `n` bans.
+pub async fn run_processes(report: &mut Report, hosts: usize, n: usize) {
+    let (ms, (rss, cpu)) = processes(hosts, n).await;
+    let label = |what: &str| format!("fan-out {hosts} subscriber processes (log mode), {what}");
+    report.add(&label("p50"), percentile(&ms, 0.5), "ms", "report");
+    report.add(&label("p99"), percentile(&ms, 0.99), "ms", "report");
+    report.add(&label("server RSS"), rss, "MiB", "report");
+    report.add(
+        &label(&format!("server CPU for {n} bans")),
+        cpu,
+        "s",
+        "report",
+    );
 }

@@ -37,6 +37,9 @@ struct Cli {
     /// Bans per design in the fan-out figures.
     #[arg(long, default_value_t = 50)]
     fanout_runs: usize,
+    /// Real subscriber processes for the fan-out figures (0: skip).
+    #[arg(long, default_value_t = 200)]
+    fanout_processes: usize,
     /// Only these groups, comma-separated: publish, subscribe, archive, fanout (default: all).
     #[arg(long)]
     only: Option<String>,
@@ -65,6 +68,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("fanout") {
         fanout::run(&mut report, cli.fanout_hosts, cli.fanout_runs).await;
+        if cli.fanout_processes > 0 {
+            fanout::run_processes(&mut report, cli.fanout_processes, cli.fanout_runs).await;
+        }
     }
     report.print();
     if let Some(path) = cli.json {

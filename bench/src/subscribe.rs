@@ -5,7 +5,7 @@ use crate::report::{Report, percentiles};
 use shared_f2b::Event;
 use shared_f2b_subscriber::fail2ban::{Fail2Ban as Socket, Value};
 use shared_f2b_tests::host::{Daemon, Host, HostSpec};
-use shared_f2b_tests::nats::{NatsServer, ban_event, burst};
+use shared_f2b_tests::nats::{EventSender, NatsServer, ban_event, burst};
 use shared_f2b_tests::{HostConfig, bin, unique};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -288,6 +288,11 @@ pub async fn run(report: &mut Report, latency_runs: usize, attempt_runs: usize, 
             mdir.join("state").display().to_string()
         ),
     );
+    // Subscribers do not create the stream (hosts hold no JetStream API): the sender does.
+    EventSender::connect(&url, "f2bmem", &mem_stream)
+        .await
+        .create_stream()
+        .await;
     let sub = Daemon::subscriber(&cfg.path, &mdir);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = rss_kb(sub.pid()) as f64 / 1024.0;
