@@ -210,18 +210,11 @@ pub async fn stream_when_ready(
     loop {
         match js.get_or_create_stream(want.clone()).await {
             Ok(mut stream) => {
-                let outdated = match stream.info().await {
-                    Ok(info) => stream_outdated(&info.config, &want),
-                    Err(_) => false,
-                };
-                if outdated {
-                    match js.update_stream(want.clone()).await {
-                        Ok(_) => tracing::info!(stream = %nats.stream,
-                            "stream config updated (limits, live re-publishing)"),
-                        Err(e) => tracing::warn!(stream = %nats.stream, error = %e,
-                            "the stream lacks this version's limits or live re-publishing and \
-                             cannot be updated with these credentials; ask the NATS admin"),
-                    }
+                if let Ok(info) = stream.info().await
+                    && stream_outdated(&info.config, &want)
+                {
+                    let have = info.config.clone();
+                    update_stream(js, &nats.stream, &have, &want).await;
                 }
                 return Some(stream);
             }
@@ -233,6 +226,39 @@ pub async fn stream_when_ready(
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
+}
+
+/// Brings an existing stream up to [`stream_config`]. nats-server 2.9 refuses to add RePublish
+/// to an existing stream: the limits are updated then, and the log says how to get live
+/// re-publishing (re-create the stream; the archive keeps its events).
+async fn update_stream(
+    js: &jetstream::Context,
+    name: &str,
+    have: &stream::Config,
+    want: &stream::Config,
+) {
+    let error = match js.update_stream(want.clone()).await {
+        Ok(_) => {
+            tracing::info!(stream = %name, "stream config updated (limits, live re-publishing)");
+            return;
+        }
+        Err(e) => e,
+    };
+    let limits_only = stream::Config {
+        republish: have.republish.clone(),
+        ..want.clone()
+    };
+    if have.republish != want.republish && js.update_stream(limits_only).await.is_ok() {
+        tracing::error!(stream = %name, error = %error,
+            "stream limits updated, but this server cannot add live re-publishing to an existing \
+             stream: hosts receive nothing live until it is re-created (stop the archivers, \
+             delete the stream as the NATS admin, start an archiver: it creates it; the archive \
+             keeps every event)");
+        return;
+    }
+    tracing::warn!(stream = %name, error = %error,
+        "the stream lacks this version's limits or live re-publishing and cannot be updated \
+         with these credentials; ask the NATS admin");
 }
 
 /// The archiver's link to the stream: the connection (reconnecting forever) and the stream once

@@ -99,8 +99,42 @@ async fn each_role_works_within_its_permissions_and_a_spoofing_host_is_refused()
     let nats = site(dir.path());
     let url = nats.url();
     let db = TestDb::sqlite(dir.path());
-    // The archiver creates the stream (with its limits and live re-publishing).
-    let _archiver = archiver(dir.path(), &url, &db).await;
+    // A stream as an earlier release made it (no limits, no live re-publishing): the archiver
+    // brings it up to date at start.
+    let admin_js = jetstream::new(client(&url, "admin").await);
+    admin_js
+        .create_stream(jetstream::stream::Config {
+            name: STREAM.into(),
+            subjects: vec!["f2b.ban.>".into(), "f2b.unban.>".into()],
+            max_age: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut first = Some(archiver(dir.path(), &url, &db).await);
+    let config_now = || async {
+        admin_js
+            .get_stream(STREAM)
+            .await
+            .unwrap()
+            .cached_info()
+            .config
+            .clone()
+    };
+    let updated = config_now().await;
+    assert_eq!(updated.max_message_size, 4096, "limits updated");
+    if updated.republish.is_none() {
+        // nats-server 2.9 cannot add RePublish to an existing stream: the archiver says how to
+        // get it, and following that (delete the stream, start the archiver) works.
+        let log = first.as_ref().unwrap().log_text();
+        assert!(log.contains("cannot add live re-publishing"), "{log}");
+        first.take().unwrap().terminate();
+        admin_js.delete_stream(STREAM).await.unwrap();
+        first = Some(archiver(dir.path(), &url, &db).await);
+        let created = config_now().await;
+        assert!(created.republish.is_some(), "{created:?}");
+    }
+    let _archiver = first;
     let bob = host(dir.path(), "bob", &url, "");
 
     // Alice publishes as herself: the JetStream ack comes back across the accounts.
@@ -390,7 +424,7 @@ async fn live_events_do_not_wait_for_an_archiver_that_does_not_answer() {
     let nats = site(dir.path());
     let url = nats.url();
     // The admin creates the stream; no archiver runs. Across the accounts a catch-up request
-    // then gets no answer at all (the import always has interest): it times out.
+    // then gets no answer at all on 2.9 (the import always has interest): it times out.
     let admin = client(&url, "admin").await;
     let site = shared_f2b::config::NatsConfig {
         servers: vec![url.clone()],
@@ -418,6 +452,15 @@ async fn live_events_do_not_wait_for_an_archiver_that_does_not_answer() {
     .await;
     let applied = log.find("batch applied").expect("applied");
     let gave_up = log.find("cannot catch up now").unwrap();
+    if log[gave_up..]
+        .lines()
+        .next()
+        .unwrap()
+        .contains("no archiver answers")
+    {
+        // Newer servers answer "no responders" across the import at once: nothing to wait for.
+        return;
+    }
     assert!(
         applied < gave_up,
         "the live ban waited for the catch-up to time out:\n{log}"
