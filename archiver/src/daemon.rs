@@ -6,8 +6,10 @@ use crate::metrics::Metrics;
 use crate::{consumer, ingest, serve, store};
 use anyhow::Context;
 use shared_f2b::Config;
-use shared_f2b::metrics::{Readiness, notify_ready, notify_stopping};
+use shared_f2b::health::{self, Health};
+use shared_f2b::metrics::{notify_ready, notify_stopping};
 use shared_f2b::nats;
+use shared_f2b::tasks::Tasks;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
@@ -31,9 +33,21 @@ pub async fn connect_db(url: &str, shutdown: &CancellationToken) -> Option<Db> {
 /// Runs until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let archiver = &config.archiver;
+    // `/healthz` answers from the start: 503 (`starting`, and what is away) until running.
+    let (metrics, registry) = Metrics::new();
+    let health = Health::default();
+    let mut tasks = Tasks::default();
+    if let Some(addr) = archiver.metrics_listen {
+        tasks.spawn(
+            "http",
+            shared_f2b::metrics::serve(addr, registry, health.clone(), shutdown.clone()),
+        );
+    }
+    let database = health.check("database");
     let Some(db) = connect_db(archiver.database_url.expose(), &shutdown).await else {
         return Ok(());
     };
+    database.set(true);
     if archiver.auto_migrate {
         db.migrate()
             .await
@@ -44,7 +58,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     else {
         return Ok(());
     };
-    let (metrics, registry) = Metrics::new();
+    health.watch("nats", conn.up.clone());
     // The consumer must exist (and be as it must) before the first replay asks for its ack floor.
     stream
         .get_or_create_consumer(
@@ -64,55 +78,78 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tracing::info!(backend = ?db.backend, stream = %config.nats.stream,
         consumer = %archiver.archiver_consumer, "archiver running");
 
-    let ready = Readiness::default();
-    let http =
-        shared_f2b::metrics::spawn_server(archiver.metrics_listen, registry, &ready, &shutdown);
-    let gauges = tokio::spawn(watch_connection(
-        conn.up.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let pinged = db.clone();
+    tasks.spawn(
+        "database probe",
+        health::keep_probing(
+            "database",
+            database,
+            move || {
+                let db = pinged.clone();
+                async move { db.ping().await.map_err(|e| e.to_string()) }
+            },
+            shutdown.clone(),
+        ),
+    );
+    tasks.spawn(
+        "connection gauge",
+        watch_connection(conn.up.clone(), metrics.clone(), shutdown.clone()),
+    );
     let prefix = config.nats.subject_prefix.clone();
     let consumer = archiver.archiver_consumer.clone();
-    let keeper = tokio::spawn(consumer::keep(
-        stream.clone(),
-        consumer.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
-    let ingest = tokio::spawn(ingest::run(
-        db.clone(),
-        stream.clone(),
-        prefix.clone(),
-        consumer.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
-    let serve = tokio::spawn(serve::run(
-        db.clone(),
-        conn.client.clone(),
-        stream,
-        prefix,
-        consumer,
-        metrics,
-        shutdown.clone(),
-    ));
-    ready.set(true);
-    notify_ready();
-    let retention = archiver
-        .retention
-        .map(|keep| tokio::spawn(retain(db.clone(), keep, shutdown.clone())));
-
-    let _ = ingest.await;
-    let _ = keeper.await;
-    serve.await?.context("replay service failed")?;
-    if let Some(r) = retention {
-        let _ = r.await;
+    tasks.spawn(
+        "consumer keeper",
+        consumer::keep(
+            stream.clone(),
+            consumer.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ),
+    );
+    tasks.spawn(
+        "ingest",
+        ingest::run(
+            db.clone(),
+            stream.clone(),
+            prefix.clone(),
+            consumer.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ),
+    );
+    let requests = serve::listen(&conn.client, &prefix)
+        .await
+        .context("cannot subscribe to catch-up requests")?;
+    tasks.spawn(
+        "catch-up service",
+        serve::run(
+            requests,
+            db.clone(),
+            conn.client.clone(),
+            stream,
+            prefix,
+            consumer,
+            metrics,
+            shutdown.clone(),
+        ),
+    );
+    if let Some(keep) = archiver.retention {
+        tasks.spawn("retention", retain(db.clone(), keep, shutdown.clone()));
     }
+    health.started(true);
+    notify_ready();
+
+    let ended = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        // Tasks end when told to stop; before that, an end is a failure.
+        ended = tasks.ended() => (!shutdown.is_cancelled()).then_some(ended),
+    };
+    shutdown.cancel();
     notify_stopping();
-    let _ = gauges.await;
-    if let Some(http) = http {
-        let _ = http.await;
+    tasks.join().await;
+    if let Some(ended) = ended {
+        tracing::error!(error = %ended, "archiver stopping: a part of it stopped");
+        return Err(ended.into());
     }
     tracing::info!("archiver stopped");
     Ok(())

@@ -97,6 +97,15 @@ impl Db {
         Ok(Db { pool, backend })
     }
 
+    /// Whether the archive's table can be read now (for `/healthz`): the database answers and
+    /// the archiver's rights are in place.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1 FROM f2b_events LIMIT 1")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Brings the schema up to date.
     pub async fn migrate(&self) -> Result<(), DbError> {
         match self.backend {

@@ -1,6 +1,7 @@
 //! `shared-f2b-archiver`: archives every event in MySQL/MariaDB or SQLite, answers replay
 //! requests, and answers operators' questions about the history.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shared_f2b::{Config, config, shutdown, telemetry};
 use shared_f2b_archiver::query::HistoryFilter;
@@ -94,11 +95,11 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
             .archiver
             .metrics_listen
             .ok_or_else(|| anyhow::anyhow!("health needs [archiver] metrics_listen"))?;
-        anyhow::ensure!(
-            shared_f2b::metrics::healthy(addr).await,
-            "the archiver at {addr} is not healthy"
-        );
-        println!("healthy");
+        let (code, report) = shared_f2b::metrics::healthz(addr)
+            .await
+            .with_context(|| format!("cannot reach the archiver at {addr}"))?;
+        print!("{report}");
+        anyhow::ensure!(code == 200, "the archiver at {addr} is not healthy");
         return Ok(());
     }
     if let Command::Migrate { database_url } = &command {

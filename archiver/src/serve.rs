@@ -28,8 +28,20 @@ pub fn is_inbox(reply: &str) -> bool {
     reply.contains('.') && (first == "_R_" || first.starts_with("_INBOX"))
 }
 
-/// Serves until `shutdown`.
+/// Subscribes to the catch-up requests (before the daemon reports itself started).
+pub async fn listen(
+    client: &async_nats::Client,
+    prefix: &str,
+) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
+    client
+        .queue_subscribe(replay_subject(prefix), "shared-f2b-archiver".into())
+        .await
+}
+
+/// Answers the requests from [`listen`] until `shutdown`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
+    mut requests: async_nats::Subscriber,
     db: Db,
     client: async_nats::Client,
     stream: Stream,
@@ -37,10 +49,7 @@ pub async fn run(
     consumer_name: String,
     metrics: Metrics,
     shutdown: CancellationToken,
-) -> Result<(), async_nats::SubscribeError> {
-    let mut requests = client
-        .queue_subscribe(replay_subject(&prefix), "shared-f2b-archiver".into())
-        .await?;
+) {
     let source = Source {
         db,
         stream,
@@ -49,10 +58,10 @@ pub async fn run(
     };
     loop {
         let msg = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return,
             msg = requests.next() => msg,
         };
-        let Some(msg) = msg else { return Ok(()) };
+        let Some(msg) = msg else { return };
         let Some(reply) = msg.reply else { continue };
         if !is_inbox(&reply) {
             metrics.replay_refused.inc();

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod health;
 pub mod inbound;
 pub mod metrics;
 pub mod nats;
@@ -17,6 +18,7 @@ pub mod replay;
 pub mod shutdown;
 pub mod spool;
 pub mod subject;
+pub mod tasks;
 pub mod telemetry;
 
 pub use config::Config;

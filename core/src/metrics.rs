@@ -1,6 +1,7 @@
 //! Prometheus metrics and health over HTTP (`metrics_listen`, off by default), and systemd
 //! readiness: what the daemons share to be observed like any well-kept service.
 
+use crate::health::Health;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -8,7 +9,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::CancellationToken;
 
 /// A label set like `[("reason", "spoofed_origin")]`.
@@ -35,38 +35,12 @@ pub fn size_histogram() -> Histogram {
 /// A gauge family keyed by one label (e.g. bans held per origin).
 pub type GaugeFamily = Family<Labels, Gauge>;
 
-/// Whether the daemon is ready (connected and working); `/healthz` answers from it.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    /// Marks the daemon ready or not.
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
-    }
-
-    /// Whether it is ready.
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Starts [`serve`] in the background when `listen` is set.
-pub fn spawn_server(
-    listen: Option<SocketAddr>,
-    registry: Arc<Registry>,
-    ready: &Readiness,
-    shutdown: &CancellationToken,
-) -> Option<tokio::task::JoinHandle<std::io::Result<()>>> {
-    listen.map(|addr| tokio::spawn(serve(addr, registry, ready.clone(), shutdown.clone())))
-}
-
-/// Serves `/metrics` (Prometheus text) and `/healthz` (200 ready / 503 not) on `addr` until
-/// `shutdown`.
+/// Serves `/metrics` (Prometheus text) and `/healthz` (200 when started and every component
+/// answers, else 503; the body names each component) on `addr` until `shutdown`.
 pub async fn serve(
     addr: SocketAddr,
     registry: Arc<Registry>,
-    ready: Readiness,
+    health: Health,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     use axum::http::{StatusCode, header};
@@ -93,19 +67,22 @@ pub async fn serve(
         }
     });
     let health = get(move || {
-        let ready = ready.get();
+        let report = health.report();
         async move {
-            if ready {
-                (StatusCode::OK, "ok\n")
+            let code = if report.healthy {
+                StatusCode::OK
             } else {
-                (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-            }
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (code, report.text)
         }
     });
     let app = axum::Router::new()
         .route("/metrics", metrics)
         .route("/healthz", health);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     tracing::info!(%addr, "serving /metrics and /healthz");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -151,7 +128,12 @@ pub async fn scrape(addr: SocketAddr) -> std::io::Result<Vec<Sample>> {
 
 /// Whether the daemon at `addr` answers `/healthz` with 200 (for container healthchecks).
 pub async fn healthy(addr: SocketAddr) -> bool {
-    matches!(get(addr, "/healthz").await, Ok((200, _)))
+    matches!(healthz(addr).await, Ok((200, _)))
+}
+
+/// The daemon's `/healthz` answer: status code and the per-component lines.
+pub async fn healthz(addr: SocketAddr) -> std::io::Result<(u16, String)> {
+    get(addr, "/healthz").await
 }
 
 /// Parses Prometheus text exposition (enough for our own pages).

@@ -13,11 +13,14 @@ use crate::watch::watch;
 use crate::worker::{Flow, Worker};
 use anyhow::Context;
 use futures::{FutureExt, StreamExt};
+use shared_f2b::config::ApplyMode;
 use shared_f2b::config::Config;
-use shared_f2b::metrics::{Readiness, notify_ready, notify_stopping};
+use shared_f2b::health::{self, Health};
+use shared_f2b::metrics::{notify_ready, notify_stopping};
 use shared_f2b::nats;
 use shared_f2b::publish::Sender;
 use shared_f2b::spool::Spool;
+use shared_f2b::tasks::Tasks;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -84,6 +87,31 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tracing::info!(host = ?config.host_id, holdings = state.holdings.len(),
         cursor = ?state.cursor(&stream), "subscriber starting");
 
+    // `/healthz` answers from the start: 503 (`starting`, and what is away) until following.
+    let (metrics, registry) = Metrics::new();
+    let health = Health::default();
+    let mut tasks = Tasks::default();
+    if let Some(addr) = sub.metrics_listen {
+        tasks.spawn(
+            "http",
+            shared_f2b::metrics::serve(addr, registry, health.clone(), shutdown.clone()),
+        );
+    }
+    if sub.apply != ApplyMode::Log {
+        let socket = sub.fail2ban_socket.clone();
+        tasks.spawn(
+            "fail2ban probe",
+            health::keep_probing(
+                "fail2ban",
+                health.check("fail2ban"),
+                move || {
+                    let socket = socket.clone();
+                    async move { Fail2Ban::ping(&socket).await.map_err(|e| e.to_string()) }
+                },
+                shutdown.clone(),
+            ),
+        );
+    }
     let conn = nats::connect(
         &config.nats,
         &config.host_id,
@@ -91,17 +119,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         nats::Lifetime::Daemon,
     )
     .await?;
+    health.watch("nats", conn.up.clone());
     let nats_servers = nats::server_addresses(&config.nats.servers).await;
-    let (metrics, registry) = Metrics::new();
-    let ready = Readiness::default();
-    let http = shared_f2b::metrics::spawn_server(sub.metrics_listen, registry, &ready, &shutdown);
-    let spool_task = tokio::spawn(watch(
-        Spool::new(&config.publisher.spool_dir),
-        Sender::new(&conn, &config.nats, Duration::from_secs(5)),
-        conn.up.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    tasks.spawn(
+        "spool",
+        watch(
+            Spool::new(&config.publisher.spool_dir),
+            Sender::new(&conn, &config.nats, Duration::from_secs(5)),
+            conn.up.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ),
+    );
 
     // Subscribed before catching up, so nothing published meanwhile is missed.
     let live = follow::live(&conn.client, &prefix)
@@ -140,8 +169,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let _ = conn.connected.notified().now_or_never();
     let mut held_tick = tokio::time::interval(HELD_EVERY);
     let mut check_tick = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
-    ready.set(true);
-    notify_ready();
+    let mut failed = None;
     tracing::info!(apply = ?sub.apply, jails = ?sub.jails, cursor = ?state.cursor(&stream),
         "following");
     loop {
@@ -157,6 +185,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let retry_at = due.not_before;
         let msgs = tokio::select! {
             _ = shutdown.cancelled() => break,
+            ended = tasks.ended() => {
+                // Tasks end when told to stop; before that, an end is a failure.
+                if !shutdown.is_cancelled() {
+                    tracing::error!(error = %ended, "subscriber stopping: a part of it stopped");
+                    failed = Some(ended);
+                }
+                break;
+            }
             // Reconnected or messages dropped: live delivery may have missed events.
             _ = conn.connected.notified() => { due.want(); continue }
             _ = conn.lagged.notified() => { due.want(); continue }
@@ -177,6 +213,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     }
                     Fetched::Done { plan, high, events } => {
                         fetching = None;
+                        started(&health);
                         tracker.caught_up(high);
                         if !due.wanted {
                             // No jump, reconnect or drop since the fetch began: what came live
@@ -203,6 +240,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     }
                     Fetched::Reset { last } => {
                         fetching = None;
+                        started(&health);
                         tracing::warn!(cursor = tracker.done, stream_last = last, stream = %stream,
                             "the stream was re-created; following it from its start");
                         tracker = Tracker::at(0);
@@ -212,6 +250,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     }
                     Fetched::Failed(e) => {
                         fetching = None;
+                        started(&health);
                         let retry = due.failed();
                         if due.failures == 1 {
                             tracing::warn!(error = %e, "cannot catch up now; applying live \
@@ -262,12 +301,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         fetch.abort();
     }
     notify_stopping();
-    ready.set(false);
+    health.started(false);
+    shutdown.cancel();
     worker.applier.close().await;
-    let _ = spool_task.await;
-    if let Some(http) = http {
-        let _ = http.await;
-    }
+    tasks.join().await;
     let (by_origin, by_jail) = state.holdings.counts();
     tracing::info!(
         received = metrics.received.get(),
@@ -276,5 +313,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ?by_jail,
         "subscriber stopped"
     );
-    Ok(())
+    match failed {
+        Some(ended) => Err(ended.into()),
+        None => Ok(()),
+    }
+}
+
+/// The first catch-up (or backfill) has been tried: the daemon is started. Tells systemd once.
+fn started(health: &Health) {
+    if !health.is_started() {
+        health.started(true);
+        notify_ready();
+    }
 }

@@ -117,6 +117,14 @@ impl Fail2Ban {
         Ok(reply)
     }
 
+    /// Whether the server answers `ping` (for `/healthz`); opens and closes its own connection.
+    pub async fn ping(path: &Path) -> Result<(), Fail2BanError> {
+        let mut f2b = Fail2Ban::new(path);
+        let result = f2b.command(&["ping"]).await.map(drop);
+        f2b.close().await;
+        result
+    }
+
     /// Says goodbye the way `fail2ban-client` does, so the server logs no error.
     pub async fn close(&mut self) {
         if let Some(mut conn) = self.conn.take() {

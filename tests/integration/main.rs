@@ -4,6 +4,7 @@ mod archive;
 mod auth;
 mod cluster;
 mod faults;
+mod health;
 mod install;
 mod operations;
 mod publish;

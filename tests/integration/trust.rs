@@ -169,7 +169,7 @@ async fn each_role_works_within_its_permissions_and_a_spoofing_host_is_refused()
     // Bob's subscriber applied it from the live subject; the archiver stored it.
     wait_banned(&bob, "203.0.113.7").await;
     wait_for(WAIT, "the archiver stores it", || async {
-        (db.counts().await.0 == 1).then_some(())
+        (db.rows().await == 1).then_some(())
     })
     .await;
 
@@ -435,7 +435,20 @@ async fn live_events_do_not_wait_for_an_archiver_that_does_not_answer() {
         .get_or_create_stream(shared_f2b::nats::stream_config(&site))
         .await
         .unwrap();
-    let charlie = host(dir.path(), "charlie", &url, "");
+    let mut charlie = Host::new(
+        dir.path(),
+        &HostSpec {
+            name: "charlie",
+            nats_url: &url,
+            prefix: "f2b",
+            stream: STREAM,
+            apply: "ban",
+            subscriber_extra: "",
+            shared_jail_extra: "",
+        },
+    );
+    charlie.config.add_nats_keys(&login("charlie"));
+    charlie.start_subscriber_catching_up();
     let alice = config(dir.path(), "alice", "alice", &url, "");
     let out = publish(&alice, &["ban", "--jail", "sshd", "--ip", "203.0.113.20"]);
     assert!(

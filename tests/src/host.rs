@@ -2,7 +2,8 @@
 //! action and a `shared` jail that receives remote bans, its config, and its subscriber.
 
 use crate::fail2ban::Fail2Ban;
-use crate::{HostConfig, bin};
+use crate::{HostConfig, bin, free_port};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -105,6 +106,22 @@ impl Host {
         self.subscriber = Some(Daemon::subscriber(&self.config.path, &self.dir));
     }
 
+    /// Starts the subscriber and waits only until it has subscribed (its `following` log line),
+    /// not until its first catch-up ended: for tests about what happens while it catches up.
+    pub fn start_subscriber_catching_up(&mut self) {
+        let daemon = Daemon::spawn(
+            "shared-f2b-subscriber",
+            &self.config.path,
+            &self.dir.join("subscriber.log"),
+        );
+        crate::wait_until(
+            Duration::from_secs(20),
+            "the subscriber to subscribe",
+            || daemon.log_text().contains("following"),
+        );
+        self.subscriber = Some(daemon);
+    }
+
     /// Writes `n` failed logins for `ip` to the `login` jail's log.
     pub fn fail_logins(&self, ip: &str, n: usize) {
         let lines: Vec<String> = (0..n).map(|_| format!("Failed login from {ip}")).collect();
@@ -131,33 +148,101 @@ impl Host {
 pub struct Daemon {
     child: Child,
     pub log: PathBuf,
+    /// Where it serves `/metrics` and `/healthz`.
+    pub health: SocketAddr,
+    /// The network namespace it runs in.
+    pub netns: Option<String>,
+}
+
+/// The `metrics_listen` of `[section]` in the config at `path`; one on a free loopback port is
+/// added when there is none.
+fn ensure_metrics_listen(path: &Path, section: &str) -> SocketAddr {
+    let text = std::fs::read_to_string(path).unwrap();
+    let header = format!("[{section}]");
+    let mut in_section = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_section = line == header;
+        } else if in_section
+            && let Some(("metrics_listen", value)) =
+                line.split_once('=').map(|(k, v)| (k.trim(), v.trim()))
+        {
+            return value.trim_matches('"').parse().expect("metrics_listen");
+        }
+    }
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let key = format!("metrics_listen = \"{addr}\"\n");
+    let text = if text.lines().any(|l| l.trim() == header) {
+        text.replacen(&format!("{header}\n"), &format!("{header}\n{key}"), 1)
+    } else {
+        format!("{text}\n{header}\n{key}")
+    };
+    std::fs::write(path, text).unwrap();
+    addr
+}
+
+/// A plain HTTP/1.0 GET: (status code, body), `None` when nothing answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Some((code, body))
 }
 
 impl Daemon {
-    /// Starts `shared-f2b-subscriber` and waits until it follows the stream.
+    /// Starts `shared-f2b-subscriber` and waits until `/healthz` says it follows the stream
+    /// (subscribed, first catch-up tried, NATS and Fail2Ban answering).
     pub fn subscriber(config: &Path, dir: &Path) -> Daemon {
-        Daemon::start(
-            "shared-f2b-subscriber",
-            config,
-            &dir.join("subscriber.log"),
-            "following",
-        )
+        Daemon::start("shared-f2b-subscriber", config, &dir.join("subscriber.log"))
     }
 
-    /// Starts `shared-f2b-archiver` and waits until it runs.
+    /// Starts `shared-f2b-archiver` and waits until `/healthz` says it runs.
     pub fn archiver(config: &Path, log: &Path) -> Daemon {
-        Daemon::start("shared-f2b-archiver", config, log, "archiver running")
+        Daemon::start("shared-f2b-archiver", config, log)
     }
 
-    /// Starts binary `name` with `--config` and waits for `ready` in its log.
-    pub fn start(name: &str, config: &Path, log: &Path, ready: &str) -> Daemon {
+    /// Starts binary `name` with `--config` and waits until its `/healthz` answers 200.
+    pub fn start(name: &str, config: &Path, log: &Path) -> Daemon {
+        let mut daemon = Daemon::spawn(name, config, log);
+        daemon.wait_healthy(name);
+        daemon
+    }
+
+    /// Starts binary `name` with `--config` without waiting. A `metrics_listen` on a free port is
+    /// added to its section of the config when the config has none (see [`Daemon::health`]).
+    pub fn spawn(name: &str, config: &Path, log: &Path) -> Daemon {
+        Daemon::spawn_in(None, name, config, log)
+    }
+
+    /// As [`Daemon::spawn`], in network namespace `netns` when given.
+    pub fn spawn_in(netns: Option<&str>, name: &str, config: &Path, log: &Path) -> Daemon {
+        let section = name.trim_start_matches("shared-f2b-");
+        let health = ensure_metrics_listen(config, section);
         let log = log.to_path_buf();
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap();
-        let child = Command::new(bin(name))
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin(name));
+                c
+            }
+            None => Command::new(bin(name)),
+        };
+        let child = command
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
@@ -165,15 +250,40 @@ impl Daemon {
             .stderr(out)
             .spawn()
             .unwrap();
-        let daemon = Daemon { child, log };
-        let before = daemon.log_text().matches(ready).count();
-        for _ in 0..1000 {
-            if daemon.log_text().matches(ready).count() > before {
-                return daemon;
+        Daemon {
+            child,
+            log,
+            health,
+            netns: netns.map(str::to_owned),
+        }
+    }
+
+    /// Waits until `/healthz` answers 200; panics with the log if it does not within 30 s or
+    /// the daemon exits.
+    pub fn wait_healthy(&mut self, name: &str) {
+        for _ in 0..3000 {
+            if let Some((200, _)) = self.health() {
+                return;
+            }
+            if !self.running() {
+                panic!("{name} exited:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("{name} did not start:\n{}", daemon.log_text());
+        panic!(
+            "{name} is not healthy ({:?}):\n{}",
+            self.health(),
+            self.log_text()
+        );
+    }
+
+    /// Its `/healthz` answer (status code, body), `None` when nothing answers.
+    pub fn health(&self) -> Option<(u16, String)> {
+        let addr = self.health;
+        match &self.netns {
+            Some(ns) => crate::netns::in_netns(ns, move || http_get(addr, "/healthz")),
+            None => http_get(addr, "/healthz"),
+        }
     }
 
     /// Its log so far.

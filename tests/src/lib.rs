@@ -9,6 +9,7 @@ pub mod fail2ban;
 pub mod host;
 pub mod jwt;
 pub mod nats;
+pub mod netns;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
@@ -99,6 +100,18 @@ where
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Polls `check` (blocking) until it holds, or panics with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

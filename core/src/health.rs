@@ -1,0 +1,153 @@
+//! What `/healthz` answers: the daemon has started, and every component it depends on (NATS,
+//! the database, Fail2Ban's socket) answers now. Each component is a [`Check`] that the task
+//! watching it keeps current; `/healthz` reads them at each request.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often a probe looks at its component.
+pub const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// The daemon's health: started, and the state of each named component.
+#[derive(Clone, Default)]
+pub struct Health {
+    started: Arc<AtomicBool>,
+    checks: Arc<Mutex<Vec<Named>>>,
+}
+
+/// A component's name and its up flag.
+type Named = (&'static str, Arc<AtomicBool>);
+
+/// One component's state, kept current by whoever watches it.
+#[derive(Clone)]
+pub struct Check(Arc<AtomicBool>);
+
+impl Check {
+    /// Records whether the component answers.
+    pub fn set(&self, up: bool) {
+        self.0.store(up, Ordering::Relaxed);
+    }
+
+    /// Whether it answered last time it was looked at.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What `/healthz` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Started and every component up.
+    pub healthy: bool,
+    /// One line per component, and `starting` before start-up finished.
+    pub text: String,
+}
+
+impl Health {
+    /// A component named `name` (down until set).
+    pub fn check(&self, name: &'static str) -> Check {
+        self.watch(name, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// A component whose state another part already keeps in `flag` (e.g. the NATS
+    /// connection's `up`).
+    pub fn watch(&self, name: &'static str, flag: Arc<AtomicBool>) -> Check {
+        self.checks
+            .lock()
+            .expect("health lock")
+            .push((name, flag.clone()));
+        Check(flag)
+    }
+
+    /// Start-up finished (subscribed, first catch-up tried; consumers open).
+    pub fn started(&self, started: bool) {
+        self.started.store(started, Ordering::Relaxed);
+    }
+
+    /// Whether start-up has finished.
+    pub fn is_started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Whether the daemon is started and every component is up.
+    pub fn report(&self) -> Report {
+        let started = self.started.load(Ordering::Relaxed);
+        let mut healthy = started;
+        let mut text = String::new();
+        if !started {
+            text.push_str("starting\n");
+        }
+        for (name, flag) in self.checks.lock().expect("health lock").iter() {
+            let up = flag.load(Ordering::Relaxed);
+            healthy &= up;
+            text.push_str(name);
+            text.push_str(if up { ": ok\n" } else { ": unavailable\n" });
+        }
+        Report { healthy, text }
+    }
+}
+
+/// Sets `check` every [`PROBE_EVERY`] from `probe` (which should give up within that time)
+/// until `shutdown`; logs when the component goes away and comes back.
+pub async fn keep_probing<F, Fut>(
+    name: &'static str,
+    check: Check,
+    mut probe: F,
+    shutdown: CancellationToken,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let mut first = true;
+    loop {
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::time::timeout(PROBE_EVERY, probe()) => {
+                r.unwrap_or_else(|_| Err(format!("no answer within {PROBE_EVERY:?}")))
+            }
+        };
+        let was = check.get();
+        check.set(result.is_ok());
+        match result {
+            Err(e) if was || first => tracing::warn!(component = name, error = %e,
+                "unavailable; /healthz answers 503 until it is back"),
+            Ok(()) if !was && !first => tracing::info!(component = name, "available again"),
+            _ => {}
+        }
+        first = false;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthy_only_when_started_and_every_component_is_up() {
+        let health = Health::default();
+        let nats = health.check("nats");
+        let db = health.check("database");
+        assert!(!health.report().healthy);
+        health.started(true);
+        nats.set(true);
+        assert!(!health.report().healthy);
+        db.set(true);
+        let report = health.report();
+        assert!(report.healthy);
+        assert_eq!(report.text, "nats: ok\ndatabase: ok\n");
+        db.set(false);
+        assert_eq!(
+            health.report(),
+            Report {
+                healthy: false,
+                text: "nats: ok\ndatabase: unavailable\n".into()
+            }
+        );
+    }
+}
