@@ -33,12 +33,8 @@ fn events(n: usize, first: u32) -> Vec<Event> {
 
 async fn wait_rows(db: &TestDb, n: i64, limit: Duration) -> Duration {
     let t0 = Instant::now();
-    while db.counts().await.0 < n {
-        assert!(
-            t0.elapsed() < limit,
-            "only {:?} of {n} rows",
-            db.counts().await
-        );
+    while db.rows().await < n {
+        assert!(t0.elapsed() < limit, "only {} of {n} rows", db.rows().await);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     t0.elapsed()
@@ -203,5 +199,5 @@ pub async fn run(report: &mut Report, ingest_n: usize, history_rows: usize) {
 }
 
 async fn db_rows(db: &TestDb) -> i64 {
-    db.counts().await.0
+    db.rows().await
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 pub struct Fail2Ban {
     pub dir: PathBuf,
     pub socket: PathBuf,
+    /// The network namespace it runs in (its actions' firewall rules apply there).
+    pub netns: Option<String>,
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -27,16 +29,35 @@ fn copy_tree(from: &Path, to: &Path) {
 impl Fail2Ban {
     /// Starts a server in `dir` with `jails` as its `jail.local` (Debian's own jails are off).
     pub fn start(dir: &Path, jails: &str) -> Fail2Ban {
-        Fail2Ban::launch_with(dir, jails, &crate::repo_root().join("fail2ban"), false)
+        Fail2Ban::launch_with(
+            dir,
+            jails,
+            &crate::repo_root().join("fail2ban"),
+            false,
+            None,
+        )
+    }
+
+    /// As [`Fail2Ban::start`], in network namespace `netns` (a host of a [`crate::netns`]
+    /// network: its banactions change that host's firewall).
+    pub fn start_in_netns(dir: &Path, jails: &str, netns: &str) -> Fail2Ban {
+        let files = crate::repo_root().join("fail2ban");
+        Fail2Ban::launch_with(dir, jails, &files, false, Some(netns.to_owned()))
     }
 
     /// As [`Fail2Ban::start`], with the Shared Fail2Ban files (`action.d/`, `filter.d/`, and
     /// the `jail.d/*.conf` jails) taken from `files` (e.g. an installed `/etc/fail2ban`).
     pub fn start_with(dir: &Path, jails: &str, files: &Path) -> Fail2Ban {
-        Fail2Ban::launch_with(dir, jails, files, true)
+        Fail2Ban::launch_with(dir, jails, files, true, None)
     }
 
-    fn launch_with(dir: &Path, jails: &str, files: &Path, with_jail_d: bool) -> Fail2Ban {
+    fn launch_with(
+        dir: &Path,
+        jails: &str,
+        files: &Path,
+        with_jail_d: bool,
+        netns: Option<String>,
+    ) -> Fail2Ban {
         let conf = dir.join("conf");
         copy_tree(Path::new("/etc/fail2ban"), &conf);
         for entry in std::fs::read_dir(conf.join("jail.d")).unwrap() {
@@ -84,6 +105,7 @@ impl Fail2Ban {
         let server = Fail2Ban {
             dir: dir.to_path_buf(),
             socket,
+            netns,
         };
         server.launch();
         server
@@ -98,7 +120,15 @@ impl Fail2Ban {
         // Its start-up chatter goes to a file, shown if it fails.
         let out_path = self.dir.join("f2b-start.out");
         let out = std::fs::File::create(&out_path).unwrap();
-        let status = Command::new("fail2ban-server")
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "fail2ban-server"]);
+                c
+            }
+            None => Command::new("fail2ban-server"),
+        };
+        let status = command
             .arg("-c")
             .arg(self.dir.join("conf"))
             .args(["-b", "-x"])

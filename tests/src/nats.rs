@@ -9,6 +9,10 @@ use std::time::Duration;
 /// [`NatsServer::stop`] / [`NatsServer::start`], as a real restart would.
 pub struct NatsServer {
     pub port: u16,
+    /// The address it listens on (loopback unless in a namespace).
+    pub host: std::net::Ipv4Addr,
+    /// The network namespace it runs in.
+    netns: Option<String>,
     store: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
@@ -37,9 +41,33 @@ impl NatsServer {
         NatsServer::start_with(store, vec!["-c".into(), path.display().to_string()])
     }
 
+    /// As [`NatsServer::start_with_config`], in a host of a [`crate::netns`] network, listening
+    /// on its address, port 4222.
+    pub fn start_in_netns(dir: &Path, config: &str, ns: &crate::netns::Netns) -> NatsServer {
+        let store = dir.join(format!("nats-store-{}", crate::unique("s")));
+        let text = config.replace(
+            "store_dir: /var/lib/nats-server",
+            &format!("store_dir: {:?}", store.display().to_string()),
+        );
+        let path = dir.join(format!("{}.conf", crate::unique("nats")));
+        std::fs::write(&path, text).unwrap();
+        let mut server = NatsServer {
+            port: 4222,
+            host: ns.addr,
+            netns: Some(ns.name.clone()),
+            store,
+            args: vec!["-c".into(), path.display().to_string()],
+            child: None,
+        };
+        server.start();
+        server
+    }
+
     fn start_with(store: PathBuf, args: Vec<String>) -> NatsServer {
         let mut server = NatsServer {
             port: crate::free_port(),
+            host: std::net::Ipv4Addr::LOCALHOST,
+            netns: None,
             store,
             args,
             child: None,
@@ -55,23 +83,44 @@ impl NatsServer {
 
     /// The client URL.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}:{}", self.host, self.port)
     }
 
     /// (Re)starts the server on its port and waits until it accepts connections.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new(crate::nats_server_bin())
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, &crate::nats_server_bin()]);
+                c
+            }
+            None => Command::new(crate::nats_server_bin()),
+        };
+        let child = command
             .args(&self.args)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-l"])
+            .args([
+                "-a",
+                &self.host.to_string(),
+                "-p",
+                &self.port.to_string(),
+                "-l",
+            ])
             .arg(self.store.with_extension("log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server runs (Debian package nats-server)");
         self.child = Some(child);
+        let addr = std::net::SocketAddr::from((self.host, self.port));
+        let listening = || match &self.netns {
+            Some(ns) => {
+                crate::netns::in_netns(ns, move || std::net::TcpStream::connect(addr).is_ok())
+            }
+            None => std::net::TcpStream::connect(addr).is_ok(),
+        };
         for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if listening() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -1,0 +1,276 @@
+//! A small site of hosts with their own addresses, on this machine: one network namespace per
+//! host (`ip netns`), each joined by a veth pair to a bridge in the `site` namespace. Nothing
+//! crosses into the machine's own network: every address lives inside the test's namespaces.
+//! Everything is torn down on drop, also when the test fails; namespaces left by a test process
+//! that died are removed by the next [`Network::new`].
+//!
+//! Processes run in a namespace with `ip netns exec` ([`Network::command`]); the test itself
+//! reaches into one from a thread that joined it ([`in_netns`]).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// Where namespace names start: `sf2b-<pid>-<n>-<host>`.
+const STEM: &str = "sf2b";
+/// The site's subnet (the same in every network: each is its own world).
+const SUBNET: [u8; 3] = [10, 77, 0];
+
+/// One host of the network.
+#[derive(Debug, Clone)]
+pub struct Netns {
+    /// The namespace's name (for `ip netns exec`).
+    pub name: String,
+    /// Its address on the site's bridge.
+    pub addr: Ipv4Addr,
+}
+
+/// A site network: the `site` namespace with the bridge, and hosts added to it.
+pub struct Network {
+    id: String,
+    veth: String,
+    pub site: Netns,
+    hosts: Vec<Netns>,
+}
+
+/// Whether this machine lets the tests make namespaces (root, iproute2).
+pub fn available() -> bool {
+    let name = format!("{STEM}-probe-{}", std::process::id());
+    let made = ip(&["netns", "add", &name]).is_ok();
+    if made {
+        let _ = ip(&["netns", "del", &name]);
+    }
+    made
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn must(args: &[&str]) {
+    if let Err(e) = ip(args) {
+        panic!("{e}");
+    }
+}
+
+/// Namespaces of test processes that no longer run.
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&format!("{STEM}-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            kill_all_in(&name);
+            let _ = ip(&["netns", "del", &name]);
+        }
+    }
+}
+
+/// Kills every process still running in namespace `name`.
+fn kill_all_in(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
+}
+
+impl Network {
+    /// Makes the `site` namespace with a bridge at `10.77.0.1/24`.
+    pub fn new() -> Network {
+        static N: AtomicU32 = AtomicU32::new(0);
+        sweep_stale();
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{STEM}-{}-{n}", std::process::id());
+        // Interface names are at most 15 bytes: `v<pid mod 10^6><n>` plus a host index.
+        let veth = format!("v{}{}", std::process::id() % 1_000_000, n % 100);
+        let site = Netns {
+            name: format!("{id}-site"),
+            addr: Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 1),
+        };
+        let network = Network {
+            id,
+            veth,
+            site: site.clone(),
+            hosts: Vec::new(),
+        };
+        must(&["netns", "add", &site.name]);
+        let ns = site.name.as_str();
+        must(&["-n", ns, "link", "set", "lo", "up"]);
+        must(&["-n", ns, "link", "add", "br0", "type", "bridge"]);
+        must(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{}/24", site.addr),
+            "dev",
+            "br0",
+        ]);
+        must(&["-n", ns, "link", "set", "br0", "up"]);
+        network
+    }
+
+    /// Adds host `name` at `10.77.0.<last>`, joined to the site's bridge.
+    pub fn add_host(&mut self, name: &str, last: u8) -> Netns {
+        let host = Netns {
+            name: format!("{}-{name}", self.id),
+            addr: Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], last),
+        };
+        let (inner, outer) = (
+            format!("{}h{}", self.veth, self.hosts.len()),
+            format!("{}s{}", self.veth, self.hosts.len()),
+        );
+        must(&["netns", "add", &host.name]);
+        self.hosts.push(host.clone());
+        must(&["-n", &host.name, "link", "set", "lo", "up"]);
+        must(&[
+            "link", "add", &inner, "type", "veth", "peer", "name", &outer,
+        ]);
+        must(&["link", "set", &inner, "netns", &host.name]);
+        must(&["link", "set", &outer, "netns", &self.site.name]);
+        must(&["-n", &host.name, "link", "set", &inner, "name", "eth0"]);
+        must(&[
+            "-n",
+            &host.name,
+            "addr",
+            "add",
+            &format!("{}/24", host.addr),
+            "dev",
+            "eth0",
+        ]);
+        must(&["-n", &host.name, "link", "set", "eth0", "up"]);
+        must(&[
+            "-n",
+            &self.site.name,
+            "link",
+            "set",
+            &outer,
+            "master",
+            "br0",
+        ]);
+        must(&["-n", &self.site.name, "link", "set", &outer, "up"]);
+        host
+    }
+
+    /// Cuts `host` off the site: an nftables table in its namespace silently drops every
+    /// packet to or from the site's subnet (a partition: connections hang, nothing is refused).
+    pub fn cut(&self, host: &Netns) {
+        let subnet = format!("{}.{}.{}.0/24", SUBNET[0], SUBNET[1], SUBNET[2]);
+        let rules = format!(
+            "table inet sf2b_cut {{\n\
+             chain in {{ type filter hook input priority -10; ip saddr {subnet} drop; }}\n\
+             chain out {{ type filter hook output priority -10; ip daddr {subnet} drop; }}\n}}\n"
+        );
+        nft(host, &rules);
+    }
+
+    /// Heals a [`Network::cut`].
+    pub fn heal(&self, host: &Netns) {
+        nft(host, "delete table inet sf2b_cut\n");
+    }
+
+    /// A command that runs `program` in namespace `ns`.
+    pub fn command(ns: &Netns, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name]).arg(program);
+        cmd
+    }
+}
+
+/// Loads `rules` with `nft -f -` in `host`'s namespace.
+fn nft(host: &Netns, rules: &str) {
+    use std::io::Write;
+    let mut child = Network::command(host, "nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft runs (Debian package nftables)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft -f: {rules}");
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network::new()
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for ns in self.hosts.iter().chain(std::iter::once(&self.site)) {
+            kill_all_in(&ns.name);
+            let _ = ip(&["netns", "del", &ns.name]);
+        }
+    }
+}
+
+/// Runs `f` on a thread that joined namespace `ns` (sockets it opens live there).
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        enter(&path);
+        f()
+    })
+    .join()
+    .expect("the namespace thread")
+}
+
+/// Moves the calling thread into the network namespace at `path`.
+pub fn enter(path: &str) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // SAFETY: setns on a namespace file we hold open; it only changes this thread's network
+    // namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+/// Whether a TCP connection from namespace `from` to `to` is accepted within `timeout`.
+pub fn can_connect(from: &Netns, to: SocketAddr, timeout: Duration) -> bool {
+    in_netns(&from.name, move || {
+        std::net::TcpStream::connect_timeout(&to, timeout).is_ok()
+    })
+}
+
+/// Runs an async block on a runtime in namespace `ns` (e.g. a NATS client of the site).
+pub fn block_on_in<F, T>(ns: &str, fut: F) -> T
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    in_netns(ns, move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(fut)
+    })
+}
