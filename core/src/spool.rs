@@ -53,10 +53,20 @@ impl Spool {
         fs::create_dir_all(&self.dir)?;
         let path = self.dir.join(format!("{}.json", event.id));
         let tmp = self.dir.join(format!(".{}.tmp", event.id));
-        let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        file.write_all(&event.encode())?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut file| {
+                file.write_all(&event.encode())?;
+                file.sync_all()
+            })
+            .and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            // A full disk or a failed write leaves nothing half-written behind.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         File::open(&self.dir)?.sync_all()?;
         Ok(path)
     }

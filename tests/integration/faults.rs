@@ -193,3 +193,55 @@ async fn an_unwritable_spool_is_a_failure_fail2ban_sees() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("could not spool it"), "{stderr}");
 }
+
+/// Unmounts a tmpfs when the test ends, pass or fail.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The spool on a full disk (a tiny tmpfs, filled): with NATS unreachable the action cannot
+/// keep the event, so it exits 1 and says so, and leaves no temporary file behind.
+#[test]
+fn a_full_disk_fails_the_action_clearly_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let unreachable = format!("nats://127.0.0.1:{}", shared_f2b_tests::free_port());
+    let cfg = HostConfig::write(dir.path(), "alice", &unreachable, "ff", "FF", "");
+    std::fs::create_dir_all(&cfg.spool_dir).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&cfg.spool_dir)
+        .status()
+        .expect("mount runs")
+        .success();
+    assert!(ok, "mounting a tmpfs needs root");
+    let _mounted = Mounted(cfg.spool_dir.clone());
+    // Fill it: write until the disk says no.
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(cfg.spool_dir.join("filler")).unwrap();
+        while filler.write_all(&[0u8; 4096]).is_ok() {}
+        let _ = filler.sync_all();
+    }
+    let out = Command::new(bin("shared-f2b-publish"))
+        .arg("--config")
+        .arg(&cfg.path)
+        .args(["ban", "--jail", "sshd", "--ip", "203.0.113.77"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not spool it") && stderr.contains("No space left on device"),
+        "a clear message:\n{stderr}"
+    );
+    let left: Vec<String> = std::fs::read_dir(&cfg.spool_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "filler")
+        .collect();
+    assert!(left.is_empty(), "nothing left in the spool: {left:?}");
+}

@@ -6,6 +6,7 @@ mod cluster;
 mod faults;
 mod health;
 mod install;
+mod network;
 mod operations;
 mod publish;
 mod subscribe;

@@ -11,6 +11,7 @@ pub mod jwt;
 pub mod nats;
 pub mod netns;
 pub mod tls;
+pub mod world;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
