@@ -28,6 +28,9 @@ pub const MAXRETRY: usize = 3;
 pub struct World {
     pub hosts: Vec<RealHost>,
     pub archiver: Daemon,
+    /// The archiver's config (for `shared-f2b-archiver history` and friends, run in
+    /// `net.site`).
+    pub archiver_config: HostConfig,
     pub nats: NatsServer,
     pub db: TestDb,
     pub dir: PathBuf,
@@ -35,12 +38,19 @@ pub struct World {
 }
 
 impl World {
-    /// The site with nats-server and an archiver (SQLite) in the `site` namespace.
+    /// The site with nats-server (the shipped `deploy/nats-server.conf`) and an archiver
+    /// (SQLite) in the `site` namespace.
     pub fn new(dir: &Path) -> World {
-        let net = Network::new();
         let config = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf"))
             .expect("deploy/nats-server.conf");
-        let nats = NatsServer::start_in_netns(dir, &config, &net.site);
+        World::with_nats_config(dir, &config)
+    }
+
+    /// As [`World::new`] with another nats-server config (e.g. the shipped one with one more
+    /// host user); its `store_dir: /var/lib/nats-server` is pointed into `dir`.
+    pub fn with_nats_config(dir: &Path, config: &str) -> World {
+        let net = Network::new();
+        let nats = NatsServer::start_in_netns(dir, config, &net.site);
         let db = TestDb::sqlite(dir);
         let arch = HostConfig::write(
             &dir.join("archiver"),
@@ -60,6 +70,7 @@ impl World {
         let mut world = World {
             hosts: Vec::new(),
             archiver,
+            archiver_config: arch,
             nats,
             db,
             dir: dir.to_owned(),
