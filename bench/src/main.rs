@@ -4,6 +4,7 @@
 
 mod archive;
 mod fanout;
+mod packets;
 mod publish;
 mod report;
 mod subscribe;
@@ -40,7 +41,11 @@ struct Cli {
     /// Real subscriber processes for the fan-out figures (0: skip).
     #[arg(long, default_value_t = 200)]
     fanout_processes: usize,
-    /// Only these groups, comma-separated: publish, subscribe, archive, fanout (default: all).
+    /// Runs per mode for the packet figures (real hosts in network namespaces).
+    #[arg(long, default_value_t = 50)]
+    packet_runs: usize,
+    /// Only these groups, comma-separated: publish, subscribe, archive, fanout, packets
+    /// (default: all).
     #[arg(long)]
     only: Option<String>,
     /// Also write the table as JSON here.
@@ -71,6 +76,9 @@ async fn main() -> anyhow::Result<()> {
         if cli.fanout_processes > 0 {
             fanout::run_processes(&mut report, cli.fanout_processes, cli.fanout_runs).await;
         }
+    }
+    if wants("packets") {
+        tokio::task::block_in_place(|| packets::run(&mut report, cli.packet_runs));
     }
     report.print();
     if let Some(path) = cli.json {

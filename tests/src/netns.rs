@@ -274,3 +274,48 @@ where
             .block_on(fut)
     })
 }
+
+/// A TCP service in a namespace that accepts and closes every connection: a port to probe
+/// (an `allports` ban drops it like any other). Stopped on drop.
+pub struct Listener {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub addr: SocketAddr,
+}
+
+impl Listener {
+    /// Listens on `port` at `ns`'s address.
+    pub fn start(ns: &Netns, port: u16) -> Listener {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let addr = SocketAddr::from((ns.addr, port));
+        let path = format!("/run/netns/{}", ns.name);
+        let (ready, listening) = std::sync::mpsc::channel();
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            enter(&path);
+            let listener = std::net::TcpListener::bind(addr).expect("probe port");
+            listener.set_nonblocking(true).unwrap();
+            ready.send(()).unwrap();
+            while !stopped.load(Ordering::Relaxed) {
+                if listener.accept().is_err() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+        listening.recv().expect("the listener thread");
+        Listener {
+            stop,
+            thread: Some(thread),
+            addr,
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
