@@ -172,6 +172,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut failed = None;
     tracing::info!(apply = ?sub.apply, jails = ?sub.jails, cursor = ?state.cursor(&stream),
         "following");
+    // systemd hears READY once live events flow; `/healthz` says `starting` until the first
+    // catch-up ended (a large backfill must not run into the unit's start timeout).
+    notify_ready();
     loop {
         if due.now() && fetching.is_none() {
             let plan = if backfilled {
@@ -319,10 +322,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 }
 
-/// The first catch-up (or backfill) has been tried: the daemon is started. Tells systemd once.
+/// The first catch-up (or backfill) has been tried: the daemon is started.
 fn started(health: &Health) {
-    if !health.is_started() {
-        health.started(true);
-        notify_ready();
-    }
+    health.started(true);
 }

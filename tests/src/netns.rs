@@ -30,19 +30,21 @@ pub struct Netns {
 /// A site network: the `site` namespace with the bridge, and hosts added to it.
 pub struct Network {
     id: String,
-    veth: String,
     pub site: Netns,
     hosts: Vec<Netns>,
 }
 
-/// Whether this machine lets the tests make namespaces (root, iproute2).
+/// Whether this machine lets the tests make namespaces (root, iproute2); asked once.
 pub fn available() -> bool {
-    let name = format!("{STEM}-probe-{}", std::process::id());
-    let made = ip(&["netns", "add", &name]).is_ok();
-    if made {
-        let _ = ip(&["netns", "del", &name]);
-    }
-    made
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let name = format!("{STEM}-{}-probe", std::process::id());
+        let made = ip(&["netns", "add", &name]).is_ok();
+        if made {
+            let _ = ip(&["netns", "del", &name]);
+        }
+        made
+    })
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -104,15 +106,12 @@ impl Network {
         sweep_stale();
         let n = N.fetch_add(1, Ordering::Relaxed);
         let id = format!("{STEM}-{}-{n}", std::process::id());
-        // Interface names are at most 15 bytes: `v<pid mod 10^6><n>` plus a host index.
-        let veth = format!("v{}{}", std::process::id() % 1_000_000, n % 100);
         let site = Netns {
             name: format!("{id}-site"),
             addr: Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], 1),
         };
         let network = Network {
             id,
-            veth,
             site: site.clone(),
             hosts: Vec::new(),
         };
@@ -139,19 +138,27 @@ impl Network {
             name: format!("{}-{name}", self.id),
             addr: Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], last),
         };
-        let (inner, outer) = (
-            format!("{}h{}", self.veth, self.hosts.len()),
-            format!("{}s{}", self.veth, self.hosts.len()),
-        );
+        // The pair is made inside the site's namespace, its host end moved straight into the
+        // host's: nothing appears in the machine's own namespace, names need only be unique
+        // within this network.
+        let outer = format!("port{}", self.hosts.len());
         must(&["netns", "add", &host.name]);
         self.hosts.push(host.clone());
         must(&["-n", &host.name, "link", "set", "lo", "up"]);
         must(&[
-            "link", "add", &inner, "type", "veth", "peer", "name", &outer,
+            "-n",
+            &self.site.name,
+            "link",
+            "add",
+            &outer,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &host.name,
         ]);
-        must(&["link", "set", &inner, "netns", &host.name]);
-        must(&["link", "set", &outer, "netns", &self.site.name]);
-        must(&["-n", &host.name, "link", "set", &inner, "name", "eth0"]);
         must(&[
             "-n",
             &host.name,
