@@ -6,7 +6,7 @@ use crate::metrics::Metrics;
 use crate::{consumer, ingest, serve, store};
 use anyhow::Context;
 use shared_f2b::Config;
-use shared_f2b::health::{self, Health};
+use shared_f2b::health::{self, Check, Health};
 use shared_f2b::metrics::{notify_ready, notify_stopping};
 use shared_f2b::nats;
 use shared_f2b::tasks::Tasks;
@@ -44,40 +44,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         );
     }
     let database = health.check("database");
-    let Some(db) = connect_db(archiver.database_url.expose(), &shutdown).await else {
+    // Until it runs, a task that dies (e.g. the listener's port is taken) ends it too.
+    let started = tokio::select! {
+        started = start(&config, &shutdown, &metrics, &health, &database) => started?,
+        ended = tasks.ended() => {
+            tracing::error!(error = %ended, "archiver stopping: a part of it stopped");
+            return Err(ended.into());
+        }
+    };
+    let Some(Connected { db, conn, stream }) = started else {
         return Ok(());
     };
-    database.set(true);
-    if archiver.auto_migrate {
-        db.migrate()
-            .await
-            .context("cannot migrate the archive schema (or set auto_migrate = false and run `shared-f2b-archiver migrate` as a user that may)")?;
-    }
-    let Some((conn, stream)) =
-        nats::connect_daemon(&config.nats, &config.host_id, &shutdown).await?
-    else {
-        return Ok(());
-    };
-    health.watch("nats", conn.up.clone());
-    // The consumer must exist (and be as it must) before the first replay asks for its ack floor.
-    stream
-        .get_or_create_consumer(
-            &archiver.archiver_consumer,
-            consumer::config(&archiver.archiver_consumer),
-        )
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the consumer {}: {e}",
-                archiver.archiver_consumer
-            )
-        })?;
-    consumer::check(&stream, &archiver.archiver_consumer, 0, &metrics)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    tracing::info!(backend = ?db.backend, stream = %config.nats.stream,
-        consumer = %archiver.archiver_consumer, "archiver running");
-
     let pinged = db.clone();
     tasks.spawn(
         "database probe",
@@ -153,6 +130,59 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     tracing::info!("archiver stopped");
     Ok(())
+}
+
+/// What the archiver works with once started.
+struct Connected {
+    db: Db,
+    conn: nats::Connection,
+    stream: async_nats::jetstream::stream::Stream,
+}
+
+/// Connects to the database (migrating it) and NATS, and makes sure of the durable consumer;
+/// `None` on shutdown meanwhile.
+async fn start(
+    config: &Config,
+    shutdown: &CancellationToken,
+    metrics: &Metrics,
+    health: &Health,
+    database: &Check,
+) -> anyhow::Result<Option<Connected>> {
+    let archiver = &config.archiver;
+    let Some(db) = connect_db(archiver.database_url.expose(), shutdown).await else {
+        return Ok(None);
+    };
+    database.set(true);
+    if archiver.auto_migrate {
+        db.migrate()
+            .await
+            .context("cannot migrate the archive schema (or set auto_migrate = false and run `shared-f2b-archiver migrate` as a user that may)")?;
+    }
+    let Some((conn, stream)) =
+        nats::connect_daemon(&config.nats, &config.host_id, shutdown).await?
+    else {
+        return Ok(None);
+    };
+    health.watch("nats", conn.up.clone());
+    // The consumer must exist (and be as it must) before the first replay asks for its ack floor.
+    stream
+        .get_or_create_consumer(
+            &archiver.archiver_consumer,
+            consumer::config(&archiver.archiver_consumer),
+        )
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the consumer {}: {e}",
+                archiver.archiver_consumer
+            )
+        })?;
+    consumer::check(&stream, &archiver.archiver_consumer, 0, metrics)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(backend = ?db.backend, stream = %config.nats.stream,
+        consumer = %archiver.archiver_consumer, "archiver running");
+    Ok(Some(Connected { db, conn, stream }))
 }
 
 /// Keeps the connection gauge current.

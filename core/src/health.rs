@@ -89,8 +89,13 @@ impl Health {
     }
 }
 
+/// Failed probes in a row before a component that was up counts as away (one slow answer on a
+/// busy database or Fail2Ban is not an outage).
+pub const DOWN_AFTER: u32 = 2;
+
 /// Sets `check` every [`PROBE_EVERY`] from `probe` (which should give up within that time)
-/// until `shutdown`; logs when the component goes away and comes back.
+/// until `shutdown`: up at the first success, away after [`DOWN_AFTER`] failures in a row (or
+/// at once if it never answered); logs when it goes away and comes back.
 pub async fn keep_probing<F, Fut>(
     name: &'static str,
     check: Check,
@@ -100,6 +105,7 @@ pub async fn keep_probing<F, Fut>(
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
+    let mut failures = 0u32;
     let mut first = true;
     loop {
         let result = tokio::select! {
@@ -109,12 +115,26 @@ pub async fn keep_probing<F, Fut>(
             }
         };
         let was = check.get();
-        check.set(result.is_ok());
         match result {
-            Err(e) if was || first => tracing::warn!(component = name, error = %e,
-                "unavailable; /healthz answers 503 until it is back"),
-            Ok(()) if !was && !first => tracing::info!(component = name, "available again"),
-            _ => {}
+            Ok(()) => {
+                failures = 0;
+                check.set(true);
+                if !was && !first {
+                    tracing::info!(component = name, "available again");
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if !was && !first {
+                    // Still away: said already.
+                } else if failures >= DOWN_AFTER || !was {
+                    check.set(false);
+                    tracing::warn!(component = name, error = %e,
+                        "unavailable; /healthz answers 503 until it is back");
+                } else {
+                    tracing::debug!(component = name, error = %e, "probe failed once");
+                }
+            }
         }
         first = false;
         tokio::select! {

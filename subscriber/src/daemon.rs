@@ -176,6 +176,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // catch-up ended (a large backfill must not run into the unit's start timeout).
     notify_ready();
     loop {
+        // A catch-up task that ended without its last word (it panicked) counts as failed.
+        if fetching.as_ref().is_some_and(|f| f.is_finished()) && pages.is_empty() {
+            fetching = None;
+            started(&health);
+            let retry = due.failed();
+            tracing::error!(?retry, "the catch-up task ended without a result; retrying");
+        }
         if due.now() && fetching.is_none() {
             let plan = if backfilled {
                 Plan::Since(tracker.done)

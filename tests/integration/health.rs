@@ -99,11 +99,25 @@ fn a_daemon_whose_background_task_dies_exits_non_zero() {
             sub_dir.join("state").display().to_string()
         ),
     );
+    // Also while it still waits for its database (nothing listens where it points).
+    let waiting = HostConfig::write(
+        &dir.path().join("waiting"),
+        "archiver",
+        &nats.url(),
+        &prefix,
+        &stream,
+        &format!(
+            "[archiver]\ndatabase_url = \"mysql://nobody@127.0.0.1:{}/none\"\nmetrics_listen = \"{addr}\"\n",
+            shared_f2b_tests::free_port()
+        ),
+    );
     for (name, config) in [
         ("shared-f2b-archiver", &arch.path),
+        ("shared-f2b-archiver", &waiting.path),
         ("shared-f2b-subscriber", &bob.path),
     ] {
-        let mut daemon = Daemon::spawn(name, config, &dir.path().join(format!("{name}.log")));
+        let log = config.with_extension("log");
+        let mut daemon = Daemon::spawn(name, config, &log);
         wait_until(WAIT, &format!("{name} to exit"), || !daemon.running());
         let log = daemon.log_text();
         assert_eq!(daemon.terminate(), Some(1), "{log}");

@@ -155,30 +155,23 @@ pub struct Daemon {
 }
 
 /// The `metrics_listen` of `[section]` in the config at `path`; one on a free loopback port is
-/// added when there is none.
+/// added when there is none (the file is rewritten by the TOML parser).
 fn ensure_metrics_listen(path: &Path, section: &str) -> SocketAddr {
     let text = std::fs::read_to_string(path).unwrap();
-    let header = format!("[{section}]");
-    let mut in_section = false;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            in_section = line == header;
-        } else if in_section
-            && let Some(("metrics_listen", value)) =
-                line.split_once('=').map(|(k, v)| (k.trim(), v.trim()))
-        {
-            return value.trim_matches('"').parse().expect("metrics_listen");
-        }
+    let mut doc: toml::Table = text
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let table = doc
+        .entry(section)
+        .or_insert_with(|| toml::Value::Table(Default::default()))
+        .as_table_mut()
+        .unwrap_or_else(|| panic!("[{section}] is a table"));
+    if let Some(addr) = table.get("metrics_listen").and_then(|v| v.as_str()) {
+        return addr.parse().expect("metrics_listen is an address");
     }
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let key = format!("metrics_listen = \"{addr}\"\n");
-    let text = if text.lines().any(|l| l.trim() == header) {
-        text.replacen(&format!("{header}\n"), &format!("{header}\n{key}"), 1)
-    } else {
-        format!("{text}\n{header}\n{key}")
-    };
-    std::fs::write(path, text).unwrap();
+    table.insert("metrics_listen".into(), addr.to_string().into());
+    std::fs::write(path, toml::to_string(&doc).unwrap()).unwrap();
     addr
 }
 

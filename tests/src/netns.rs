@@ -69,8 +69,57 @@ fn must(args: &[&str]) {
     }
 }
 
-/// Namespaces of test processes that no longer run.
+/// Where each test process holds a lock while it runs (its namespaces are in use).
+const CLAIMS: &str = "/run/sf2b-tests";
+
+/// Takes this process's lock, held until it exits.
+fn claim() {
+    static CLAIM: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    CLAIM.get_or_init(|| {
+        std::fs::create_dir_all(CLAIMS).ok()?;
+        let file = std::fs::File::create(format!("{CLAIMS}/{}.lock", std::process::id())).ok()?;
+        locked(&file).then_some(file)
+    });
+}
+
+/// Takes an exclusive lock on `file` without waiting.
+fn locked(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Whether the test process `pid` still runs: it holds its lock (a pid reused by another
+/// program holds none), or, without a lock file, its `/proc` entry exists.
+fn owner_runs(pid: u32) -> bool {
+    let path = format!("{CLAIMS}/{pid}.lock");
+    match std::fs::File::open(&path) {
+        Ok(file) => {
+            let free = locked(&file);
+            if free {
+                let _ = std::fs::remove_file(&path);
+            }
+            !free
+        }
+        Err(_) => Path::new(&format!("/proc/{pid}")).exists(),
+    }
+}
+
+/// Namespaces (and lock files) of test processes that no longer run.
 fn sweep_stale() {
+    for entry in std::fs::read_dir(CLAIMS).into_iter().flatten().flatten() {
+        let pid = entry
+            .file_name()
+            .to_string_lossy()
+            .trim_end_matches(".lock")
+            .parse();
+        if let Ok(pid) = pid
+            && pid != std::process::id()
+        {
+            // Removes the lock file of a process that is gone.
+            owner_runs(pid);
+        }
+    }
     let Ok(entries) = std::fs::read_dir("/run/netns") else {
         return;
     };
@@ -83,7 +132,7 @@ fn sweep_stale() {
         else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        if pid != std::process::id() && !owner_runs(pid) {
             kill_all_in(&name);
             let _ = ip(&["netns", "del", &name]);
         }
@@ -103,6 +152,7 @@ impl Network {
     /// Makes the `site` namespace with a bridge at `10.77.0.1/24`.
     pub fn new() -> Network {
         static N: AtomicU32 = AtomicU32::new(0);
+        claim();
         sweep_stale();
         let n = N.fetch_add(1, Ordering::Relaxed);
         let id = format!("{STEM}-{}-{n}", std::process::id());
