@@ -11,12 +11,21 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(30);
 const PROBE: Duration = Duration::from_millis(300);
 
+fn shipped_nats_config() -> String {
+    std::fs::read_to_string(shared_f2b_tests::repo_root().join("deploy/nats-server.conf")).unwrap()
+}
+
 fn world(dir: &std::path::Path, apply: &str) -> World {
+    world_with(dir, apply, &shipped_nats_config())
+}
+
+/// alice, bob and charlie in `apply` mode, nats-server running `config`.
+fn world_with(dir: &std::path::Path, apply: &str, config: &str) -> World {
     assert!(
         netns::available(),
         "these tests make network namespaces: run them as root on Linux with iproute2"
     );
-    let mut world = World::new(dir);
+    let mut world = World::with_nats_config(dir, config);
     for (name, last) in [("alice", 2), ("bob", 3), ("charlie", 4)] {
         world.add_host(name, last, apply);
     }
@@ -157,12 +166,16 @@ fn a_host_cut_off_from_the_site_spools_then_delivers_once_after_the_heal() {
     });
 }
 
-/// Bob cut off while alice's bans flow: after the heal he has every one of them, each applied
-/// once by his Fail2Ban.
+/// Bob cut off while alice's bans flow: after the heal he has every one of them — those the
+/// server had queued for him and those sent after it dropped him, through a catch-up — each
+/// applied once by his Fail2Ban.
 #[test]
 fn a_host_cut_off_while_bans_flow_misses_nothing_and_applies_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let world = world(dir.path(), "ban");
+    // The server pings every second and drops a client after two unanswered pings, so bob's
+    // connection is gone when the heal comes: what he missed must come through a catch-up.
+    let config = shipped_nats_config() + "\nping_interval: \"1s\"\nping_max: 2\n";
+    let world = world_with(dir.path(), "ban", &config);
     let (alice, bob, charlie) = (
         world.host("alice"),
         world.host("bob"),
@@ -170,20 +183,27 @@ fn a_host_cut_off_while_bans_flow_misses_nothing_and_applies_nothing_twice() {
     );
     let ips: Vec<String> = (1..=10).map(|i| format!("198.51.100.{i}")).collect();
 
-    world.net.cut(&bob.ns);
-    for ip in &ips {
+    let publish = |ip: &str| {
         let out = alice.publish(&["ban", "--jail", "sshd", "--ip", ip]);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    };
+    // Five bans while the server still holds bob's connection (they wait in TCP's queue), then,
+    // once the server dropped him as stale (two pings unanswered), five it cannot send him.
+    world.net.cut(&bob.ns);
+    for ip in &ips[..5] {
+        publish(ip);
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    for ip in &ips[5..] {
+        publish(ip);
     }
     wait_until(WAIT, "charlie to have them all", || {
         charlie.f2b.banned("shared").len() == ips.len()
     });
-    // Long enough for the server to give up on bob's connection.
-    std::thread::sleep(Duration::from_secs(5));
     assert!(bob.f2b.banned("shared").is_empty(), "bob was cut off");
     world.net.heal(&bob.ns);
     wait_until(Duration::from_secs(90), "bob to have them all", || {
@@ -193,4 +213,9 @@ fn a_host_cut_off_while_bans_flow_misses_nothing_and_applies_nothing_twice() {
     for ip in &ips {
         assert_eq!(bob.bans_logged("shared", ip), 1, "bob banned {ip} once");
     }
+    let log = bob.subscriber.as_ref().unwrap().log_text();
+    assert!(
+        log.contains("catching up through the archiver"),
+        "bob caught up through the archiver:\n{log}"
+    );
 }
