@@ -7,7 +7,7 @@ use crate::{consumer, ingest, serve, store};
 use anyhow::Context;
 use shared_f2b::Config;
 use shared_f2b::health::{self, Check, Health};
-use shared_f2b::metrics::{notify_ready, notify_stopping};
+use shared_f2b::metrics::{notify_ready, notify_stopping, spawn_server};
 use shared_f2b::nats;
 use shared_f2b::tasks::Tasks;
 use std::time::{Duration, SystemTime};
@@ -37,12 +37,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (metrics, registry) = Metrics::new();
     let health = Health::default();
     let mut tasks = Tasks::default();
-    if let Some(addr) = archiver.metrics_listen {
-        tasks.spawn(
-            "http",
-            shared_f2b::metrics::serve(addr, registry, health.clone(), shutdown.clone()),
-        );
-    }
+    spawn_server(
+        &mut tasks,
+        archiver.metrics_listen,
+        registry,
+        &health,
+        &shutdown,
+    );
     let database = health.check("database");
     // Until it runs, a task that dies (e.g. the listener's port is taken) ends it too.
     let started = tokio::select! {

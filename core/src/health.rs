@@ -66,11 +66,6 @@ impl Health {
         self.started.store(started, Ordering::Relaxed);
     }
 
-    /// Whether start-up has finished.
-    pub fn is_started(&self) -> bool {
-        self.started.load(Ordering::Relaxed)
-    }
-
     /// Whether the daemon is started and every component is up.
     pub fn report(&self) -> Report {
         let started = self.started.load(Ordering::Relaxed);
@@ -125,13 +120,13 @@ pub async fn keep_probing<F, Fut>(
             }
             Err(e) => {
                 failures += 1;
-                if !was && !first {
-                    // Still away: said already.
-                } else if failures >= DOWN_AFTER || !was {
+                // Said once when it goes away (or never answered); still away says nothing.
+                let goes_away = if was { failures >= DOWN_AFTER } else { first };
+                if goes_away {
                     check.set(false);
                     tracing::warn!(component = name, error = %e,
                         "unavailable; /healthz answers 503 until it is back");
-                } else {
+                } else if was {
                     tracing::debug!(component = name, error = %e, "probe failed once");
                 }
             }

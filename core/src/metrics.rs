@@ -2,6 +2,7 @@
 //! readiness: what the daemons share to be observed like any well-kept service.
 
 use crate::health::Health;
+use crate::tasks::Tasks;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -34,6 +35,22 @@ pub fn size_histogram() -> Histogram {
 
 /// A gauge family keyed by one label (e.g. bans held per origin).
 pub type GaugeFamily = Family<Labels, Gauge>;
+
+/// Runs [`serve`] as the supervised task `http` when `listen` is set.
+pub fn spawn_server(
+    tasks: &mut Tasks,
+    listen: Option<SocketAddr>,
+    registry: Arc<Registry>,
+    health: &Health,
+    shutdown: &CancellationToken,
+) {
+    if let Some(addr) = listen {
+        tasks.spawn(
+            "http",
+            serve(addr, registry, health.clone(), shutdown.clone()),
+        );
+    }
+}
 
 /// Serves `/metrics` (Prometheus text) and `/healthz` (200 when started and every component
 /// answers, else 503; the body names each component) on `addr` until `shutdown`.
@@ -124,11 +141,6 @@ async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
 /// Reads a Prometheus text page from `addr` (for `status` commands): `(name, labels, value)`.
 pub async fn scrape(addr: SocketAddr) -> std::io::Result<Vec<Sample>> {
     Ok(parse_text(&get(addr, "/metrics").await?.1))
-}
-
-/// Whether the daemon at `addr` answers `/healthz` with 200 (for container healthchecks).
-pub async fn healthy(addr: SocketAddr) -> bool {
-    matches!(healthz(addr).await, Ok((200, _)))
 }
 
 /// The daemon's `/healthz` answer: status code and the per-component lines.

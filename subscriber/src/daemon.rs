@@ -16,7 +16,7 @@ use futures::{FutureExt, StreamExt};
 use shared_f2b::config::ApplyMode;
 use shared_f2b::config::Config;
 use shared_f2b::health::{self, Health};
-use shared_f2b::metrics::{notify_ready, notify_stopping};
+use shared_f2b::metrics::{notify_ready, notify_stopping, spawn_server};
 use shared_f2b::nats;
 use shared_f2b::publish::Sender;
 use shared_f2b::spool::Spool;
@@ -91,12 +91,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (metrics, registry) = Metrics::new();
     let health = Health::default();
     let mut tasks = Tasks::default();
-    if let Some(addr) = sub.metrics_listen {
-        tasks.spawn(
-            "http",
-            shared_f2b::metrics::serve(addr, registry, health.clone(), shutdown.clone()),
-        );
-    }
+    spawn_server(&mut tasks, sub.metrics_listen, registry, &health, &shutdown);
     if sub.apply != ApplyMode::Log {
         let socket = sub.fail2ban_socket.clone();
         tasks.spawn(
@@ -179,7 +174,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         // A catch-up task that ended without its last word (it panicked) counts as failed.
         if fetching.as_ref().is_some_and(|f| f.is_finished()) && pages.is_empty() {
             fetching = None;
-            started(&health);
+            health.started(true);
             let retry = due.failed();
             tracing::error!(?retry, "the catch-up task ended without a result; retrying");
         }
@@ -223,7 +218,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     }
                     Fetched::Done { plan, high, events } => {
                         fetching = None;
-                        started(&health);
+                        health.started(true);
                         tracker.caught_up(high);
                         if !due.wanted {
                             // No jump, reconnect or drop since the fetch began: what came live
@@ -250,7 +245,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     }
                     Fetched::Reset { last } => {
                         fetching = None;
-                        started(&health);
+                        health.started(true);
                         tracing::warn!(cursor = tracker.done, stream_last = last, stream = %stream,
                             "the stream was re-created; following it from its start");
                         tracker = Tracker::at(0);
@@ -260,7 +255,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     }
                     Fetched::Failed(e) => {
                         fetching = None;
-                        started(&health);
+                        health.started(true);
                         let retry = due.failed();
                         if due.failures == 1 {
                             tracing::warn!(error = %e, "cannot catch up now; applying live \
@@ -327,9 +322,4 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Some(ended) => Err(ended.into()),
         None => Ok(()),
     }
-}
-
-/// The first catch-up (or backfill) has been tried: the daemon is started.
-fn started(health: &Health) {
-    health.started(true);
 }

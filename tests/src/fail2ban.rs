@@ -120,15 +120,7 @@ impl Fail2Ban {
         // Its start-up chatter goes to a file, shown if it fails.
         let out_path = self.dir.join("f2b-start.out");
         let out = std::fs::File::create(&out_path).unwrap();
-        let mut command = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "fail2ban-server"]);
-                c
-            }
-            None => Command::new("fail2ban-server"),
-        };
-        let status = command
+        let status = crate::netns::command_in(self.netns.as_deref(), "fail2ban-server")
             .arg("-c")
             .arg(self.dir.join("conf"))
             .args(["-b", "-x"])

@@ -227,15 +227,7 @@ impl Daemon {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut command = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(bin(name));
-                c
-            }
-            None => Command::new(bin(name)),
-        };
-        let child = command
+        let child = crate::netns::command_in(netns, bin(name))
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")

@@ -2,7 +2,7 @@
 
 use shared_f2b::Event;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 /// A nats-server with JetStream on a free loopback port, killed on drop. Its store survives
@@ -89,15 +89,7 @@ impl NatsServer {
     /// (Re)starts the server on its port and waits until it accepts connections.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let mut command = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, &crate::nats_server_bin()]);
-                c
-            }
-            None => Command::new(crate::nats_server_bin()),
-        };
-        let child = command
+        let child = crate::netns::command_in(self.netns.as_deref(), crate::nats_server_bin())
             .args(&self.args)
             .args([
                 "-a",

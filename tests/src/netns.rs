@@ -251,9 +251,7 @@ impl Network {
 
     /// A command that runs `program` in namespace `ns`.
     pub fn command(ns: &Netns, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns.name]).arg(program);
-        cmd
+        command_in(Some(&ns.name), program)
     }
 }
 
@@ -286,6 +284,18 @@ impl Drop for Network {
             kill_all_in(&ns.name);
             let _ = ip(&["netns", "del", &ns.name]);
         }
+    }
+}
+
+/// A command that runs `program` in namespace `netns` (`ip netns exec`), or here when `None`.
+pub fn command_in(netns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
     }
 }
 
