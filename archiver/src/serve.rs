@@ -84,6 +84,7 @@ fn error_page(error: String) -> ReplayPage {
     tracing::warn!(%error, "replay request not answered");
     ReplayPage {
         events: Vec::new(),
+        controls: Vec::new(),
         high_seq: 0,
         total: 0,
         done: true,
@@ -106,6 +107,7 @@ impl Source {
         let result = match req.kind {
             ReplayKind::Since => self.since(&req, limit).await,
             ReplayKind::Active => self.active(&req, limit).await,
+            ReplayKind::Controls => Err("controls: not yet".to_owned()),
         };
         result.unwrap_or_else(error_page)
     }
@@ -139,6 +141,7 @@ impl Source {
             .await
             .map_err(db_error)?;
         Ok(ReplayPage {
+            controls: Vec::new(),
             done: rows.len() < limit,
             next: rows.last().map_or(req.after, |r| r.row_id),
             events: rows
@@ -167,6 +170,7 @@ impl Source {
         let high = req.until_seq.unwrap_or(state.last_sequence);
         let mut page = ReplayPage {
             events: Vec::new(),
+            controls: Vec::new(),
             high_seq: high,
             total: high.saturating_sub(after),
             done: true,

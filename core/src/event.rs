@@ -235,7 +235,7 @@ impl Event {
 }
 
 /// RFC 3339 UTC timestamps with milliseconds, as `serde(with)`.
-mod rfc3339 {
+pub(crate) mod rfc3339 {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
     use std::time::SystemTime;
 

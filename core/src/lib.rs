@@ -4,10 +4,12 @@
 //! An event's path through this crate: [`event`] (build and check) → [`subject`] (where it goes)
 //! → [`publish`] (send, wait for the ack) or [`spool`] (keep it until the server is back);
 //! on the other side [`inbound`] (decode and cross-check a received message) and [`replay`]
-//! (the archiver's catch-up protocol).
+//! (the archiver's catch-up protocol). Operators' orders (pardon, allow, revoke, ban) are
+//! [`control`] events on their own subjects.
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod event;
 pub mod health;
 pub mod inbound;

@@ -10,6 +10,7 @@
 //! subject, so the two meet with no gap. `active` (a new host's backfill) ends at what the
 //! archive has committed; a `since` from there follows it.
 
+use crate::control::Control;
 use crate::event::Event;
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,9 @@ pub enum ReplayKind {
     Since,
     /// The bans still active now (not expired, not lifted by their origin), for a new host.
     Active,
+    /// The operators' control events in force now (pardons and allows not ended or revoked,
+    /// operator bans not expired), in `controls`, up to what the archive has committed.
+    Controls,
 }
 
 /// One page request.
@@ -60,10 +64,20 @@ pub struct Replayed {
     pub event: Event,
 }
 
+/// One control event and its stream sequence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplayedControl {
+    pub seq: u64,
+    pub control: Control,
+}
+
 /// One page of the answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReplayPage {
     pub events: Vec<Replayed>,
+    /// `controls` pages: the control events in force; `since` pages: those stored in the range.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controls: Vec<ReplayedControl>,
     /// Highest stream sequence covered by this replay.
     pub high_seq: u64,
     /// How many events the whole replay holds (for progress), counted on the first page.

@@ -5,6 +5,7 @@
 //! `_XX` (uppercase hex) and `_` itself becomes `__`. The encoding is reversible and leaves the
 //! common names (`sshd`, `nginx-http-auth`, `bob`) unchanged.
 
+use crate::control::ControlKind;
 use crate::event::Action;
 use thiserror::Error;
 
@@ -115,9 +116,55 @@ pub fn event_subject(
     ))
 }
 
-/// The subjects the stream captures: every ban and unban under the prefix.
+/// The subjects the stream captures: every ban and unban, and the operators' control events.
 pub fn stream_subjects(prefix: &str) -> Vec<String> {
-    vec![format!("{prefix}.ban.>"), format!("{prefix}.unban.>")]
+    vec![
+        format!("{prefix}.ban.>"),
+        format!("{prefix}.unban.>"),
+        format!("{prefix}.control.>"),
+    ]
+}
+
+/// The subject an operator's control event is published on: `<prefix>.control.<kind>.<operator>`
+/// (only operator users may publish there).
+pub fn control_subject(
+    prefix: &str,
+    kind: ControlKind,
+    operator: &str,
+) -> Result<String, SubjectError> {
+    Ok(format!(
+        "{prefix}.control.{}.{}",
+        kind.as_str(),
+        encode_token(operator)?
+    ))
+}
+
+/// Whether a stored subject is a control subject (whatever its tokens hold).
+pub fn is_control(prefix: &str, subject: &str) -> bool {
+    subject
+        .strip_prefix(prefix)
+        .is_some_and(|rest| rest.starts_with(".control."))
+}
+
+/// Splits a control subject into kind and raw operator name.
+pub fn parse_control_subject(
+    prefix: &str,
+    subject: &str,
+) -> Result<(ControlKind, String), SubjectError> {
+    let not_ours = || SubjectError::NotOurs {
+        subject: subject.to_owned(),
+        prefix: prefix.to_owned(),
+    };
+    let rest = subject
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix(".control."))
+        .ok_or_else(not_ours)?;
+    let mut parts = rest.split('.');
+    let (Some(kind), Some(operator), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(not_ours());
+    };
+    let kind = ControlKind::parse(kind).ok_or_else(not_ours)?;
+    Ok((kind, decode_token(operator)?))
 }
 
 /// The subjects every host subscribes to: the stream re-publishes each stored event on
@@ -229,6 +276,17 @@ mod tests {
         assert!(parse_subject("f2b", "f2bx.ban.sshd.a").is_err());
         assert!(parse_subject("f2b", "f2b.kick.sshd.a").is_err());
         assert!(parse_subject("f2b", "f2b.ban.sshd.a.b").is_err());
+        let c = control_subject("f2b", ControlKind::Pardon, "ops.example.org").unwrap();
+        assert_eq!(c, "f2b.control.pardon.ops_2Eexample_2Eorg");
+        assert!(is_control("f2b", &c) && !is_control("f2b", &s));
+        let (kind, who) = parse_control_subject("f2b", &c).unwrap();
+        assert_eq!(
+            (kind, who.as_str()),
+            (ControlKind::Pardon, "ops.example.org")
+        );
+        assert!(parse_control_subject("f2b", "f2b.control.nuke.admin").is_err());
+        assert!(parse_control_subject("f2b", "f2b.control.ban.a.b").is_err());
+        assert!(parse_subject("f2b", &c).is_err());
     }
 
     #[test]
