@@ -19,6 +19,7 @@ pub mod publish;
 pub mod replay;
 pub mod shutdown;
 pub mod spool;
+pub mod standing;
 pub mod subject;
 pub mod tasks;
 pub mod telemetry;

@@ -65,7 +65,7 @@ pub struct Replayed {
 }
 
 /// One control event and its stream sequence.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplayedControl {
     pub seq: u64,
     pub control: Control,

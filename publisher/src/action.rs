@@ -7,6 +7,7 @@ use shared_f2b::event::{self, Action, Event, PERMANENT};
 use shared_f2b::nats::{self, Lifetime};
 use shared_f2b::publish::{SendError, Sender};
 use shared_f2b::spool::Spool;
+use shared_f2b::standing::{self, Standing};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Fail2Ban's own default bantime, used when `--bantime` is not given for a ban.
@@ -83,6 +84,13 @@ fn build_event(config: &Config, action: Action, args: &EventArgs) -> Result<Opti
             "skipped: this jail receives remote bans, so its bans are never re-published");
         return Ok(None);
     }
+    if action == Action::Ban
+        && let Some(why) = shielded(config, ip)
+    {
+        tracing::info!(jail = %args.jail, %ip, order = %why,
+            "skipped: an operator pardoned or allowed this address");
+        return Ok(None);
+    }
     if action == Action::Unban && expired_naturally(time, args.bantime) {
         tracing::info!(jail = %args.jail, %ip, "skipped: unban at the natural end of the ban");
         return Ok(None);
@@ -99,6 +107,29 @@ fn build_event(config: &Config, action: Action, args: &EventArgs) -> Result<Opti
     )
     .map(Some)
     .map_err(|e| e.to_string())
+}
+
+/// The operator's pardon or allow in force that covers `ip`, as the subscriber on this host
+/// last wrote them (`<state_dir>/controls.json`; no file, no orders). A file that cannot be
+/// read does not stop the ban from being published.
+fn shielded(config: &Config, ip: std::net::IpAddr) -> Option<String> {
+    let path = standing::path(&config.subscriber.state_dir);
+    let standing = match Standing::load(&path) {
+        Ok(standing) => standing,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e,
+                "cannot read the operators' orders; publishing anyway");
+            return None;
+        }
+    };
+    let order = standing.shield(ip, SystemTime::now())?;
+    Some(format!(
+        "{} {} by {:?}: {:?}",
+        order.kind.as_str(),
+        order.id,
+        order.operator,
+        order.reason
+    ))
 }
 
 /// An unban is natural when the ban had run its course; without a bantime it is a manual one.

@@ -16,8 +16,11 @@ use crate::limits::{Admit, Limits};
 use crate::state::State;
 use ipnet::IpNet;
 use shared_f2b::config::Config;
+use shared_f2b::control::{Control, ControlKind};
 use shared_f2b::event::{Action, Event};
-use shared_f2b::inbound::decode_received;
+use shared_f2b::inbound::{decode_control, decode_received};
+use shared_f2b::standing::Change;
+use shared_f2b::subject::is_control;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -58,6 +61,12 @@ pub enum Reason {
     NotHeld,
     /// An unban while other origins still hold the ban.
     HeldByOthers,
+    /// An operator pardoned the address (a pardon in force covers it).
+    Pardoned,
+    /// An operator allowed the address (an allow entry in force covers it).
+    Allowed,
+    /// A revoke of no order in force.
+    RevokesNothing,
 }
 
 impl Reason {
@@ -79,6 +88,9 @@ impl Reason {
             Reason::AwaitingReporters => "awaiting_reporters",
             Reason::NotHeld => "not_held",
             Reason::HeldByOthers => "held_by_others",
+            Reason::Pardoned => "pardoned",
+            Reason::Allowed => "allowed",
+            Reason::RevokesNothing => "revokes_nothing",
         }
     }
 
@@ -102,8 +114,18 @@ impl Reason {
 /// What to do with one message.
 #[derive(Debug)]
 pub enum Decision {
-    /// Ban `event.ip` in local `jail` (already recorded as held).
-    Ban { jail: String, event: Event },
+    /// Ban `event.ip` in local `jail` (already recorded as held); with `bantime`, the ticket
+    /// gets that bantime instead of the jail's (an operator's ban).
+    Ban {
+        jail: String,
+        event: Event,
+        bantime: Option<i64>,
+    },
+    /// An operator's pardon or allow: lift every address in `net` in every local jail now
+    /// (already forgotten from the holdings).
+    Lift { net: IpNet, control: Control },
+    /// A revoke ended an order (nothing to undo: what a pardon lifted stays lifted).
+    Ended { control: Control, ended: Control },
     /// Lift the local ban of `ip` in `jail`.
     Unban {
         jail: String,
@@ -123,6 +145,12 @@ fn drop(reason: Reason, detail: impl Into<String>) -> Decision {
         reason,
         detail: detail.into(),
     }
+}
+
+/// Who holds an operator's ban in the holdings: a name with a space, which no host's origin
+/// can have, so no host's unban can lift it.
+pub fn operator_holder(operator: &str) -> String {
+    format!("operator {operator}")
 }
 
 /// Addresses no remote event may ever ban, whatever the allowlist says.
@@ -191,6 +219,9 @@ impl Admission {
                 format!("stream {:?}, sequence {:?}", msg.stream, msg.seq),
             );
         }
+        if is_control(&self.prefix, &msg.subject) {
+            return self.control(msg, state, now);
+        }
         let mut event = match decode_received(&self.prefix, &msg.subject, &msg.payload) {
             Ok(event) => event,
             Err(r) if r.reason == "spoofed_origin" => return drop(Reason::SpoofedOrigin, r.detail),
@@ -243,6 +274,108 @@ impl Admission {
         }
     }
 
+    /// Why `ip` must not be banned here, if it must not: protected, a NATS server, in the local
+    /// allowlist, or covered by an operator's pardon or allow in force.
+    fn never_banned(&self, ip: IpAddr, state: &State, now: SystemTime) -> Option<Decision> {
+        if is_protected(ip) {
+            return Some(drop(Reason::Protected, format!("{ip} is never banned")));
+        }
+        if self.nats_servers.contains(&ip) {
+            return Some(drop(Reason::NatsServer, format!("{ip} is a NATS server")));
+        }
+        if self.allowlist.iter().any(|net| net.contains(&ip)) {
+            return Some(drop(
+                Reason::Allowlisted,
+                format!("{ip} is in the allowlist"),
+            ));
+        }
+        let order = state.standing.shield(ip, now)?;
+        let reason = match order.kind {
+            ControlKind::Allow => Reason::Allowed,
+            _ => Reason::Pardoned,
+        };
+        Some(drop(
+            reason,
+            format!(
+                "{ip}: {} {} by {:?}: {:?}",
+                order.kind.as_str(),
+                order.id,
+                order.operator,
+                order.reason
+            ),
+        ))
+    }
+
+    /// An operator's control event: recorded in the standing orders, then enacted.
+    fn control(&mut self, msg: &Incoming, state: &mut State, now: SystemTime) -> Decision {
+        let control = match decode_control(&self.prefix, &msg.subject, &msg.payload) {
+            Ok(control) => control,
+            Err(r) if r.reason == "spoofed_origin" => return drop(Reason::SpoofedOrigin, r.detail),
+            Err(r) => return drop(Reason::Invalid(r.reason), r.detail),
+        };
+        if control.kind != ControlKind::Revoke && !control.in_force_at(now) {
+            return drop(Reason::Expired, format!("order {} has ended", control.id));
+        }
+        match state.standing.take(msg.seq.unwrap_or(0), &control) {
+            Change::Known => drop(
+                Reason::Replayed,
+                format!("order {} is known already", control.id),
+            ),
+            Change::Nothing => drop(
+                Reason::RevokesNothing,
+                format!("{:?} is not an order in force", control.revokes),
+            ),
+            Change::Ended(ended) => {
+                state.standing_changed();
+                Decision::Ended { control, ended }
+            }
+            Change::Added => {
+                state.standing_changed();
+                match (control.kind, control.net) {
+                    (ControlKind::Ban, _) => self.operator_ban(control, state, now),
+                    (_, Some(net)) => {
+                        state.lift(net);
+                        Decision::Lift { net, control }
+                    }
+                    (_, None) => drop(Reason::Invalid("bad_control"), "an order without a net"),
+                }
+            }
+        }
+    }
+
+    /// An operator's ban: applied like a remote ban from every host's view, into the target
+    /// jail, with the order's bantime (capped at `max_bantime`).
+    fn operator_ban(&mut self, control: Control, state: &mut State, now: SystemTime) -> Decision {
+        let Some(ip) = control.ban_ip() else {
+            return drop(Reason::Invalid("bad_control"), "a ban without an address");
+        };
+        if let Some(refused) = self.never_banned(ip, state, now) {
+            return refused;
+        }
+        let cap = now + self.max_bantime;
+        let until = control.until.map_or(cap, |u| u.min(cap));
+        let left = until.duration_since(now).unwrap_or_default();
+        let bantime = (left.as_secs_f64().ceil() as u64).max(1);
+        let holder = operator_holder(&control.operator);
+        state.ban(&self.target_jail, ip, &holder, Some(until));
+        let event = Event {
+            v: control.v,
+            id: control.id,
+            origin: holder,
+            jail: "operator".into(),
+            ip,
+            action: Action::Ban,
+            time: control.time,
+            bantime: bantime as i64,
+            failures: 0,
+        };
+        Decision::Ban {
+            jail: self.target_jail.clone(),
+            event,
+            bantime: Some(bantime as i64),
+        }
+    }
+
     fn ban(
         &mut self,
         jail: String,
@@ -252,20 +385,18 @@ impl Admission {
         now: SystemTime,
     ) -> Decision {
         let ip = event.ip;
-        if is_protected(ip) {
-            return drop(Reason::Protected, format!("{ip} is never banned"));
-        }
-        if self.nats_servers.contains(&ip) {
-            return drop(Reason::NatsServer, format!("{ip} is a NATS server"));
-        }
-        if self.allowlist.iter().any(|net| net.contains(&ip)) {
-            return drop(Reason::Allowlisted, format!("{ip} is in the allowlist"));
+        if let Some(refused) = self.never_banned(ip, state, now) {
+            return refused;
         }
         match self.limits.admit(&event, live, now) {
             Admit::Apply(until) => {
                 state.ban(&jail, ip, &event.origin, until);
                 state.note(&event.origin, &event.jail, ip, event.id);
-                Decision::Ban { jail, event }
+                Decision::Ban {
+                    jail,
+                    event,
+                    bantime: None,
+                }
             }
             Admit::Waiting => drop(Reason::AwaitingReporters, ""),
             Admit::RateLimited => drop(Reason::RateLimited, "over max_bans_per_minute"),
@@ -367,11 +498,96 @@ mod tests {
                 Decision::Ban { .. } => "ban",
                 Decision::Unban { .. } => "unban",
                 Decision::Drop { reason, .. } => reason.label(),
+                Decision::Lift { .. } => "lift",
+                Decision::Ended { .. } => "ended",
             }
+        }
+
+        fn order(&mut self, operator_token: &str, c: &Control) -> &'static str {
+            let msg = Incoming {
+                source: Source::Live,
+                seq: Some(1),
+                stream: Some(STREAM.into()),
+                subject: shared_f2b::subject::control_subject("f2b", c.kind, operator_token)
+                    .unwrap(),
+                payload: c.encode().into(),
+            };
+            self.decide(&msg)
         }
 
         fn event(&mut self, e: &Event) -> &'static str {
             self.decide(&live(&e.origin.clone(), e))
+        }
+    }
+
+    #[test]
+    fn operators_orders_lift_shield_ban_and_end() {
+        use shared_f2b::control::parse_net;
+        let mut case = Case::new("");
+        assert_eq!(case.event(&ban("alice", "192.0.2.50")), "ban");
+        assert_eq!(case.event(&ban("charlie", "192.0.2.50")), "ban");
+        let pardon = Control::pardon(
+            "admin",
+            parse_net("192.0.2.0/24").unwrap(),
+            Some(Duration::from_secs(60)),
+            "partner",
+        )
+        .unwrap();
+        assert_eq!(case.order("mallory", &pardon), "spoofed_origin");
+        assert_eq!(case.order("admin", &pardon), "lift");
+        assert!(case.state.holdings.is_empty(), "whoever held it");
+        assert_eq!(case.order("admin", &pardon), "replayed");
+        assert_eq!(case.event(&ban("alice", "192.0.2.51")), "pardoned");
+        assert_eq!(case.event(&ban("alice", "192.0.3.51")), "ban");
+        let op_ban = Control::ban("admin", "192.0.2.52".parse().unwrap(), 600, "scanner").unwrap();
+        assert_eq!(case.order("admin", &op_ban), "pardoned", "the pardon wins");
+        let revoke = Control::revoke("admin", pardon.id, "done").unwrap();
+        assert_eq!(case.order("admin", &revoke), "ended");
+        assert_eq!(case.order("admin", &revoke), "revokes_nothing");
+        assert_eq!(
+            case.order("admin", &pardon),
+            "replayed",
+            "a replay cannot revive it"
+        );
+        assert_eq!(case.event(&ban("alice", "192.0.2.53")), "ban");
+        let op_ban = Control::ban("admin", "192.0.2.54".parse().unwrap(), 600, "scanner").unwrap();
+        match case
+            .admission
+            .decide(&live_order(&op_ban), &mut case.state, SystemTime::now())
+        {
+            Decision::Ban { bantime, event, .. } => {
+                assert_eq!(bantime, Some(600));
+                assert_eq!(event.origin, "operator admin");
+            }
+            other => panic!("{other:?}"),
+        }
+        let unban_by_host = ev(Action::Unban, "alice", "192.0.2.54", Duration::ZERO);
+        assert_eq!(
+            case.event(&unban_by_host),
+            "not_held",
+            "a host cannot lift it"
+        );
+        let allow =
+            Control::allow("admin", parse_net("10.9.0.0/16").unwrap(), None, "vpn").unwrap();
+        assert_eq!(case.order("admin", &allow), "lift");
+        assert_eq!(
+            case.event(&ban("alice", "10.9.1.1")),
+            "allowlisted",
+            "local list first"
+        );
+        let allow6 =
+            Control::allow("admin", parse_net("2001:db8:9::/48").unwrap(), None, "v6").unwrap();
+        assert_eq!(case.order("admin", &allow6), "lift");
+        assert_eq!(case.event(&ban("alice", "2001:db8:9::1")), "allowed");
+    }
+
+    fn live_order(c: &Control) -> Incoming {
+        Incoming {
+            source: Source::Live,
+            seq: Some(1),
+            stream: Some(STREAM.into()),
+            subject: shared_f2b::subject::control_subject("f2b", c.kind, &c.operator).unwrap(),
+            payload: c.encode().into(),
         }
     }
 

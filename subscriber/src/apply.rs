@@ -18,8 +18,13 @@ const IGNORE_REFRESH: Duration = Duration::from_secs(60);
 /// One step of applying a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// `set <jail> banip <ip> …` (`ban` mode).
-    Ban { jail: String, ips: Vec<IpAddr> },
+    /// `set <jail> banip <ip> …` (`ban` mode; an operator's ban in every mode but `log`). With
+    /// `bantime`, the tickets get that bantime rather than the jail's.
+    Ban {
+        jail: String,
+        ips: Vec<IpAddr>,
+        bantime: Option<i64>,
+    },
     /// `set <jail> attempt <ip> <reason>` (`attempt` mode).
     Attempt {
         jail: String,
@@ -30,7 +35,13 @@ pub enum Op {
     Log { lines: String },
     /// `set <jail> unbanip <ip> …`.
     Unban { jail: String, ips: Vec<IpAddr> },
+    /// `unban <ip> …` in every jail: every address in the nets (an operator's pardon or allow).
+    Lift { nets: Vec<IpNet> },
 }
+
+/// A ban to apply: the local jail, the event, and the bantime its ticket gets (`None`: the
+/// jail's).
+pub type PlannedBan = (String, Event, Option<i64>);
 
 /// Why an op did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -85,26 +96,38 @@ impl Applier {
         }
     }
 
-    /// Turns a batch into ops: bans (per local jail, in arrival order) then unbans.
-    pub fn plan(&self, bans: &[(String, Event)], unbans: &[(String, IpAddr)]) -> Vec<Op> {
+    /// Turns a batch into ops: bans (per local jail and bantime, in arrival order), unbans, then
+    /// the operators' lifts (a pardon in a batch wins over a ban before it).
+    pub fn plan(
+        &self,
+        bans: &[PlannedBan],
+        unbans: &[(String, IpAddr)],
+        lifts: &[IpNet],
+    ) -> Vec<Op> {
         let mut ops = Vec::new();
-        match self.mode {
-            ApplyMode::Ban => {
-                let mut by_jail: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
-                for (jail, e) in bans {
-                    by_jail.entry(jail).or_default().push(e.ip);
-                }
-                for (jail, ips) in by_jail {
-                    for chunk in ips.chunks(CHUNK) {
-                        ops.push(Op::Ban {
-                            jail: jail.to_owned(),
-                            ips: chunk.to_vec(),
-                        });
-                    }
-                }
+        // Bans that go through `banip` whatever the mode: an operator's (with a bantime), and
+        // in `ban` mode all of them.
+        let banip = |b: &&PlannedBan| {
+            self.mode == ApplyMode::Ban || (self.mode == ApplyMode::Attempt && b.2.is_some())
+        };
+        let mut by_jail: BTreeMap<(&str, Option<i64>), Vec<IpAddr>> = BTreeMap::new();
+        for (jail, e, bantime) in bans.iter().filter(banip) {
+            by_jail.entry((jail, *bantime)).or_default().push(e.ip);
+        }
+        for ((jail, bantime), ips) in by_jail {
+            for chunk in ips.chunks(CHUNK) {
+                ops.push(Op::Ban {
+                    jail: jail.to_owned(),
+                    ips: chunk.to_vec(),
+                    bantime,
+                });
             }
+        }
+        let rest: Vec<&PlannedBan> = bans.iter().filter(|b| !banip(b)).collect();
+        match self.mode {
+            ApplyMode::Ban => {}
             ApplyMode::Attempt => {
-                for (jail, e) in bans {
+                for (jail, e, _) in rest {
                     ops.push(Op::Attempt {
                         jail: jail.clone(),
                         ip: e.ip,
@@ -117,9 +140,9 @@ impl Applier {
                 }
             }
             ApplyMode::Log => {
-                if !bans.is_empty() {
+                if !rest.is_empty() {
                     let mut lines = String::new();
-                    for (_, e) in bans {
+                    for (_, e, _) in rest {
                         let epoch = e.time.duration_since(UNIX_EPOCH).unwrap_or_default();
                         lines.push_str(&format!(
                             "{} [{}] {} {}\n",
@@ -145,13 +168,18 @@ impl Applier {
                 });
             }
         }
+        if !lifts.is_empty() {
+            ops.push(Op::Lift {
+                nets: lifts.to_vec(),
+            });
+        }
         ops
     }
 
     /// Runs one op; returns how many addresses it handed over.
     pub async fn execute(&mut self, op: &Op) -> Result<usize, ApplyError> {
         match op {
-            Op::Ban { jail, ips } => {
+            Op::Ban { jail, ips, bantime } => {
                 let ignored = self.ignored(jail, ips).await?;
                 let keep: Vec<IpAddr> = ips
                     .iter()
@@ -162,12 +190,12 @@ impl Applier {
                     return Ok(0);
                 }
                 let texts: Vec<String> = keep.iter().map(IpAddr::to_string).collect();
-                let mut args = vec!["set", jail.as_str(), "banip"];
-                args.extend(texts.iter().map(String::as_str));
-                // Fail2Ban answers how many were newly banned (the rest already were).
-                let reply = self.f2b.command(&args).await?;
-                Ok(reply.as_int().map_or(keep.len(), |n| n.max(0) as usize))
+                match bantime {
+                    None => self.banip(jail, &texts).await,
+                    Some(bantime) => self.banip_for(jail, &texts, *bantime).await,
+                }
             }
+            Op::Lift { nets } => self.lift(nets).await,
             Op::Attempt { jail, ip, reason } => {
                 // Fail2Ban 1.0.2's `attempt` does not consult ignoreip either (filter.py
                 // addAttempt goes straight to the fail manager), so it is enforced here too.
@@ -249,6 +277,83 @@ impl Applier {
         Ok(list)
     }
 
+    /// `set <jail> banip …`; Fail2Ban answers how many were newly banned (the rest already were).
+    async fn banip(&mut self, jail: &str, ips: &[String]) -> Result<usize, ApplyError> {
+        let mut args = vec!["set", jail, "banip"];
+        args.extend(ips.iter().map(String::as_str));
+        let reply = self.f2b.command(&args).await?;
+        Ok(reply.as_int().map_or(ips.len(), |n| n.max(0) as usize))
+    }
+
+    /// Bans with tickets of their own bantime. Fail2Ban 1.0.2's `banip` takes no bantime: a
+    /// ticket without one follows the jail's. So: set the jail's bantime to `bantime`, ban, ban
+    /// again (a second ban whose end is later prolongs the ticket, which then keeps that
+    /// bantime as its own), and put the jail's bantime back. `get <jail> banip --with-time`
+    /// shows the ticket's bantime. Only the subscriber bans in its target jails, and its ops run
+    /// one at a time.
+    async fn banip_for(
+        &mut self,
+        jail: &str,
+        ips: &[String],
+        bantime: i64,
+    ) -> Result<usize, ApplyError> {
+        let reply = self.f2b.command(&["get", jail, "bantime"]).await?;
+        let jail_bantime = reply
+            .as_int()
+            .ok_or_else(|| ApplyError::Refused(format!("{jail}: bantime {:?}", reply.value)))?;
+        let wanted = bantime.to_string();
+        self.f2b.command(&["set", jail, "bantime", &wanted]).await?;
+        let banned = self.banip(jail, ips).await;
+        let prolonged = match banned {
+            Ok(_) => self.banip(jail, ips).await.map(|_| ()),
+            Err(_) => Ok(()),
+        };
+        let back = jail_bantime.to_string();
+        self.f2b.command(&["set", jail, "bantime", &back]).await?;
+        prolonged?;
+        banned
+    }
+
+    /// Lifts every address in `nets` in every jail (`unban`, Fail2Ban's "unban everywhere").
+    /// A single address is lifted as it is; for a wider net, what Fail2Ban holds in it is read
+    /// first (`banned`).
+    async fn lift(&mut self, nets: &[IpNet]) -> Result<usize, ApplyError> {
+        let mut ips: Vec<String> = nets
+            .iter()
+            .filter(|n| n.prefix_len() == n.max_prefix_len())
+            .map(|n| n.addr().to_string())
+            .collect();
+        let wide: Vec<&IpNet> = nets
+            .iter()
+            .filter(|n| n.prefix_len() != n.max_prefix_len())
+            .collect();
+        if !wide.is_empty() {
+            let reply = self.f2b.command(&["banned"]).await?;
+            for text in reply.strings {
+                let held = text
+                    .parse::<IpNet>()
+                    .ok()
+                    .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from));
+                if held.is_some_and(|h| wide.iter().any(|w| w.contains(&h))) {
+                    ips.push(text);
+                }
+            }
+        }
+        ips.sort();
+        ips.dedup();
+        if ips.is_empty() {
+            return Ok(0);
+        }
+        let mut lifted = 0;
+        for chunk in ips.chunks(CHUNK) {
+            let mut args = vec!["unban"];
+            args.extend(chunk.iter().map(String::as_str));
+            let reply = self.f2b.command(&args).await?;
+            lifted += reply.as_int().unwrap_or(0).max(0) as usize;
+        }
+        Ok(lifted)
+    }
+
     /// Closes the Fail2Ban connection politely.
     pub async fn close(&mut self) {
         self.f2b.close().await;
@@ -284,16 +389,20 @@ mod tests {
     #[test]
     fn plans_per_mode() {
         let bans = vec![
-            ("shared".to_string(), ev("alice", "192.0.2.1")),
-            ("shared".to_string(), ev("<F2B_END_COMMAND>", "192.0.2.2")),
+            ("shared".to_string(), ev("alice", "192.0.2.1"), None),
+            (
+                "shared".to_string(),
+                ev("<F2B_END_COMMAND>", "192.0.2.2"),
+                None,
+            ),
         ];
         let unbans = vec![("shared".to_string(), parse_ip("192.0.2.3").unwrap())];
-        let ops = applier(ApplyMode::Ban).plan(&bans, &unbans);
+        let ops = applier(ApplyMode::Ban).plan(&bans, &unbans, &[]);
         assert_eq!(ops.len(), 2);
         assert!(matches!(&ops[0], Op::Ban { ips, .. } if ips.len() == 2));
         assert!(matches!(&ops[1], Op::Unban { ips, .. } if ips.len() == 1));
 
-        let ops = applier(ApplyMode::Attempt).plan(&bans, &[]);
+        let ops = applier(ApplyMode::Attempt).plan(&bans, &[], &[]);
         match &ops[1] {
             Op::Attempt { reason, .. } => {
                 assert_eq!(
@@ -303,7 +412,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let ops = applier(ApplyMode::Log).plan(&bans, &[]);
+        let ops = applier(ApplyMode::Log).plan(&bans, &[], &[]);
         assert_eq!(
             ops,
             [Op::Log {
@@ -311,5 +420,25 @@ mod tests {
                     .into()
             }]
         );
+    }
+
+    #[test]
+    fn an_operators_ban_goes_through_banip_with_its_bantime_and_lifts_come_last() {
+        let bans = vec![
+            ("shared".to_string(), ev("alice", "192.0.2.1"), None),
+            ("shared".to_string(), ev("admin", "192.0.2.2"), Some(7200)),
+        ];
+        let lifts = vec![IpNet::from(parse_ip("192.0.2.9").unwrap())];
+        let ops = applier(ApplyMode::Attempt).plan(&bans, &[], &lifts);
+        assert_eq!(
+            ops[0],
+            Op::Ban {
+                jail: "shared".into(),
+                ips: vec![parse_ip("192.0.2.2").unwrap()],
+                bantime: Some(7200)
+            }
+        );
+        assert!(matches!(&ops[1], Op::Attempt { ip, .. } if ip.to_string() == "192.0.2.1"));
+        assert_eq!(ops[2], Op::Lift { nets: lifts });
     }
 }

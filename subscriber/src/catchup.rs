@@ -6,8 +6,11 @@
 //! fetched in the background, so an archiver that is slow or away never holds up live events.
 
 use crate::follow::{Incoming, Source};
-use shared_f2b::replay::{MAX_PAGE, ReplayKind, ReplayPage, ReplayRequest, replay_subject};
-use shared_f2b::subject::event_subject;
+use shared_f2b::control::Control;
+use shared_f2b::replay::{
+    MAX_PAGE, ReplayKind, ReplayPage, ReplayRequest, ReplayedControl, replay_subject,
+};
+use shared_f2b::subject::{control_subject, event_subject};
 use tokio::sync::mpsc;
 
 /// What to fetch.
@@ -26,6 +29,11 @@ pub enum Fetched {
     Page {
         events: Vec<Incoming>,
         through: Option<u64>,
+    },
+    /// The operators' orders in force up to stream sequence `high` (before the pages).
+    Controls {
+        controls: Vec<ReplayedControl>,
+        high: u64,
     },
     /// Everything up to this stream sequence came.
     Done { plan: Plan, high: u64, events: u64 },
@@ -70,10 +78,11 @@ pub async fn fetch_page(
     }
 }
 
-/// A page's events as messages for the normal pipeline (re-encoded, so they pass the same
-/// checks as live ones).
+/// A page's events and control events as messages for the normal pipeline, in stream order
+/// (re-encoded, so they pass the same checks as live ones).
 pub fn items(prefix: &str, page: &ReplayPage) -> Vec<Incoming> {
-    page.events
+    let mut items: Vec<Incoming> = page
+        .events
         .iter()
         .filter_map(|r| {
             let e = &r.event;
@@ -86,7 +95,24 @@ pub fn items(prefix: &str, page: &ReplayPage) -> Vec<Incoming> {
                 payload: e.encode().into(),
             })
         })
-        .collect()
+        .collect();
+    if !page.controls.is_empty() {
+        items.extend(page.controls.iter().filter_map(|c| control_item(prefix, c)));
+        items.sort_by_key(|i| i.seq);
+    }
+    items
+}
+
+/// A control event as a message for the normal pipeline.
+pub fn control_item(prefix: &str, c: &ReplayedControl) -> Option<Incoming> {
+    let control: &Control = &c.control;
+    Some(Incoming {
+        source: Source::Replay,
+        seq: Some(c.seq),
+        stream: None,
+        subject: control_subject(prefix, control.kind, &control.operator).ok()?,
+        payload: control.encode().into(),
+    })
 }
 
 /// Who asks: the request fields every page shares.
@@ -114,6 +140,40 @@ impl Asker {
         })
     }
 
+    /// Fetches the orders in force and sends them; false when the daemon went away. An archiver
+    /// that cannot answer this (an older one) does not stop the catch-up: the orders then come
+    /// only live and in `since` pages.
+    async fn send_controls(&self, tx: &mpsc::Sender<Fetched>) -> bool {
+        let mut req = ReplayRequest {
+            kind: ReplayKind::Controls,
+            jails: vec!["*".into()],
+            exclude_origin: None,
+            after: 0,
+            until_seq: None,
+            limit: MAX_PAGE,
+        };
+        let mut controls = Vec::new();
+        loop {
+            match fetch_page(&self.client, &self.prefix, &req).await {
+                Ok(page) => {
+                    req.until_seq.get_or_insert(page.high_seq);
+                    controls.extend(page.controls);
+                    let moved_on = page.next > req.after;
+                    req.after = page.next.max(req.after);
+                    if page.done || !moved_on {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the operators' orders in force now");
+                    return !tx.is_closed();
+                }
+            }
+        }
+        let high = req.until_seq.unwrap_or(0);
+        tx.send(Fetched::Controls { controls, high }).await.is_ok()
+    }
+
     /// Sends the pages; the final report is returned (`None` when the daemon went away).
     async fn fetch(
         &self,
@@ -133,6 +193,9 @@ impl Asker {
             limit: MAX_PAGE,
         };
         let mut events = 0u64;
+        if kind == ReplayKind::Active && !self.send_controls(tx).await {
+            return Ok(None);
+        }
         loop {
             let page = fetch_page(&self.client, &self.prefix, &req).await?;
             if req.until_seq.is_none() {
@@ -140,6 +203,14 @@ impl Asker {
                     return Ok(Some(Fetched::Reset {
                         last: page.high_seq,
                     }));
+                }
+                // Something was missed: the orders in force too (a revoke or an order may be
+                // older than what the stream still holds).
+                if kind == ReplayKind::Since
+                    && page.high_seq > after
+                    && !self.send_controls(tx).await
+                {
+                    return Ok(None);
                 }
                 req.until_seq = Some(page.high_seq);
                 if page.total > 0 {

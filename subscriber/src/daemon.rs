@@ -205,6 +205,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             _ = tokio::time::sleep_until(retry_at), if due.wanted && fetching.is_none() => continue,
             _ = held_tick.tick() => {
                 worker.publish_held(&state);
+                state
+                    .prune_standing(std::time::SystemTime::now())
+                    .context("cannot record the operators' orders in state_dir")?;
                 continue;
             }
             fetched = pages.recv() => {
@@ -215,6 +218,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                             tracker.caught_up(seq);
                         }
                         (events, through.map(|_| tracker.done))
+                    }
+                    Fetched::Controls { controls, high } => {
+                        let new = state.standing.reconcile(controls, high);
+                        state.standing_changed();
+                        let items: Vec<Incoming> = new
+                            .iter()
+                            .filter_map(|c| catchup::control_item(&prefix, c))
+                            .collect();
+                        if !items.is_empty() {
+                            tracing::info!(orders = items.len(), "operators' orders caught up");
+                        }
+                        (items, None)
                     }
                     Fetched::Done { plan, high, events } => {
                         fetching = None;

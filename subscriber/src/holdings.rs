@@ -5,6 +5,7 @@
 //! as small numbers, ends are milliseconds, and the usual single holder is stored inline.
 
 use crate::names::Names;
+use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -127,6 +128,36 @@ impl Holdings {
             (true, true) => Unbanned::HeldByOthers,
             (true, false) => Unbanned::Lift,
         }
+    }
+
+    /// Forgets every holding of an address in `net`, whoever holds it (an operator's pardon):
+    /// returns what went, as (jail, address, origin).
+    pub fn lift(&mut self, net: IpNet) -> Vec<(String, IpAddr, String)> {
+        let keys: Vec<(u16, IpAddr)> = if net.prefix_len() == net.max_prefix_len() {
+            (0..self.jails.len() as u16)
+                .map(|jail| (jail, net.addr()))
+                .filter(|key| self.bans.contains_key(key))
+                .collect()
+        } else {
+            self.bans
+                .keys()
+                .filter(|(_, ip)| net.contains(ip))
+                .copied()
+                .collect()
+        };
+        let mut gone = Vec::new();
+        for key in keys {
+            if let Some(holders) = self.bans.remove(&key) {
+                for (origin, _) in holders.as_slice() {
+                    gone.push((
+                        self.jails.name(u32::from(key.0)).to_owned(),
+                        key.1,
+                        self.origins.name(*origin).to_owned(),
+                    ));
+                }
+            }
+        }
+        gone
     }
 
     /// Forgets holdings that have ended.

@@ -29,6 +29,11 @@ impl Names {
         self.ids.get(name).copied()
     }
 
+    /// How many names there are (numbers run from 0 below this).
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
     /// The name of a number handed out by [`Names::id`].
     pub fn name(&self, id: u32) -> &str {
         &self.names[id as usize]

@@ -8,7 +8,9 @@
 
 use crate::guard::Guard;
 use crate::holdings::{Holdings, Unbanned, Until};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use shared_f2b::standing::{self, Standing};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Write};
@@ -73,6 +75,10 @@ pub struct State {
     pub holdings: Holdings,
     /// The newest event applied per origin, jail and address.
     pub guard: Guard,
+    /// The operators' orders in force, kept in `controls.json` beside the journal (the
+    /// publisher reads it too).
+    pub standing: Standing,
+    standing_changed: bool,
 }
 
 impl State {
@@ -113,6 +119,7 @@ impl State {
             guard.prune(now, keep);
         }
         let file = write_snapshot(&path, &cursors, &holdings, &guard)?;
+        let standing = Standing::load(&standing::path(dir))?;
         Ok(State {
             path,
             file,
@@ -125,6 +132,8 @@ impl State {
             cursors,
             holdings,
             guard,
+            standing,
+            standing_changed: false,
         })
     }
 
@@ -172,7 +181,37 @@ impl State {
     }
 
     /// Makes the pending changes durable.
+    /// Lifts every holding in `net` (an operator's pardon or allow); returns the addresses.
+    pub fn lift(&mut self, net: IpNet) -> Vec<IpAddr> {
+        let gone = self.holdings.lift(net);
+        let mut ips: Vec<IpAddr> = gone.iter().map(|(_, ip, _)| *ip).collect();
+        ips.sort();
+        ips.dedup();
+        self.pending.unbans.extend(gone);
+        ips
+    }
+
+    /// The standing orders changed: `controls.json` is rewritten at the next commit.
+    pub fn standing_changed(&mut self) {
+        self.standing_changed = true;
+    }
+
+    /// Drops the orders that ended by themselves; `controls.json` is rewritten if any did.
+    pub fn prune_standing(&mut self, now: SystemTime) -> io::Result<()> {
+        if self.standing.prune(now) {
+            self.standing_changed = true;
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the journal line for what changed, and `controls.json` when the orders did.
     pub fn commit(&mut self) -> io::Result<()> {
+        if self.standing_changed {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            self.standing.save(&standing::path(dir))?;
+            self.standing_changed = false;
+        }
         if self.pending.is_empty() {
             return Ok(());
         }

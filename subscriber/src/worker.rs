@@ -44,7 +44,7 @@ impl Worker<'_> {
     ) -> anyhow::Result<Flow> {
         let started = Instant::now();
         let now = SystemTime::now();
-        let (mut bans, mut unbans) = (Vec::new(), Vec::new());
+        let (mut bans, mut unbans, mut lifts) = (Vec::new(), Vec::new(), Vec::new());
         // The batch's net effect per (jail, address): a later ban or unban replaces an earlier
         // one, since bans are planned before unbans.
         let mut touched = std::collections::HashSet::new();
@@ -52,21 +52,44 @@ impl Worker<'_> {
         for msg in &batch {
             self.metrics.received.inc();
             match self.admission.decide(msg, state, now) {
-                Decision::Ban { jail, event } => {
+                Decision::Ban {
+                    jail,
+                    event,
+                    bantime,
+                } => {
                     tracing::debug!(id = %event.id, origin = ?event.origin, ip = %event.ip,
                         jail = %jail, "ban admitted");
+                    if bantime.is_some() {
+                        tracing::info!(id = %event.id, ip = %event.ip, %jail, bantime,
+                            "operator's ban applied");
+                    }
                     if !touched.insert((jail.clone(), event.ip)) {
                         unbans.retain(|(j, ip)| !(*j == jail && *ip == event.ip));
                     }
-                    bans.push((jail, event));
+                    bans.push((jail, event, bantime));
                 }
                 Decision::Unban { jail, ip, event } => {
                     tracing::debug!(id = %event.id, origin = ?event.origin, %ip, jail = %jail,
                         "unban admitted");
                     if !touched.insert((jail.clone(), ip)) {
-                        bans.retain(|(j, e)| !(*j == jail && e.ip == ip));
+                        bans.retain(|(j, e, _)| !(*j == jail && e.ip == ip));
                     }
                     unbans.push((jail, ip));
+                }
+                Decision::Lift { net, control } => {
+                    // Operators' words may hold anything: escaped.
+                    tracing::info!(id = %control.id, kind = control.kind.as_str(), %net,
+                        operator = ?control.operator, reason = ?control.reason,
+                        until = ?control.until.map(humantime::format_rfc3339_seconds),
+                        "operator's order: lifting everywhere here");
+                    bans.retain(|(_, e, _)| !net.contains(&e.ip));
+                    lifts.push(net);
+                }
+                Decision::Ended { control, ended } => {
+                    tracing::info!(id = %control.id, ended = %ended.id,
+                        kind = ended.kind.as_str(), net = ?ended.net,
+                        operator = ?control.operator, reason = ?control.reason,
+                        "operator's order revoked");
                 }
                 Decision::Drop { reason, detail } if reason.is_rejection() => {
                     rejected += 1;
@@ -82,7 +105,7 @@ impl Worker<'_> {
                 }
             }
         }
-        let ops = self.applier.plan(&bans, &unbans);
+        let ops = self.applier.plan(&bans, &unbans, &lifts);
         let mut applied = 0;
         for op in &ops {
             match self.execute(op).await {
@@ -103,7 +126,7 @@ impl Worker<'_> {
                     .unwrap_or_default()
                     .as_secs_f64(),
             );
-            for (_, e) in &bans {
+            for (_, e, _) in &bans {
                 let latency = done.duration_since(e.time).unwrap_or_default();
                 self.metrics
                     .event_latency_seconds
@@ -112,13 +135,14 @@ impl Worker<'_> {
         }
         // Last, so that a scrape that sees the batch applied sees its latencies too.
         self.metrics.applied.inc_by(applied as u64);
-        if !bans.is_empty() || !unbans.is_empty() {
+        if !bans.is_empty() || !unbans.is_empty() || !lifts.is_empty() {
             self.held_changed = true;
         }
-        if !bans.is_empty() || !unbans.is_empty() || rejected > 0 {
+        if !bans.is_empty() || !unbans.is_empty() || !lifts.is_empty() || rejected > 0 {
             tracing::info!(
                 bans = bans.len(),
                 unbans = unbans.len(),
+                lifts = lifts.len(),
                 rejected,
                 applied,
                 held = state.holdings.len(),

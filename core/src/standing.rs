@@ -1,0 +1,218 @@
+//! Standing orders: the operators' control events in force (pardons, allows, operator bans),
+//! as a subscriber keeps them and writes them to `<state_dir>/controls.json` after every change.
+//! The publisher on the same host reads that file (a local read, no network) so that it does
+//! not publish a ban of an address an operator pardoned or allowed.
+
+use crate::control::{Control, ControlKind};
+use crate::replay::ReplayedControl;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+use uuid::Uuid;
+
+/// The file in a subscriber's `state_dir`.
+pub const FILE: &str = "controls.json";
+
+/// The file for a `state_dir`.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE)
+}
+
+/// What a change did to the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new order: enact it.
+    Added,
+    /// A revoke ended this order.
+    Ended(Control),
+    /// A revoke of nothing in force (ended, unknown, or seen before).
+    Nothing,
+    /// Already known (a replay, or a catch-up of what came live).
+    Known,
+}
+
+/// The orders in force, each with the stream sequence it was stored at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Standing {
+    pub controls: Vec<ReplayedControl>,
+    /// Orders revoked lately, so that a replay of one does not bring it back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<Uuid>,
+}
+
+/// How many revoked orders are remembered.
+const REMEMBER_REVOKED: usize = 10_000;
+
+impl Standing {
+    /// Reads the file; a missing file is an empty list.
+    pub fn load(path: &Path) -> std::io::Result<Standing> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Standing::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the file atomically (temp file, fsync, rename), readable by the publisher.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Whether an order with this id is known.
+    pub fn knows(&self, id: Uuid) -> bool {
+        self.controls.iter().any(|c| c.control.id == id) || self.revoked.contains(&id)
+    }
+
+    /// Takes one control event into account.
+    pub fn take(&mut self, seq: u64, control: &Control) -> Change {
+        if self.knows(control.id) {
+            return Change::Known;
+        }
+        match control.kind {
+            ControlKind::Revoke => {
+                let Some(at) = self
+                    .controls
+                    .iter()
+                    .position(|c| Some(c.control.id) == control.revokes)
+                else {
+                    return Change::Nothing;
+                };
+                let ended = self.controls.remove(at).control;
+                if self.revoked.len() >= REMEMBER_REVOKED {
+                    self.revoked.remove(0);
+                }
+                self.revoked.push(ended.id);
+                Change::Ended(ended)
+            }
+            _ => {
+                self.controls.push(ReplayedControl {
+                    seq,
+                    control: control.clone(),
+                });
+                Change::Added
+            }
+        }
+    }
+
+    /// The pardon or allow in force at `now` that covers `ip`, if any.
+    pub fn shield(&self, ip: IpAddr, now: SystemTime) -> Option<&Control> {
+        self.controls
+            .iter()
+            .map(|c| &c.control)
+            .find(|c| c.shields() && c.in_force_at(now) && c.covers(ip))
+    }
+
+    /// Drops what ended by itself; true when something went.
+    pub fn prune(&mut self, now: SystemTime) -> bool {
+        let before = self.controls.len();
+        self.controls.retain(|c| c.control.in_force_at(now));
+        self.controls.len() != before
+    }
+
+    /// Takes the archiver's snapshot of what is in force up to stream sequence `high`: orders
+    /// stored up to `high` that it does not hold were revoked or ended meanwhile and go; what
+    /// came after `high` stays. Returns the orders new to this list: the caller takes and enacts them
+    /// like live ones.
+    pub fn reconcile(&mut self, snapshot: Vec<ReplayedControl>, high: u64) -> Vec<ReplayedControl> {
+        let in_snapshot = |id: Uuid| snapshot.iter().any(|s| s.control.id == id);
+        self.controls
+            .retain(|c| c.seq > high || in_snapshot(c.control.id));
+        snapshot
+            .into_iter()
+            .filter(|s| !self.knows(s.control.id))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::parse_net;
+    use std::time::Duration;
+
+    fn pardon(net: &str, secs: Option<u64>) -> Control {
+        Control::pardon(
+            "admin",
+            parse_net(net).unwrap(),
+            secs.map(Duration::from_secs),
+            "test",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn shields_revokes_expires_and_survives_a_file() {
+        let now = SystemTime::now();
+        let mut s = Standing::default();
+        let p = pardon("192.0.2.0/24", Some(60));
+        assert_eq!(s.take(5, &p), Change::Added);
+        assert_eq!(s.take(5, &p), Change::Known);
+        assert!(s.shield("192.0.2.9".parse().unwrap(), now).is_some());
+        assert!(s.shield("192.0.3.9".parse().unwrap(), now).is_none());
+        assert!(
+            s.shield("192.0.2.9".parse().unwrap(), now + Duration::from_secs(61))
+                .is_none()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        s.save(&path(dir.path())).unwrap();
+        assert_eq!(Standing::load(&path(dir.path())).unwrap(), s);
+        assert!(!s.prune(now));
+        assert!(s.prune(now + Duration::from_secs(61)));
+        let a = pardon("198.51.100.1", None);
+        s.take(6, &a);
+        let r = Control::revoke("admin", a.id, "done").unwrap();
+        assert_eq!(s.take(7, &r), Change::Ended(a.clone()));
+        assert_eq!(s.take(8, &r), Change::Nothing);
+        assert_eq!(
+            s.take(6, &a),
+            Change::Known,
+            "a replay does not bring it back"
+        );
+        assert!(
+            Standing::load(&dir.path().join("none"))
+                .unwrap()
+                .controls
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_snapshot_replaces_what_it_covers() {
+        let mut s = Standing::default();
+        let (old, revoked, late) = (
+            pardon("192.0.2.1", None),
+            pardon("192.0.2.2", None),
+            pardon("192.0.2.3", None),
+        );
+        s.take(1, &old);
+        s.take(2, &revoked);
+        s.take(9, &late);
+        let missed = pardon("192.0.2.4", None);
+        let snapshot = vec![
+            ReplayedControl {
+                seq: 1,
+                control: old.clone(),
+            },
+            ReplayedControl {
+                seq: 4,
+                control: missed.clone(),
+            },
+        ];
+        let new = s.reconcile(snapshot, 5);
+        assert_eq!(new.len(), 1);
+        assert_eq!(new[0].control, missed);
+        let ids: Vec<_> = s.controls.iter().map(|c| c.control.id).collect();
+        assert_eq!(
+            ids,
+            [old.id, late.id],
+            "the revoked one went, the later one stays"
+        );
+    }
+}
