@@ -176,6 +176,55 @@ pub struct SubscriberConfig {
     pub min_reporters_window: Duration,
     /// Where to serve `/metrics` and `/healthz` (off when unset).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// An IPv6 ban applies to the address's /N (e.g. 64: one attacker, one /64); unset: the
+    /// address alone. `ban` and `attempt` modes.
+    pub ipv6_prefix: Option<u8>,
+    /// Ban a whole prefix once this many addresses in it were banned within
+    /// `aggregate_window` (0: off). `ban` and `attempt` modes.
+    pub aggregate_count: usize,
+    #[serde(with = "humantime_serde")]
+    pub aggregate_window: Duration,
+    /// The IPv4 prefix aggregated (16-31).
+    pub aggregate_ipv4_prefix: u8,
+    /// The IPv6 prefix aggregated (32-127).
+    pub aggregate_ipv6_prefix: u8,
+    /// Longer bans for addresses many hosts report, or that come back (off when absent).
+    pub escalation: Option<EscalationConfig>,
+}
+
+/// `[subscriber.escalation]`: fleet-wide bantime escalation (`ban` mode).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscalationConfig {
+    /// When at least this many distinct origins banned an address within `window`, its ban
+    /// gets `bantime` (0: rule off).
+    pub reporters: usize,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub bantime: Duration,
+    /// An address banned again after its last ban ended gets its bantime multiplied by this,
+    /// once per earlier ban (1: rule off), like Fail2Ban's `bantime.increment`, fleet-wide.
+    pub repeat_factor: f64,
+    /// The longest bantime escalation gives (never above `max_bantime`).
+    #[serde(with = "humantime_serde")]
+    pub max_bantime: Duration,
+    /// How far back earlier bans count (a new host reads them from the archive).
+    #[serde(with = "humantime_serde")]
+    pub memory: Duration,
+}
+
+impl Default for EscalationConfig {
+    fn default() -> Self {
+        EscalationConfig {
+            reporters: 0,
+            window: Duration::from_secs(3600),
+            bantime: Duration::from_secs(7 * 24 * 3600),
+            repeat_factor: 1.0,
+            max_bantime: Duration::from_secs(30 * 24 * 3600),
+            memory: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
 }
 
 impl Default for SubscriberConfig {
@@ -199,11 +248,47 @@ impl Default for SubscriberConfig {
             min_reporters: 1,
             min_reporters_window: Duration::from_secs(600),
             metrics_listen: None,
+            ipv6_prefix: None,
+            aggregate_count: 0,
+            aggregate_window: Duration::from_secs(600),
+            aggregate_ipv4_prefix: 24,
+            aggregate_ipv6_prefix: 48,
+            escalation: None,
         }
     }
 }
 
 impl SubscriberConfig {
+    fn check_prefixes(&self) -> Result<(), String> {
+        let wants_prefix = self.ipv6_prefix.is_some() || self.aggregate_count > 0;
+        if wants_prefix && self.apply == ApplyMode::Log {
+            return Err(
+                "subscriber.ipv6_prefix and aggregate_count need apply = \"ban\" or \
+                        \"attempt\" (a log line names one address)"
+                    .into(),
+            );
+        }
+        if self.ipv6_prefix.is_some_and(|n| !(16..=128).contains(&n)) {
+            return Err("subscriber.ipv6_prefix must be between 16 and 128".into());
+        }
+        if !(16..=31).contains(&self.aggregate_ipv4_prefix) {
+            return Err("subscriber.aggregate_ipv4_prefix must be between 16 and 31".into());
+        }
+        if !(32..=127).contains(&self.aggregate_ipv6_prefix) {
+            return Err("subscriber.aggregate_ipv6_prefix must be between 32 and 127".into());
+        }
+        if self.aggregate_count == 1
+            || (self.aggregate_count > 1 && self.aggregate_window.is_zero())
+        {
+            return Err(
+                "subscriber.aggregate_count must be 0 (off) or 2 or more, with an \
+                 aggregate_window above 0s"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The local jail a remote jail's bans go into.
     pub fn local_jail(&self, remote_jail: &str) -> &str {
         self.jail_map
@@ -361,6 +446,25 @@ impl Config {
             validate_jail(remote).map_err(|e| format!("subscriber.jail_map: {e}"))?;
             validate_jail(local).map_err(|e| format!("subscriber.jail_map: {e}"))?;
         }
+        sub.check_prefixes()?;
+        if let Some(esc) = &sub.escalation {
+            if sub.apply != ApplyMode::Ban {
+                return Err(
+                    "subscriber.escalation needs apply = \"ban\" (in the other modes \
+                            the local jail decides the bantime)"
+                        .into(),
+                );
+            }
+            if !esc.repeat_factor.is_finite() || esc.repeat_factor < 1.0 {
+                return Err("subscriber.escalation.repeat_factor must be 1 or more".into());
+            }
+            if esc.window.is_zero() || esc.bantime.is_zero() || esc.max_bantime.is_zero() {
+                return Err(
+                    "subscriber.escalation: window, bantime and max_bantime must be above 0s"
+                        .into(),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -368,6 +472,33 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_and_escalation_keys_are_checked() {
+        let c = Config::parse(
+            "host_id = \"a\"\n[subscriber]\napply = \"ban\"\nipv6_prefix = 64\naggregate_count = 4\n\
+             [subscriber.escalation]\nreporters = 3\nwindow = \"1h\"\nbantime = \"1d\"\n\
+             repeat_factor = 2.0",
+        )
+        .unwrap();
+        assert_eq!(c.subscriber.ipv6_prefix, Some(64));
+        let esc = c.subscriber.escalation.unwrap();
+        assert_eq!((esc.reporters, esc.repeat_factor), (3, 2.0));
+        for bad in [
+            "[subscriber]\nipv6_prefix = 8",
+            "[subscriber]\napply = \"log\"\nipv6_prefix = 64",
+            "[subscriber]\naggregate_count = 1",
+            "[subscriber]\naggregate_ipv4_prefix = 8\naggregate_count = 3",
+            "[subscriber]\n[subscriber.escalation]\nreporters = 2",
+            "[subscriber]\napply = \"ban\"\n[subscriber.escalation]\nrepeat_factor = 0.5",
+            "[subscriber]\napply = \"ban\"\n[subscriber.escalation]\nreporter = 2",
+        ] {
+            assert!(
+                Config::parse(&format!("host_id = \"a\"\n{bad}")).is_err(),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn empty_file_gives_the_documented_defaults() {

@@ -5,6 +5,7 @@
 
 use crate::control::{Control, ControlKind};
 use crate::replay::ReplayedControl;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::net::IpAddr;
@@ -103,10 +104,16 @@ impl Standing {
 
     /// The pardon or allow in force at `now` that covers `ip`, if any.
     pub fn shield(&self, ip: IpAddr, now: SystemTime) -> Option<&Control> {
-        self.controls
-            .iter()
-            .map(|c| &c.control)
-            .find(|c| c.shields() && c.in_force_at(now) && c.covers(ip))
+        self.shield_net(crate::control::host_net(ip), now)
+    }
+
+    /// The pardon or allow in force at `now` that shares an address with `net`, if any.
+    pub fn shield_net(&self, net: IpNet, now: SystemTime) -> Option<&Control> {
+        self.controls.iter().map(|c| &c.control).find(|c| {
+            c.shields()
+                && c.in_force_at(now)
+                && c.net.is_some_and(|n| n.contains(&net) || net.contains(&n))
+        })
     }
 
     /// Drops what ended by itself; true when something went.

@@ -10,9 +10,11 @@
 //! allowlist; the origin is within its rate (bans and unbans alike); a ban has its quorum; an
 //! unban lifts only what this host holds for that origin alone.
 
+use crate::escalation::{Escalated, Escalation};
 use crate::follow::{Incoming, Source};
 use crate::holdings::Unbanned;
 use crate::limits::{Admit, Limits};
+use crate::prefixes::{Prefixes, host, overlap};
 use crate::state::State;
 use ipnet::IpNet;
 use shared_f2b::config::Config;
@@ -119,17 +121,23 @@ pub enum Decision {
     Ban {
         jail: String,
         event: Event,
+        /// What is banned: the address, or its prefix (`ipv6_prefix`).
+        target: IpNet,
         bantime: Option<i64>,
+        /// The escalation rule that lengthened it, if one did.
+        escalated: Option<Escalated>,
+        /// A prefix this ban completed (aggregation): banned too, held by [`AGGREGATE_HOLDER`].
+        aggregate: Option<IpNet>,
     },
     /// An operator's pardon or allow: lift every address in `net` in every local jail now
     /// (already forgotten from the holdings).
     Lift { net: IpNet, control: Control },
     /// A revoke ended an order (nothing to undo: what a pardon lifted stays lifted).
     Ended { control: Control, ended: Control },
-    /// Lift the local ban of `ip` in `jail`.
+    /// Lift the local ban of `target` in `jail`.
     Unban {
         jail: String,
-        ip: IpAddr,
+        target: IpNet,
         event: Event,
     },
     /// Not applied.
@@ -146,6 +154,9 @@ fn drop(reason: Reason, detail: impl Into<String>) -> Decision {
         detail: detail.into(),
     }
 }
+
+/// Who holds an aggregated prefix ban in the holdings (a name no host can have).
+pub const AGGREGATE_HOLDER: &str = "prefix aggregate";
 
 /// Who holds an operator's ban in the holdings: a name with a space, which no host's origin
 /// can have, so no host's unban can lift it.
@@ -186,6 +197,8 @@ pub struct Admission {
     nats_servers: Vec<IpAddr>,
     max_bantime: Duration,
     limits: Limits,
+    prefixes: Prefixes,
+    escalation: Option<Escalation>,
 }
 
 impl Admission {
@@ -206,6 +219,11 @@ impl Admission {
             nats_servers,
             max_bantime: sub.max_bantime,
             limits: Limits::new(sub),
+            prefixes: Prefixes::new(sub),
+            escalation: sub
+                .escalation
+                .clone()
+                .map(|rules| Escalation::new(rules, sub.max_bantime)),
         }
     }
 
@@ -274,22 +292,26 @@ impl Admission {
         }
     }
 
-    /// Why `ip` must not be banned here, if it must not: protected, a NATS server, in the local
-    /// allowlist, or covered by an operator's pardon or allow in force.
-    fn never_banned(&self, ip: IpAddr, state: &State, now: SystemTime) -> Option<Decision> {
-        if is_protected(ip) {
-            return Some(drop(Reason::Protected, format!("{ip} is never banned")));
+    /// Why `net` must not be banned here, if it must not: it holds a protected address or a
+    /// NATS server, or shares addresses with the local allowlist or an operator's pardon or
+    /// allow in force.
+    fn never_banned(&self, net: IpNet, state: &State, now: SystemTime) -> Option<Decision> {
+        if is_protected(net.network()) || is_protected(net.broadcast()) {
+            return Some(drop(Reason::Protected, format!("{net} is never banned")));
         }
-        if self.nats_servers.contains(&ip) {
-            return Some(drop(Reason::NatsServer, format!("{ip} is a NATS server")));
-        }
-        if self.allowlist.iter().any(|net| net.contains(&ip)) {
+        if self.nats_servers.iter().any(|s| net.contains(s)) {
             return Some(drop(
-                Reason::Allowlisted,
-                format!("{ip} is in the allowlist"),
+                Reason::NatsServer,
+                format!("{net} holds a NATS server"),
             ));
         }
-        let order = state.standing.shield(ip, now)?;
+        if self.allowlist.iter().any(|a| overlap(a, &net)) {
+            return Some(drop(
+                Reason::Allowlisted,
+                format!("{net} is in the allowlist"),
+            ));
+        }
+        let order = state.standing.shield_net(net, now)?;
         let reason = match order.kind {
             ControlKind::Allow => Reason::Allowed,
             _ => Reason::Pardoned,
@@ -297,7 +319,7 @@ impl Admission {
         Some(drop(
             reason,
             format!(
-                "{ip}: {} {} by {:?}: {:?}",
+                "{net}: {} {} by {:?}: {:?}",
                 order.kind.as_str(),
                 order.id,
                 order.operator,
@@ -349,7 +371,7 @@ impl Admission {
         let Some(ip) = control.ban_ip() else {
             return drop(Reason::Invalid("bad_control"), "a ban without an address");
         };
-        if let Some(refused) = self.never_banned(ip, state, now) {
+        if let Some(refused) = self.never_banned(host(ip), state, now) {
             return refused;
         }
         let cap = now + self.max_bantime;
@@ -372,7 +394,10 @@ impl Admission {
         Decision::Ban {
             jail: self.target_jail.clone(),
             event,
+            target: host(ip),
             bantime: Some(bantime as i64),
+            escalated: None,
+            aggregate: None,
         }
     }
 
@@ -385,17 +410,43 @@ impl Admission {
         now: SystemTime,
     ) -> Decision {
         let ip = event.ip;
-        if let Some(refused) = self.never_banned(ip, state, now) {
+        if let Some(refused) = self.never_banned(host(ip), state, now) {
             return refused;
         }
+        // A prefix that would cover something never banned: the address alone.
+        let mut target = self.prefixes.widen(ip);
+        if self.never_banned(target, state, now).is_some() {
+            target = host(ip);
+        }
         match self.limits.admit(&event, live, now) {
-            Admit::Apply(until) => {
-                state.ban(&jail, ip, &event.origin, until);
+            Admit::Apply(mut until) => {
+                let mut bantime = None;
+                let escalated = self.escalation.as_mut().and_then(|rules| {
+                    let held = until.map_or(self.max_bantime, |u| {
+                        u.duration_since(event.time).unwrap_or_default()
+                    });
+                    rules.assess(target, &event.origin, event.time, held.as_secs())
+                });
+                if let Some(e) = &escalated {
+                    bantime = Some(e.bantime as i64);
+                    until = Some(now.max(event.time) + Duration::from_secs(e.bantime));
+                }
+                state.ban(&jail, target.addr(), &event.origin, until);
                 state.note(&event.origin, &event.jail, ip, event.id);
+                let aggregate = self
+                    .prefixes
+                    .aggregate(target, now)
+                    .filter(|net| self.never_banned(*net, state, now).is_none());
+                if let Some(net) = aggregate {
+                    state.ban(&jail, net.addr(), AGGREGATE_HOLDER, until);
+                }
                 Decision::Ban {
                     jail,
                     event,
-                    bantime: None,
+                    target,
+                    bantime,
+                    escalated,
+                    aggregate,
                 }
             }
             Admit::Waiting => drop(Reason::AwaitingReporters, ""),
@@ -415,10 +466,18 @@ impl Admission {
             return drop(Reason::RateLimited, "over max_bans_per_minute");
         }
         state.note(&event.origin, &event.jail, event.ip, event.id);
-        match state.unban(&jail, event.ip, &event.origin) {
+        // Held as its prefix (`ipv6_prefix`), or as the address when the prefix was not allowed.
+        let wide = self.prefixes.widen(event.ip);
+        let mut target = wide;
+        let mut outcome = state.unban(&jail, wide.addr(), &event.origin);
+        if outcome == Unbanned::NotHeld && wide != host(event.ip) {
+            target = host(event.ip);
+            outcome = state.unban(&jail, event.ip, &event.origin);
+        }
+        match outcome {
             Unbanned::Lift => Decision::Unban {
                 jail,
-                ip: event.ip,
+                target,
                 event,
             },
             Unbanned::HeldByOthers => drop(Reason::HeldByOthers, ""),
@@ -579,6 +638,58 @@ mod tests {
             Control::allow("admin", parse_net("2001:db8:9::/48").unwrap(), None, "v6").unwrap();
         assert_eq!(case.order("admin", &allow6), "lift");
         assert_eq!(case.event(&ban("alice", "2001:db8:9::1")), "allowed");
+    }
+
+    #[test]
+    fn prefixes_widen_aggregate_and_stop_short_of_what_is_never_banned() {
+        let mut case = Case::new("ipv6_prefix = 64\naggregate_count = 3");
+        let now = SystemTime::now();
+        let mut decide = |case: &mut Case, e: &Event| match case.admission.decide(
+            &live(&e.origin.clone(), e),
+            &mut case.state,
+            now,
+        ) {
+            Decision::Ban {
+                target, aggregate, ..
+            } => format!("{target} {aggregate:?}"),
+            Decision::Unban { target, .. } => format!("unban {target}"),
+            Decision::Drop { reason, .. } => reason.label().to_owned(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            decide(&mut case, &ban("alice", "2001:db8:5:6::1")),
+            "2001:db8:5:6::/64 None"
+        );
+        assert_eq!(
+            decide(&mut case, &unban("alice", "2001:db8:5:6::1")),
+            "unban 2001:db8:5:6::/64"
+        );
+        // The allowlist holds 2001:db8:1::/48: a /64 in it is never banned, nor its addresses.
+        assert_eq!(
+            decide(&mut case, &ban("alice", "2001:db8:1:1::9")),
+            "allowlisted"
+        );
+        // The NATS server 192.0.2.222 is in 192.0.2.0/24: that prefix is never aggregated.
+        for ip in ["192.0.2.1", "192.0.2.2"] {
+            assert_eq!(
+                decide(&mut case, &ban("alice", ip)),
+                format!("{ip}/32 None")
+            );
+        }
+        assert_eq!(
+            decide(&mut case, &ban("alice", "192.0.2.3")),
+            "192.0.2.3/32 None"
+        );
+        for ip in ["198.51.100.1", "198.51.100.2"] {
+            assert_eq!(
+                decide(&mut case, &ban("alice", ip)),
+                format!("{ip}/32 None")
+            );
+        }
+        assert_eq!(
+            decide(&mut case, &ban("charlie", "198.51.100.3")),
+            "198.51.100.3/32 Some(198.51.100.0/24)"
+        );
     }
 
     fn live_order(c: &Control) -> Incoming {

@@ -22,26 +22,43 @@ pub enum Op {
     /// `bantime`, the tickets get that bantime rather than the jail's.
     Ban {
         jail: String,
-        ips: Vec<IpAddr>,
+        ips: Vec<IpNet>,
         bantime: Option<i64>,
     },
     /// `set <jail> attempt <ip> <reason>` (`attempt` mode).
     Attempt {
         jail: String,
-        ip: IpAddr,
+        ip: IpNet,
         reason: String,
     },
     /// Lines for the shared log file (`log` mode).
     Log { lines: String },
     /// `set <jail> unbanip <ip> …`.
-    Unban { jail: String, ips: Vec<IpAddr> },
+    Unban { jail: String, ips: Vec<IpNet> },
     /// `unban <ip> …` in every jail: every address in the nets (an operator's pardon or allow).
     Lift { nets: Vec<IpNet> },
 }
 
-/// A ban to apply: the local jail, the event, and the bantime its ticket gets (`None`: the
-/// jail's).
-pub type PlannedBan = (String, Event, Option<i64>);
+/// A ban to apply.
+#[derive(Debug, Clone)]
+pub struct PlannedBan {
+    /// The local jail.
+    pub jail: String,
+    /// The address, or a prefix.
+    pub target: IpNet,
+    pub event: Event,
+    /// The bantime its ticket gets (`None`: the jail's).
+    pub bantime: Option<i64>,
+}
+
+/// How Fail2Ban is handed an address or prefix: `192.0.2.1`, `2001:db8:1:2::/64`.
+pub fn text(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
 
 /// Why an op did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -101,18 +118,21 @@ impl Applier {
     pub fn plan(
         &self,
         bans: &[PlannedBan],
-        unbans: &[(String, IpAddr)],
+        unbans: &[(String, IpNet)],
         lifts: &[IpNet],
     ) -> Vec<Op> {
         let mut ops = Vec::new();
         // Bans that go through `banip` whatever the mode: an operator's (with a bantime), and
         // in `ban` mode all of them.
         let banip = |b: &&PlannedBan| {
-            self.mode == ApplyMode::Ban || (self.mode == ApplyMode::Attempt && b.2.is_some())
+            self.mode == ApplyMode::Ban || (self.mode == ApplyMode::Attempt && b.bantime.is_some())
         };
-        let mut by_jail: BTreeMap<(&str, Option<i64>), Vec<IpAddr>> = BTreeMap::new();
-        for (jail, e, bantime) in bans.iter().filter(banip) {
-            by_jail.entry((jail, *bantime)).or_default().push(e.ip);
+        let mut by_jail: BTreeMap<(&str, Option<i64>), Vec<IpNet>> = BTreeMap::new();
+        for b in bans.iter().filter(banip) {
+            by_jail
+                .entry((&b.jail, b.bantime))
+                .or_default()
+                .push(b.target);
         }
         for ((jail, bantime), ips) in by_jail {
             for chunk in ips.chunks(CHUNK) {
@@ -127,10 +147,16 @@ impl Applier {
         match self.mode {
             ApplyMode::Ban => {}
             ApplyMode::Attempt => {
-                for (jail, e, _) in rest {
+                for PlannedBan {
+                    jail,
+                    target,
+                    event: e,
+                    ..
+                } in rest
+                {
                     ops.push(Op::Attempt {
                         jail: jail.clone(),
-                        ip: e.ip,
+                        ip: *target,
                         reason: format!(
                             "shared-f2b: reported by {} (jail {})",
                             tame(&e.origin),
@@ -142,7 +168,7 @@ impl Applier {
             ApplyMode::Log => {
                 if !rest.is_empty() {
                     let mut lines = String::new();
-                    for (_, e, _) in rest {
+                    for PlannedBan { event: e, .. } in rest {
                         let epoch = e.time.duration_since(UNIX_EPOCH).unwrap_or_default();
                         lines.push_str(&format!(
                             "{} [{}] {} {}\n",
@@ -156,7 +182,7 @@ impl Applier {
                 }
             }
         }
-        let mut unban_by_jail: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
+        let mut unban_by_jail: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
         for (jail, ip) in unbans {
             unban_by_jail.entry(jail).or_default().push(*ip);
         }
@@ -181,7 +207,7 @@ impl Applier {
         match op {
             Op::Ban { jail, ips, bantime } => {
                 let ignored = self.ignored(jail, ips).await?;
-                let keep: Vec<IpAddr> = ips
+                let keep: Vec<IpNet> = ips
                     .iter()
                     .filter(|ip| !ignored.contains(ip))
                     .copied()
@@ -189,7 +215,7 @@ impl Applier {
                 if keep.is_empty() {
                     return Ok(0);
                 }
-                let texts: Vec<String> = keep.iter().map(IpAddr::to_string).collect();
+                let texts: Vec<String> = keep.iter().map(text).collect();
                 match bantime {
                     None => self.banip(jail, &texts).await,
                     Some(bantime) => self.banip_for(jail, &texts, *bantime).await,
@@ -202,7 +228,7 @@ impl Applier {
                 if self.ignored(jail, &[*ip]).await?.contains(ip) {
                     return Ok(0);
                 }
-                let ip = ip.to_string();
+                let ip = text(ip);
                 self.f2b
                     .command(&["set", jail, "attempt", &ip, reason])
                     .await?;
@@ -221,7 +247,7 @@ impl Applier {
                 Ok(lines.lines().count())
             }
             Op::Unban { jail, ips } => {
-                let texts: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+                let texts: Vec<String> = ips.iter().map(text).collect();
                 let mut args = vec!["set", jail.as_str(), "unbanip"];
                 args.extend(texts.iter().map(String::as_str));
                 match self.f2b.command(&args).await {
@@ -240,11 +266,11 @@ impl Applier {
 
     /// Which of `ips` the jail's `ignoreip` covers (each logged): Fail2Ban skips ignoreip on
     /// both `banip` and `attempt`.
-    async fn ignored(&mut self, jail: &str, ips: &[IpAddr]) -> Result<Vec<IpAddr>, ApplyError> {
+    async fn ignored(&mut self, jail: &str, ips: &[IpNet]) -> Result<Vec<IpNet>, ApplyError> {
         let list = self.ignore_list(jail).await?;
-        let ignored: Vec<IpAddr> = ips
+        let ignored: Vec<IpNet> = ips
             .iter()
-            .filter(|ip| list.iter().any(|net| net.contains(*ip)))
+            .filter(|ip| list.iter().any(|net| net.contains(*ip) || ip.contains(net)))
             .copied()
             .collect();
         for ip in &ignored {
@@ -378,6 +404,19 @@ mod tests {
         .unwrap()
     }
 
+    fn net(ip: &str) -> IpNet {
+        IpNet::from(parse_ip(ip).unwrap())
+    }
+
+    fn planned(event: Event, bantime: Option<i64>) -> PlannedBan {
+        PlannedBan {
+            jail: "shared".into(),
+            target: IpNet::from(event.ip),
+            event,
+            bantime,
+        }
+    }
+
     fn applier(mode: ApplyMode) -> Applier {
         Applier::new(
             mode,
@@ -389,14 +428,10 @@ mod tests {
     #[test]
     fn plans_per_mode() {
         let bans = vec![
-            ("shared".to_string(), ev("alice", "192.0.2.1"), None),
-            (
-                "shared".to_string(),
-                ev("<F2B_END_COMMAND>", "192.0.2.2"),
-                None,
-            ),
+            planned(ev("alice", "192.0.2.1"), None),
+            planned(ev("<F2B_END_COMMAND>", "192.0.2.2"), None),
         ];
-        let unbans = vec![("shared".to_string(), parse_ip("192.0.2.3").unwrap())];
+        let unbans = vec![("shared".to_string(), net("192.0.2.3"))];
         let ops = applier(ApplyMode::Ban).plan(&bans, &unbans, &[]);
         assert_eq!(ops.len(), 2);
         assert!(matches!(&ops[0], Op::Ban { ips, .. } if ips.len() == 2));
@@ -425,20 +460,24 @@ mod tests {
     #[test]
     fn an_operators_ban_goes_through_banip_with_its_bantime_and_lifts_come_last() {
         let bans = vec![
-            ("shared".to_string(), ev("alice", "192.0.2.1"), None),
-            ("shared".to_string(), ev("admin", "192.0.2.2"), Some(7200)),
+            planned(ev("alice", "192.0.2.1"), None),
+            planned(ev("admin", "192.0.2.2"), Some(7200)),
         ];
-        let lifts = vec![IpNet::from(parse_ip("192.0.2.9").unwrap())];
+        let lifts = vec![net("192.0.2.9")];
         let ops = applier(ApplyMode::Attempt).plan(&bans, &[], &lifts);
         assert_eq!(
             ops[0],
             Op::Ban {
                 jail: "shared".into(),
-                ips: vec![parse_ip("192.0.2.2").unwrap()],
+                ips: vec![net("192.0.2.2")],
                 bantime: Some(7200)
             }
         );
-        assert!(matches!(&ops[1], Op::Attempt { ip, .. } if ip.to_string() == "192.0.2.1"));
+        assert!(matches!(&ops[1], Op::Attempt { ip, .. } if text(ip) == "192.0.2.1"));
+        assert_eq!(
+            text(&"2001:db8:1:2::/64".parse().unwrap()),
+            "2001:db8:1:2::/64"
+        );
         assert_eq!(ops[2], Op::Lift { nets: lifts });
     }
 }

@@ -134,7 +134,7 @@ impl Holdings {
     /// returns what went, as (jail, address, origin).
     pub fn lift(&mut self, net: IpNet) -> Vec<(String, IpAddr, String)> {
         let keys: Vec<(u16, IpAddr)> = if net.prefix_len() == net.max_prefix_len() {
-            (0..self.jails.len() as u16)
+            (0..self.jails.count() as u16)
                 .map(|jail| (jail, net.addr()))
                 .filter(|key| self.bans.contains_key(key))
                 .collect()

@@ -25,6 +25,9 @@ pub struct Metrics {
     pub last_applied_seconds: Gauge<f64, AtomicU64>,
     pub held_by_origin: GaugeFamily,
     pub held_by_jail: GaugeFamily,
+    pub escalations: Family<Labels, Counter>,
+    pub aggregated: Counter,
+    pub orders: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -43,6 +46,9 @@ impl Metrics {
             last_applied_seconds: Gauge::default(),
             held_by_origin: GaugeFamily::default(),
             held_by_jail: GaugeFamily::default(),
+            escalations: Family::default(),
+            aggregated: Counter::default(),
+            orders: Family::default(),
         };
         let mut r = Registry::with_prefix("shared_f2b");
         r.register(
@@ -105,7 +111,32 @@ impl Metrics {
             "Remote bans held, per local jail",
             m.held_by_jail.clone(),
         );
+        r.register(
+            "escalations",
+            "Bans given a longer bantime, by rule (reporters, repeat)",
+            m.escalations.clone(),
+        );
+        r.register(
+            "prefixes_aggregated",
+            "Prefixes banned because enough of their addresses were",
+            m.aggregated.clone(),
+        );
+        r.register(
+            "operator_orders",
+            "Operators' control events enacted, by kind",
+            m.orders.clone(),
+        );
         (m, Arc::new(r))
+    }
+
+    /// Counts an escalation.
+    pub fn escalated(&self, rule: &str) {
+        self.escalations.get_or_create(&label("rule", rule)).inc();
+    }
+
+    /// Counts an operator's order enacted.
+    pub fn order(&self, kind: &str) {
+        self.orders.get_or_create(&label("kind", kind)).inc();
     }
 
     /// Counts a rejection.

@@ -30,7 +30,7 @@ impl Names {
     }
 
     /// How many names there are (numbers run from 0 below this).
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.names.len()
     }
 

@@ -2,7 +2,7 @@
 //! the configured mode, record the batch in the state, count everything. Only I/O here.
 
 use crate::admission::{Admission, Decision};
-use crate::apply::{Applier, ApplyError, Op};
+use crate::apply::{Applier, ApplyError, Op, PlannedBan};
 use crate::follow::Incoming;
 use crate::metrics::Metrics;
 use crate::state::State;
@@ -55,26 +55,55 @@ impl Worker<'_> {
                 Decision::Ban {
                     jail,
                     event,
+                    target,
                     bantime,
+                    escalated,
+                    aggregate,
                 } => {
                     tracing::debug!(id = %event.id, origin = ?event.origin, ip = %event.ip,
-                        jail = %jail, "ban admitted");
-                    if bantime.is_some() {
-                        tracing::info!(id = %event.id, ip = %event.ip, %jail, bantime,
+                        %target, jail = %jail, "ban admitted");
+                    if let Some(e) = &escalated {
+                        self.metrics.escalated(e.rule.label());
+                        tracing::info!(id = %event.id, %target, %jail, rule = e.rule.label(),
+                            count = e.count, bantime = e.bantime, asked = event.bantime,
+                            "ban escalated");
+                    } else if bantime.is_some() {
+                        self.metrics.order("ban");
+                        tracing::info!(id = %event.id, %target, %jail, bantime,
                             "operator's ban applied");
                     }
-                    if !touched.insert((jail.clone(), event.ip)) {
-                        unbans.retain(|(j, ip)| !(*j == jail && *ip == event.ip));
+                    if !touched.insert((jail.clone(), target)) {
+                        unbans.retain(|(j, t)| !(*j == jail && *t == target));
                     }
-                    bans.push((jail, event, bantime));
+                    if let Some(net) = aggregate {
+                        self.metrics.aggregated.inc();
+                        tracing::info!(%net, %jail, last = %event.ip, "prefix banned: enough \
+                            of its addresses were banned within aggregate_window");
+                        bans.push(PlannedBan {
+                            jail: jail.clone(),
+                            target: net,
+                            event: event.clone(),
+                            bantime,
+                        });
+                    }
+                    bans.push(PlannedBan {
+                        jail,
+                        target,
+                        event,
+                        bantime,
+                    });
                 }
-                Decision::Unban { jail, ip, event } => {
-                    tracing::debug!(id = %event.id, origin = ?event.origin, %ip, jail = %jail,
+                Decision::Unban {
+                    jail,
+                    target,
+                    event,
+                } => {
+                    tracing::debug!(id = %event.id, origin = ?event.origin, %target, jail = %jail,
                         "unban admitted");
-                    if !touched.insert((jail.clone(), ip)) {
-                        bans.retain(|(j, e, _)| !(*j == jail && e.ip == ip));
+                    if !touched.insert((jail.clone(), target)) {
+                        bans.retain(|b| !(b.jail == jail && b.target == target));
                     }
-                    unbans.push((jail, ip));
+                    unbans.push((jail, target));
                 }
                 Decision::Lift { net, control } => {
                     // Operators' words may hold anything: escaped.
@@ -82,10 +111,12 @@ impl Worker<'_> {
                         operator = ?control.operator, reason = ?control.reason,
                         until = ?control.until.map(humantime::format_rfc3339_seconds),
                         "operator's order: lifting everywhere here");
-                    bans.retain(|(_, e, _)| !net.contains(&e.ip));
+                    self.metrics.order(control.kind.as_str());
+                    bans.retain(|b| !net.contains(&b.event.ip) && !net.contains(&b.target));
                     lifts.push(net);
                 }
                 Decision::Ended { control, ended } => {
+                    self.metrics.order("revoke");
                     tracing::info!(id = %control.id, ended = %ended.id,
                         kind = ended.kind.as_str(), net = ?ended.net,
                         operator = ?control.operator, reason = ?control.reason,
@@ -126,7 +157,7 @@ impl Worker<'_> {
                     .unwrap_or_default()
                     .as_secs_f64(),
             );
-            for (_, e, _) in &bans {
+            for PlannedBan { event: e, .. } in &bans {
                 let latency = done.duration_since(e.time).unwrap_or_default();
                 self.metrics
                     .event_latency_seconds
