@@ -644,7 +644,7 @@ mod tests {
     fn prefixes_widen_aggregate_and_stop_short_of_what_is_never_banned() {
         let mut case = Case::new("ipv6_prefix = 64\naggregate_count = 3");
         let now = SystemTime::now();
-        let mut decide = |case: &mut Case, e: &Event| match case.admission.decide(
+        let decide = |case: &mut Case, e: &Event| match case.admission.decide(
             &live(&e.origin.clone(), e),
             &mut case.state,
             now,
