@@ -1,15 +1,16 @@
 //! From the stream into the database: a durable pull consumer shared by every archiver, batches
-//! inserted in one transaction, each message acked only after its batch committed.
+//! (events and operators' control events) inserted in one transaction, each message acked only
+//! after its batch committed.
 //!
 //! While the database is down the batch in hand is retried (with "in progress" acks so the
 //! server does not hand it to another archiver meanwhile) and the rest waits on the stream.
 
 use crate::db::Db;
 use crate::metrics::Metrics;
-use crate::store::{self, Archived, Reject};
+use crate::store::{self, Archived, ArchivedControl, Reject};
 use async_nats::jetstream::{AckKind, Message, stream::Stream};
 use futures::StreamExt;
-use shared_f2b::inbound::decode_received;
+use shared_f2b::inbound::{Received, decode_any};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -104,17 +105,22 @@ async fn archive(
     shutdown: &CancellationToken,
 ) {
     let started = Instant::now();
-    let (mut events, mut rejects) = (Vec::new(), Vec::new());
+    let (mut events, mut controls, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
     if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
         metrics.consumer_pending.set(info.pending as i64);
     }
     for m in &messages {
         let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-        match decode_received(prefix, &m.subject, &m.payload) {
-            Ok(event) => events.push(Archived { event, seq }),
+        match decode_any(prefix, &m.subject, &m.payload) {
+            Ok(Received::Event(event)) => events.push(Archived { event, seq }),
+            Ok(Received::Control(control)) => {
+                tracing::info!(id = %control.id, kind = control.kind.as_str(),
+                    operator = %control.operator, seq, "control event");
+                controls.push(ArchivedControl { control, seq });
+            }
             Err(r) => {
                 tracing::warn!(subject = ?m.subject.as_str(), seq, reason = r.reason, detail = ?r.detail,
-                    "not an event; kept in f2b_rejects");
+                    "not an event nor a control event; kept in f2b_rejects");
                 rejects.push(Reject {
                     seq,
                     subject: m.subject.to_string(),
@@ -128,7 +134,7 @@ async fn archive(
     let mut delay = Duration::from_millis(200);
     let mut failing = false;
     let inserted = loop {
-        match store::insert(db, &events, &rejects).await {
+        match store::insert(db, &events, &controls, &rejects).await {
             Ok(n) => break n,
             Err(e) => {
                 metrics.db_errors.inc();
@@ -154,8 +160,10 @@ async fn archive(
         tracing::info!("database is back; archiving resumed");
     }
     metrics.db_up.set(1);
-    metrics.archived.inc_by(inserted);
-    metrics.duplicates.inc_by(events.len() as u64 - inserted);
+    metrics.archived.inc_by(inserted.events);
+    metrics
+        .duplicates
+        .inc_by(events.len() as u64 - inserted.events);
     metrics.rejects.inc_by(rejects.len() as u64);
     metrics.batch_size.observe(messages.len() as f64);
     metrics
@@ -168,8 +176,10 @@ async fn archive(
     }
     tracing::info!(
         events = events.len(),
-        inserted,
-        duplicates = events.len() as u64 - inserted,
+        inserted = inserted.events,
+        duplicates = events.len() as u64 - inserted.events,
+        controls = controls.len(),
+        controls_inserted = inserted.controls,
         rejected = rejects.len(),
         took_ms = started.elapsed().as_millis() as u64,
         "batch archived"

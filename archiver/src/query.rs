@@ -3,6 +3,7 @@
 
 use crate::db::Db;
 use crate::store::{ip_key, ms};
+use shared_f2b::control::{Control, ControlKind, parse_net};
 use shared_f2b::event::{Action, Event, SCHEMA_VERSION, parse_ip};
 use sqlx::any::AnyRow;
 use sqlx::{Any, QueryBuilder, Row};
@@ -111,15 +112,41 @@ fn scope(q: &mut QueryBuilder<Any>, jails: &[String], exclude_origin: Option<&st
     }
 }
 
-/// A ban is active while it has not expired and its origin has not unbanned it since.
+/// A ban is active while it has not expired, its origin has not unbanned it since, and no
+/// operator pardoned or allowed it since (what a pardon lifted stays lifted after it ends).
 fn active_conditions(q: &mut QueryBuilder<Any>, now: SystemTime) {
     q.push(" AND b.action = 'ban' AND (b.expires_ms IS NULL OR b.expires_ms > ")
         .push_bind(ms(now))
         .push(
             ") AND NOT EXISTS (SELECT 1 FROM f2b_events u WHERE u.ip = b.ip \
              AND u.origin = b.origin AND u.jail = b.jail AND u.action = 'unban' \
-             AND u.stream_seq > b.stream_seq)",
-        );
+             AND u.stream_seq > b.stream_seq) \
+             AND NOT EXISTS (SELECT 1 FROM f2b_control c WHERE c.kind IN (",
+        )
+        .push_bind(ControlKind::Pardon.as_str())
+        .push(", ")
+        .push_bind(ControlKind::Allow.as_str())
+        .push(") AND c.stream_seq > b.stream_seq AND b.ip BETWEEN c.net_lo AND c.net_hi)");
+}
+
+/// One page of every ban (ended ones too) from `since` on, after row id `after`, up to stream
+/// sequence `until_seq`, in row order (a new host's memory for escalation).
+pub async fn bans_page(
+    db: &Db,
+    since: SystemTime,
+    jails: &[String],
+    after: u64,
+    until_seq: u64,
+    limit: usize,
+) -> Result<Vec<Stored>, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new(EVENT_COLUMNS);
+    q.push(" WHERE b.id > ").push_bind(after as i64);
+    q.push(" AND b.stream_seq <= ").push_bind(until_seq as i64);
+    q.push(" AND b.action = 'ban' AND b.event_time_ms >= ")
+        .push_bind(ms(since));
+    scope(&mut q, jails, None);
+    q.push(" ORDER BY b.id LIMIT ").push_bind(limit as i64);
+    fetch_events(db, q).await
 }
 
 /// One page of the bans active at `now` (one row per origin's ban), after row id `after`.
@@ -173,6 +200,87 @@ pub async fn since_page(
     q.push(" ORDER BY b.stream_seq LIMIT ")
         .push_bind(limit as i64);
     fetch_events(db, q).await
+}
+
+const CONTROL_COLUMNS: &str = "SELECT c.id, c.event_id, c.operator, c.kind, c.net_text, \
+    c.revokes, c.event_time_ms, c.until_ms, c.reason, c.stream_seq FROM f2b_control c";
+
+/// An archived control event with where it sits.
+#[derive(Debug, Clone)]
+pub struct StoredControl {
+    pub row_id: u64,
+    pub seq: u64,
+    pub control: Control,
+}
+
+fn decode_control(row: &AnyRow) -> Result<StoredControl, sqlx::Error> {
+    let bad =
+        |what: &str| sqlx::Error::Decode(format!("archived control {what} is invalid").into());
+    let uuid = |bytes: Vec<u8>| uuid::Uuid::from_slice(&bytes).map_err(|_| bad("id"));
+    let kind: String = row.try_get("kind")?;
+    let net: Option<String> = row.try_get("net_text")?;
+    let revokes: Option<Vec<u8>> = row.try_get("revokes")?;
+    let until: Option<i64> = row.try_get("until_ms")?;
+    let control = Control {
+        v: SCHEMA_VERSION,
+        id: uuid(row.try_get("event_id")?)?,
+        operator: row.try_get("operator")?,
+        kind: ControlKind::parse(&kind).ok_or_else(|| bad("kind"))?,
+        net: net
+            .map(|n| parse_net(&n).map_err(|_| bad("net")))
+            .transpose()?,
+        revokes: revokes.map(uuid).transpose()?,
+        time: time(row.try_get("event_time_ms")?),
+        until: until.map(time),
+        reason: row.try_get("reason")?,
+    };
+    Ok(StoredControl {
+        row_id: row.try_get::<i64, _>("id")? as u64,
+        seq: row.try_get::<i64, _>("stream_seq")? as u64,
+        control,
+    })
+}
+
+/// A control event is in force while it is a pardon, allow or ban that has not ended and that
+/// no revoke names.
+fn in_force_conditions(q: &mut QueryBuilder<Any>, now: SystemTime, until_seq: u64) {
+    q.push(" AND c.stream_seq <= ").push_bind(until_seq as i64);
+    q.push(" AND c.kind IN (")
+        .push_bind(ControlKind::Pardon.as_str())
+        .push(", ")
+        .push_bind(ControlKind::Allow.as_str())
+        .push(", ")
+        .push_bind(ControlKind::Ban.as_str())
+        .push(") AND (c.until_ms IS NULL OR c.until_ms > ")
+        .push_bind(ms(now))
+        .push(") AND NOT EXISTS (SELECT 1 FROM f2b_control r WHERE r.revokes = c.event_id AND r.kind = ")
+        .push_bind(ControlKind::Revoke.as_str())
+        .push(")");
+}
+
+/// One page of the control events in force at `now`, archived up to stream sequence
+/// `until_seq`, after row id `after`, in row order.
+pub async fn controls_page(
+    db: &Db,
+    now: SystemTime,
+    after: u64,
+    until_seq: u64,
+    limit: usize,
+) -> Result<Vec<StoredControl>, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new(CONTROL_COLUMNS);
+    q.push(" WHERE c.id > ").push_bind(after as i64);
+    in_force_conditions(&mut q, now, until_seq);
+    q.push(" ORDER BY c.id LIMIT ").push_bind(limit as i64);
+    let rows = q.build().fetch_all(&db.pool).await?;
+    rows.iter().map(decode_control).collect()
+}
+
+/// How many control events [`controls_page`] would return in all.
+pub async fn controls_count(db: &Db, now: SystemTime, until_seq: u64) -> Result<u64, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new("SELECT COUNT(*) AS n FROM f2b_control c");
+    q.push(" WHERE 1 = 1");
+    in_force_conditions(&mut q, now, until_seq);
+    fetch_count(db, q).await
 }
 
 /// The highest stream sequence archived.

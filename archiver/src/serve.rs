@@ -1,7 +1,7 @@
 //! The catch-up service on `<prefix>.replay` (queue group, so one archiver answers each page;
 //! pages are stateless, so any archiver can answer any page). `since` pages come from the stream
 //! while it still holds them and from the database before that; `active` pages (a new host's
-//! backfill) from the database.
+//! backfill) and `controls` pages (the operators' orders in force) from the database.
 //!
 //! Only inbox replies are answered (`_INBOX…`, or `_R_.…` for a request imported from the hosts'
 //! account): a request whose reply subject names anything else (the JetStream API, an event
@@ -14,9 +14,9 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
 use shared_f2b::event::Event;
-use shared_f2b::inbound::decode_received;
+use shared_f2b::inbound::{Received, decode_any};
 use shared_f2b::replay::{
-    MAX_PAGE, ReplayKind, ReplayPage, ReplayRequest, Replayed, replay_subject,
+    MAX_PAGE, ReplayKind, ReplayPage, ReplayRequest, Replayed, ReplayedControl, replay_subject,
 };
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -107,7 +107,8 @@ impl Source {
         let result = match req.kind {
             ReplayKind::Since => self.since(&req, limit).await,
             ReplayKind::Active => self.active(&req, limit).await,
-            ReplayKind::Controls => Err("controls: not yet".to_owned()),
+            ReplayKind::Controls => self.controls(&req, limit).await,
+            ReplayKind::History => self.history(&req, limit).await,
         };
         result.unwrap_or_else(error_page)
     }
@@ -158,6 +159,75 @@ impl Source {
         })
     }
 
+    /// Every ban from `since_ms` on (ended ones too), committed up to `high_seq`, paged by row
+    /// id like `active`: a new host's memory of earlier bans for escalation.
+    async fn history(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, String> {
+        let since = req
+            .since_ms
+            .ok_or("a history request needs since_ms")?
+            .max(0);
+        let high = match req.until_seq {
+            Some(seq) => seq,
+            None => self.committed_seq().await?,
+        };
+        let since = std::time::UNIX_EPOCH + Duration::from_millis(since as u64);
+        let rows = query::bans_page(&self.db, since, &req.jails, req.after, high, limit)
+            .await
+            .map_err(|e| format!("database error: {e}"))?;
+        Ok(ReplayPage {
+            controls: Vec::new(),
+            done: rows.len() < limit,
+            next: rows.last().map_or(req.after, |r| r.row_id),
+            events: rows
+                .into_iter()
+                .map(|s| Replayed {
+                    seq: s.seq,
+                    cursor: s.row_id,
+                    event: s.event,
+                })
+                .collect(),
+            high_seq: high,
+            total: 0,
+            error: None,
+        })
+    }
+
+    /// The control events in force now, committed up to `high_seq`, paged by row id like
+    /// `active`.
+    async fn controls(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, String> {
+        let high = match req.until_seq {
+            Some(seq) => seq,
+            None => self.committed_seq().await?,
+        };
+        let now = SystemTime::now();
+        let db_error = |e: sqlx::Error| format!("database error: {e}");
+        let total = if req.until_seq.is_none() {
+            query::controls_count(&self.db, now, high)
+                .await
+                .map_err(db_error)?
+        } else {
+            0
+        };
+        let rows = query::controls_page(&self.db, now, req.after, high, limit)
+            .await
+            .map_err(db_error)?;
+        Ok(ReplayPage {
+            events: Vec::new(),
+            done: rows.len() < limit,
+            next: rows.last().map_or(req.after, |r| r.row_id),
+            controls: rows
+                .into_iter()
+                .map(|r| ReplayedControl {
+                    seq: r.seq,
+                    control: r.control,
+                })
+                .collect(),
+            high_seq: high,
+            total,
+            error: None,
+        })
+    }
+
     async fn since(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, String> {
         let mut stream = self.stream.clone();
         let state = stream
@@ -186,10 +256,12 @@ impl Source {
             (req.jails.iter().any(|j| j == "*") || req.jails.contains(&e.jail))
                 && req.exclude_origin.as_deref() != Some(e.origin.as_str())
         };
-        let (events, next) = if after + 1 >= state.first_sequence {
+        let (events, controls, next) = if after + 1 >= state.first_sequence {
             self.read_stream(after, high, limit).await?
         } else {
             // The stream no longer holds the start: the database up to where the stream begins.
+            // These pages carry no control events: a subscriber asks for the `controls`
+            // snapshot whenever it catches up, which holds every one still in force.
             let until = high.min(state.first_sequence - 1);
             let rows = query::since_page(
                 &self.db,
@@ -206,8 +278,10 @@ impl Source {
             } else {
                 rows.last().map_or(until, |r| r.seq)
             };
-            (rows.into_iter().map(|r| (r.seq, r.event)).collect(), next)
+            let events = rows.into_iter().map(|r| (r.seq, r.event)).collect();
+            (events, Vec::new(), next)
         };
+        page.controls = controls;
         page.events = events
             .into_iter()
             .filter(|(_, e)| wanted(e))
@@ -223,13 +297,8 @@ impl Source {
     }
 
     /// Up to `limit` stored messages after `after` (and not past `high`), through a short-lived
-    /// consumer; returns the events and the last sequence read.
-    async fn read_stream(
-        &self,
-        after: u64,
-        high: u64,
-        limit: usize,
-    ) -> Result<(Vec<(u64, Event)>, u64), String> {
+    /// consumer; returns the events, the control events and the last sequence read.
+    async fn read_stream(&self, after: u64, high: u64, limit: usize) -> Result<StreamRead, String> {
         let want = (high - after).min(limit as u64) as usize;
         let consumer = self
             .stream
@@ -251,7 +320,7 @@ impl Source {
             .messages()
             .await
             .map_err(|e| format!("cannot read the stream: {e}"))?;
-        let (mut events, mut next) = (Vec::with_capacity(want), after);
+        let (mut events, mut controls, mut next) = (Vec::with_capacity(want), Vec::new(), after);
         while let Some(msg) = batch.next().await {
             let msg = msg.map_err(|e| format!("cannot read the stream: {e}"))?;
             let Ok(info) = msg.info() else { continue };
@@ -261,8 +330,10 @@ impl Source {
             }
             next = seq;
             // What is not a valid event is in f2b_rejects, never replayed.
-            if let Ok(event) = decode_received(&self.prefix, &msg.subject, &msg.payload) {
-                events.push((seq, event));
+            match decode_any(&self.prefix, &msg.subject, &msg.payload) {
+                Ok(Received::Event(event)) => events.push((seq, event)),
+                Ok(Received::Control(control)) => controls.push(ReplayedControl { seq, control }),
+                Err(_) => {}
             }
             if info.pending == 0 {
                 break;
@@ -274,9 +345,13 @@ impl Source {
                 "the stream returned nothing after sequence {after} (up to {high})"
             ));
         }
-        Ok((events, next))
+        Ok((events, controls, next))
     }
 }
+
+/// What [`Source::read_stream`] read: events and control events with their sequences, and the
+/// last sequence read.
+type StreamRead = (Vec<(u64, Event)>, Vec<ReplayedControl>, u64);
 
 #[cfg(test)]
 mod tests {

@@ -1,13 +1,15 @@
 //! Writing to the archive: batched multi-row inserts, idempotent on the event id, in one
-//! transaction per batch; and the retention job's bounded deletes.
+//! transaction per batch (events, operators' control events and rejects together); and the
+//! retention job's bounded deletes (events only: control events are kept).
 
 use crate::db::{Backend, Db};
+use shared_f2b::control::Control;
 use shared_f2b::event::Event;
 use sqlx::{Any, QueryBuilder};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Rows per INSERT: 13 placeholders each stays under SQLite's 32,766 and MySQL's 65,535.
+/// Rows per INSERT: at most 12 placeholders each stays under SQLite's 32,766 and MySQL's 65,535.
 const ROWS_PER_INSERT: usize = 1000;
 /// Rows per retention DELETE, so one run never holds long locks.
 const ROWS_PER_DELETE: i64 = 10_000;
@@ -17,6 +19,20 @@ const ROWS_PER_DELETE: i64 = 10_000;
 pub struct Archived {
     pub event: Event,
     pub seq: u64,
+}
+
+/// An operator's control event and the stream sequence it arrived with.
+#[derive(Debug, Clone)]
+pub struct ArchivedControl {
+    pub control: Control,
+    pub seq: u64,
+}
+
+/// How many rows of a batch were new (the rest were archived before).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inserted {
+    pub events: u64,
+    pub controls: u64,
 }
 
 /// A message that is not a valid event.
@@ -42,12 +58,25 @@ pub fn ip_key(ip: IpAddr) -> Vec<u8> {
     }
 }
 
-/// Inserts a batch; events already archived (same id) are left as they are. Returns how many
-/// events were new.
-pub async fn insert(db: &Db, events: &[Archived], rejects: &[Reject]) -> Result<u64, sqlx::Error> {
+/// The tail that makes an insert into a table keyed by `event_id` skip rows archived already.
+fn skip_duplicate_ids(backend: Backend) -> &'static str {
+    match backend {
+        Backend::MySql => " ON DUPLICATE KEY UPDATE event_id = event_id",
+        Backend::Sqlite => " ON CONFLICT (event_id) DO NOTHING",
+    }
+}
+
+/// Inserts a batch in one transaction; events and control events already archived (same id)
+/// are left as they are. Returns how many of each were new.
+pub async fn insert(
+    db: &Db,
+    events: &[Archived],
+    controls: &[ArchivedControl],
+    rejects: &[Reject],
+) -> Result<Inserted, sqlx::Error> {
     let received = ms(SystemTime::now());
     let mut tx = db.pool.begin().await?;
-    let mut inserted = 0;
+    let mut inserted = Inserted::default();
     for chunk in events.chunks(ROWS_PER_INSERT) {
         let mut q: QueryBuilder<Any> = QueryBuilder::new(
             "INSERT INTO f2b_events (event_id, origin, jail, ip, ip_text, action, event_time_ms, \
@@ -69,11 +98,31 @@ pub async fn insert(db: &Db, events: &[Archived], rejects: &[Reject]) -> Result<
                 .push_bind(received);
         });
         // Idempotent without INSERT IGNORE, which would also hide every other error.
-        q.push(match db.backend {
-            Backend::MySql => " ON DUPLICATE KEY UPDATE event_id = event_id",
-            Backend::Sqlite => " ON CONFLICT (event_id) DO NOTHING",
+        q.push(skip_duplicate_ids(db.backend));
+        inserted.events += q.build().execute(&mut *tx).await?.rows_affected();
+    }
+    for chunk in controls.chunks(ROWS_PER_INSERT) {
+        let mut q: QueryBuilder<Any> = QueryBuilder::new(
+            "INSERT INTO f2b_control (event_id, operator, kind, net_text, net_lo, net_hi, \
+             revokes, event_time_ms, until_ms, reason, stream_seq, received_ms) ",
+        );
+        q.push_values(chunk, |mut row, a| {
+            let c = &a.control;
+            row.push_bind(c.id.as_bytes().to_vec())
+                .push_bind(c.operator.clone())
+                .push_bind(c.kind.as_str())
+                .push_bind(c.net.map(|n| n.to_string()))
+                .push_bind(c.net.map(|n| ip_key(n.network())))
+                .push_bind(c.net.map(|n| ip_key(n.broadcast())))
+                .push_bind(c.revokes.map(|id| id.as_bytes().to_vec()))
+                .push_bind(ms(c.time))
+                .push_bind(c.until.map(ms))
+                .push_bind(c.reason.clone())
+                .push_bind(a.seq as i64)
+                .push_bind(received);
         });
-        inserted += q.build().execute(&mut *tx).await?.rows_affected();
+        q.push(skip_duplicate_ids(db.backend));
+        inserted.controls += q.build().execute(&mut *tx).await?.rows_affected();
     }
     for chunk in rejects.chunks(ROWS_PER_INSERT) {
         let mut q: QueryBuilder<Any> = QueryBuilder::new(
@@ -97,7 +146,9 @@ pub async fn insert(db: &Db, events: &[Archived], rejects: &[Reject]) -> Result<
     Ok(inserted)
 }
 
-/// Deletes events older than `cutoff` in bounded batches; returns how many went.
+/// Deletes events older than `cutoff` in bounded batches; returns how many went. Control events
+/// (`f2b_control`) are never deleted: an old allow may still be in force, and a revoke must
+/// outlive what it ends.
 pub async fn delete_older_than(db: &Db, cutoff: SystemTime) -> Result<u64, sqlx::Error> {
     let sql = match db.backend {
         Backend::MySql => "DELETE FROM f2b_events WHERE event_time_ms < ? ORDER BY id LIMIT ?",

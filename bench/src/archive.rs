@@ -61,7 +61,9 @@ pub async fn run(report: &mut Report, ingest_n: usize, history_rows: usize) {
         .collect();
     let t0 = Instant::now();
     for chunk in rows.chunks(5000) {
-        store::insert(&db, chunk, &[]).await.expect("raw insert");
+        store::insert(&db, chunk, &[], &[])
+            .await
+            .expect("raw insert");
     }
     let raw_rate = ingest_n as f64 / t0.elapsed().as_secs_f64();
     db.pool.close().await;
@@ -142,11 +144,11 @@ pub async fn run(report: &mut Report, ingest_n: usize, history_rows: usize) {
             seq,
         });
         if batch.len() == 5000 {
-            store::insert(&db, &batch, &[]).await.expect("fill");
+            store::insert(&db, &batch, &[], &[]).await.expect("fill");
             batch.clear();
         }
     }
-    store::insert(&db, &batch, &[]).await.expect("fill");
+    store::insert(&db, &batch, &[], &[]).await.expect("fill");
     let filled = t0.elapsed().as_secs_f64();
     let target = Ipv4Addr::from(0x0e00_0000 + 4242).into();
     let filter = HistoryFilter {

@@ -34,6 +34,9 @@ pub enum ReplayKind {
     /// The operators' control events in force now (pardons and allows not ended or revoked,
     /// operator bans not expired), in `controls`, up to what the archive has committed.
     Controls,
+    /// Every ban (ended ones too) from `since_ms` on, in archive order: a new host's memory of
+    /// earlier bans for escalation's repeat rule.
+    History,
 }
 
 /// One page request.
@@ -52,6 +55,9 @@ pub struct ReplayRequest {
     pub until_seq: Option<u64>,
     /// Events per page (capped at [`MAX_PAGE`]).
     pub limit: usize,
+    /// `history`: bans from this time on (milliseconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<i64>,
 }
 
 /// One replayed event and where it sits.

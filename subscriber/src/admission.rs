@@ -227,6 +227,16 @@ impl Admission {
         }
     }
 
+    /// An earlier ban from the archive's history, for escalation's repeat rule.
+    pub fn remember(&mut self, ip: IpAddr, time: SystemTime, end: Option<SystemTime>) {
+        if let Some(rules) = self.escalation.as_mut() {
+            let end = end
+                .unwrap_or(time + self.max_bantime)
+                .min(time + self.max_bantime);
+            rules.remember(self.prefixes.widen(ip.to_canonical()), time, end);
+        }
+    }
+
     /// Decides about one message; records what it applies in `state` (in memory: the worker
     /// commits it after Fail2Ban took the batch).
     pub fn decide(&mut self, msg: &Incoming, state: &mut State, now: SystemTime) -> Decision {

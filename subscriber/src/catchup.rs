@@ -11,6 +11,7 @@ use shared_f2b::replay::{
     MAX_PAGE, ReplayKind, ReplayPage, ReplayRequest, ReplayedControl, replay_subject,
 };
 use shared_f2b::subject::{control_subject, event_subject};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 /// What to fetch.
@@ -30,6 +31,8 @@ pub enum Fetched {
         events: Vec<Incoming>,
         through: Option<u64>,
     },
+    /// Earlier bans from the archive (escalation's repeat rule): address, time, end.
+    History(Vec<(std::net::IpAddr, SystemTime, Option<SystemTime>)>),
     /// The operators' orders in force up to stream sequence `high` (before the pages).
     Controls {
         controls: Vec<ReplayedControl>,
@@ -122,6 +125,8 @@ pub struct Asker {
     pub prefix: String,
     pub jails: Vec<String>,
     pub exclude_origin: Option<String>,
+    /// How far back a backfill reads earlier bans (escalation's repeat rule; `None`: not).
+    pub history: Option<Duration>,
 }
 
 impl Asker {
@@ -151,6 +156,7 @@ impl Asker {
             after: 0,
             until_seq: None,
             limit: MAX_PAGE,
+            since_ms: None,
         };
         let mut controls = Vec::new();
         loop {
@@ -174,6 +180,54 @@ impl Asker {
         tx.send(Fetched::Controls { controls, high }).await.is_ok()
     }
 
+    /// Reads the bans of the last `memory` from the archive for escalation's repeat rule and
+    /// sends them; false when the daemon went away. Without them a new host escalates only
+    /// what it sees itself.
+    async fn send_history(&self, memory: Duration, tx: &mpsc::Sender<Fetched>) -> bool {
+        let since = SystemTime::now() - memory;
+        let mut req = ReplayRequest {
+            kind: ReplayKind::History,
+            jails: self.jails.clone(),
+            exclude_origin: None,
+            after: 0,
+            until_seq: None,
+            limit: MAX_PAGE,
+            since_ms: Some(
+                since
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis() as i64,
+            ),
+        };
+        let mut total = 0;
+        loop {
+            let page = match fetch_page(&self.client, &self.prefix, &req).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read earlier bans for escalation");
+                    return !tx.is_closed();
+                }
+            };
+            req.until_seq.get_or_insert(page.high_seq);
+            total += page.events.len();
+            let bans = page
+                .events
+                .iter()
+                .map(|r| (r.event.ip, r.event.time, r.event.expires()))
+                .collect();
+            if tx.send(Fetched::History(bans)).await.is_err() {
+                return false;
+            }
+            let moved_on = page.next > req.after;
+            req.after = page.next.max(req.after);
+            if page.done || !moved_on {
+                break;
+            }
+        }
+        tracing::info!(bans = total, "earlier bans read for escalation");
+        true
+    }
+
     /// Sends the pages; the final report is returned (`None` when the daemon went away).
     async fn fetch(
         &self,
@@ -191,9 +245,16 @@ impl Asker {
             after,
             until_seq: None,
             limit: MAX_PAGE,
+            since_ms: None,
         };
         let mut events = 0u64;
         if kind == ReplayKind::Active && !self.send_controls(tx).await {
+            return Ok(None);
+        }
+        if kind == ReplayKind::Active
+            && let Some(memory) = self.history
+            && !self.send_history(memory, tx).await
+        {
             return Ok(None);
         }
         loop {

@@ -156,6 +156,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         prefix: prefix.clone(),
         jails: sub.jails.clone(),
         exclude_origin: (!sub.include_own).then(|| config.host_id.clone()),
+        history: sub
+            .escalation
+            .as_ref()
+            .filter(|e| e.repeat_factor > 1.0)
+            .map(|e| e.memory),
     };
     // Pages from a catch-up in the background; two in hand at most.
     let (pages_tx, mut pages) = mpsc::channel(2);
@@ -218,6 +223,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                             tracker.caught_up(seq);
                         }
                         (events, through.map(|_| tracker.done))
+                    }
+                    Fetched::History(bans) => {
+                        for (ip, time, end) in bans {
+                            worker.admission.remember(ip, time, end);
+                        }
+                        continue;
                     }
                     Fetched::Controls { controls, high } => {
                         let new = state.standing.reconcile(controls, high);

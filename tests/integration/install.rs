@@ -27,6 +27,7 @@ async fn the_install_script_puts_working_files_in_place() {
         "usr/local/bin/shared-f2b-publish",
         "usr/local/bin/shared-f2b-subscriber",
         "usr/local/bin/shared-f2b-archiver",
+        "usr/local/bin/shared-f2b-admin",
         "etc/systemd/system/shared-f2b-subscriber.service",
         "etc/systemd/system/shared-f2b-archiver.service",
         "etc/fail2ban/action.d/shared-f2b.conf",

@@ -3,6 +3,7 @@
 mod archive;
 mod auth;
 mod cluster;
+mod control;
 mod faults;
 mod health;
 mod install;

@@ -6,40 +6,16 @@
 use async_nats::jetstream;
 use shared_f2b::Event;
 use shared_f2b_tests::db::TestDb;
-use shared_f2b_tests::host::{Daemon, Host, HostSpec};
-use shared_f2b_tests::nats::{NatsServer, ban_event, read_stream_as, unban_event};
-use shared_f2b_tests::{HostConfig, bin, repo_root, wait_for};
+use shared_f2b_tests::host::Host;
+use shared_f2b_tests::nats::{ban_event, read_stream_as, unban_event};
+use shared_f2b_tests::site::{self, STREAM, client, config};
+use shared_f2b_tests::{HostConfig, bin, wait_for};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
-const STREAM: &str = "F2B_EVENTS";
-
-/// `[nats]` keys for logging in as `user` with the example's password and inbox.
-fn login(user: &str) -> String {
-    format!("user = {user:?}\npassword = \"change-me-{user}\"\ninbox_prefix = \"_INBOX_{user}\"")
-}
-
-/// A config for `host` logging in as NATS `user`.
-fn config(dir: &Path, host: &str, user: &str, url: &str, extra: &str) -> HostConfig {
-    let dir = dir.join(host).join(user);
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = HostConfig::write(&dir, host, url, "f2b", STREAM, extra);
-    cfg.add_nats_keys(&login(user));
-    cfg
-}
-
-/// A stock client logged in as `user`.
-async fn client(url: &str, user: &str) -> async_nats::Client {
-    async_nats::ConnectOptions::with_user_and_password(user.into(), format!("change-me-{user}"))
-        .custom_inbox_prefix(format!("_INBOX_{user}"))
-        .request_timeout(Some(Duration::from_secs(2)))
-        .connect(url)
-        .await
-        .unwrap()
-}
 
 fn publish(cfg: &HostConfig, args: &[&str]) -> std::process::Output {
     Command::new(bin("shared-f2b-publish"))
@@ -50,40 +26,8 @@ fn publish(cfg: &HostConfig, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// The shipped config on a private server.
-fn site(dir: &Path) -> NatsServer {
-    let conf = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf")).unwrap();
-    NatsServer::start_with_config(dir, &conf)
-}
-
-/// A host with a real Fail2Ban (`ban` mode), logged in as itself.
 fn host(dir: &Path, name: &str, url: &str, extra: &str) -> Host {
-    let mut host = Host::new(
-        dir,
-        &HostSpec {
-            name,
-            nats_url: url,
-            prefix: "f2b",
-            stream: STREAM,
-            apply: "ban",
-            subscriber_extra: extra,
-            shared_jail_extra: "",
-        },
-    );
-    host.config.add_nats_keys(&login(name));
-    host.start_subscriber();
-    host
-}
-
-async fn archiver(dir: &Path, url: &str, db: &TestDb) -> Daemon {
-    let arch = config(
-        dir,
-        "archiver",
-        "archiver",
-        url,
-        &format!("[archiver]\ndatabase_url = {:?}\n", db.url),
-    );
-    Daemon::archiver(&arch.path, &dir.join("archiver.log"))
+    site::host(dir, name, url, "ban", extra, true)
 }
 
 async fn wait_banned(host: &Host, ip: &str) {
@@ -96,7 +40,7 @@ async fn wait_banned(host: &Host, ip: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_works_within_its_permissions_and_a_spoofing_host_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let nats = site(dir.path());
+    let nats = site::nats(dir.path());
     let url = nats.url();
     let db = TestDb::sqlite(dir.path());
     // A stream as an earlier release made it (no limits, no live re-publishing): the archiver
@@ -111,7 +55,7 @@ async fn each_role_works_within_its_permissions_and_a_spoofing_host_is_refused()
         })
         .await
         .unwrap();
-    let mut first = Some(archiver(dir.path(), &url, &db).await);
+    let mut first = Some(site::archiver(dir.path(), &url, &db));
     let config_now = || async {
         admin_js
             .get_stream(STREAM)
@@ -130,7 +74,7 @@ async fn each_role_works_within_its_permissions_and_a_spoofing_host_is_refused()
         assert!(log.contains("cannot add live re-publishing"), "{log}");
         first.take().unwrap().terminate();
         admin_js.delete_stream(STREAM).await.unwrap();
-        first = Some(archiver(dir.path(), &url, &db).await);
+        first = Some(site::archiver(dir.path(), &url, &db));
         let created = config_now().await;
         assert!(created.republish.is_some(), "{created:?}");
     }
@@ -297,10 +241,10 @@ async fn attack(url: &str, alice_ban: &Event) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compromised_host_cannot_wipe_blind_replay_or_speak_for_others() {
     let dir = tempfile::tempdir().unwrap();
-    let nats = site(dir.path());
+    let nats = site::nats(dir.path());
     let url = nats.url();
     let db = TestDb::sqlite(dir.path());
-    let _archiver = archiver(dir.path(), &url, &db).await;
+    let _archiver = site::archiver(dir.path(), &url, &db);
     let charlie = host(dir.path(), "charlie", &url, "max_bans_per_minute = 50\n");
     let alice = config(dir.path(), "alice", "alice", &url, "");
 
@@ -421,7 +365,7 @@ async fn read_stream_raw(js: &jetstream::Context) -> Vec<(String, Vec<u8>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_events_do_not_wait_for_an_archiver_that_does_not_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let nats = site(dir.path());
+    let nats = site::nats(dir.path());
     let url = nats.url();
     // The admin creates the stream; no archiver runs. Across the accounts a catch-up request
     // then gets no answer at all on 2.9 (the import always has interest): it times out.
@@ -435,19 +379,7 @@ async fn live_events_do_not_wait_for_an_archiver_that_does_not_answer() {
         .get_or_create_stream(shared_f2b::nats::stream_config(&site))
         .await
         .unwrap();
-    let mut charlie = Host::new(
-        dir.path(),
-        &HostSpec {
-            name: "charlie",
-            nats_url: &url,
-            prefix: "f2b",
-            stream: STREAM,
-            apply: "ban",
-            subscriber_extra: "",
-            shared_jail_extra: "",
-        },
-    );
-    charlie.config.add_nats_keys(&login("charlie"));
+    let mut charlie = site::host(dir.path(), "charlie", &url, "ban", "", false);
     charlie.start_subscriber_catching_up();
     let alice = config(dir.path(), "alice", "alice", &url, "");
     let out = publish(&alice, &["ban", "--jail", "sshd", "--ip", "203.0.113.20"]);

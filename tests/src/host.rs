@@ -271,6 +271,21 @@ impl Daemon {
         }
     }
 
+    /// A series of its `/metrics`, named with its labels as exposed
+    /// (`shared_f2b_events_skipped_total{reason="pardoned"}`); 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let addr = self.health;
+        let text = match &self.netns {
+            Some(ns) => crate::netns::in_netns(ns, move || http_get(addr, "/metrics")),
+            None => http_get(addr, "/metrics"),
+        }
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Its log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

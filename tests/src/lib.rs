@@ -10,6 +10,7 @@ pub mod host;
 pub mod jwt;
 pub mod nats;
 pub mod netns;
+pub mod site;
 pub mod tls;
 pub mod world;
 

@@ -172,7 +172,7 @@ impl Drop for StreamGuard {
     }
 }
 
-/// Every message in `stream`, in order, as (subject, decoded event).
+/// Every ban and unban in `stream`, in order, as (subject, decoded event).
 pub async fn read_stream(url: &str, stream: &str) -> Vec<(String, Event)> {
     let Ok(client) = async_nats::connect(url).await else {
         return Vec::new();
@@ -195,6 +195,10 @@ async fn read_client_stream(client: async_nats::Client, stream: &str) -> Vec<(St
     }
     for seq in first..=last {
         if let Ok(msg) = s.get_raw_message(seq).await {
+            // Operators' control events are not ban events.
+            if msg.subject.split('.').nth(1) == Some("control") {
+                continue;
+            }
             let event = Event::decode(&msg.payload).expect("stream holds valid events");
             out.push((msg.subject.to_string(), event));
         }

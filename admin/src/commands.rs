@@ -1,0 +1,143 @@
+//! Running one command: build the order, connect as the config's operator, publish or ask the
+//! archiver, print the outcome.
+
+use crate::archive;
+use crate::cli::Command;
+use crate::error::AdminError;
+use crate::order::Order;
+use crate::publish::{self, PublishError, refused_publish};
+use crate::table;
+use shared_f2b::Config;
+use shared_f2b::control::{Control, ControlKind};
+use shared_f2b::nats::{self, Connection, Lifetime};
+
+/// Runs `command` with `config`'s NATS settings, as operator `config.host_id`.
+pub async fn run(config: &Config, command: Command) -> Result<(), AdminError> {
+    let order = match command {
+        Command::List { json } => return list(config, json).await,
+        Command::Pardon { ip, lasts, reason } => Order::Pardon {
+            net: ip,
+            lasts,
+            reason,
+        },
+        Command::Allow { net, lasts, reason } => Order::Allow { net, lasts, reason },
+        Command::Revoke { id, reason } => Order::Revoke { id, reason },
+        Command::Ban {
+            ip,
+            bantime,
+            reason,
+        } => Order::Ban {
+            ip,
+            bantime,
+            reason,
+        },
+    };
+    // Checked before connecting: bad input publishes nothing.
+    let control = order.control(&config.host_id)?;
+    let conn = connect(config).await?;
+    if let Some(id) = control.revokes {
+        check_revocable(config, &conn, id).await?;
+    }
+    let timeout = config.publisher.timeout;
+    let stored = publish::publish(&conn, &config.nats, &control, timeout)
+        .await
+        .map_err(|e| refused(config, e))?;
+    println!(
+        "{} {} published (stream seq {}{}): {}",
+        control.kind.as_str(),
+        control.id,
+        stored.seq,
+        if stored.duplicate { ", duplicate" } else { "" },
+        summary(&control)
+    );
+    Ok(())
+}
+
+async fn connect(config: &Config) -> Result<Connection, AdminError> {
+    let timeout = config.publisher.timeout;
+    Ok(nats::connect(&config.nats, &config.host_id, timeout, Lifetime::OneShot).await?)
+}
+
+/// Who this config connects as, for messages.
+fn who(config: &Config) -> String {
+    match &config.nats.user {
+        Some(user) => format!("NATS user {user:?}"),
+        None => format!("the NATS identity of host_id {:?}", config.host_id),
+    }
+}
+
+/// A refusal names the user and what to do about it.
+fn refused(config: &Config, e: PublishError) -> AdminError {
+    match e {
+        PublishError::Refused(reason) if refused_publish(&reason) => AdminError::NotOperator {
+            who: who(config),
+            reason,
+        },
+        PublishError::Refused(reason) => AdminError::Refused {
+            who: who(config),
+            reason,
+        },
+        other => other.into(),
+    }
+}
+
+/// What the order says, in one line.
+pub fn summary(c: &Control) -> String {
+    let net = match c.ban_ip() {
+        Some(ip) => ip.to_string(),
+        None => c.net.map_or_else(String::new, |n| n.to_string()),
+    };
+    let until = table::until(c);
+    let what = match c.kind {
+        ControlKind::Pardon => format!("{net} pardoned {}", ends(&until)),
+        ControlKind::Allow => format!("{net} allowed {}", ends(&until)),
+        ControlKind::Ban => format!("{net} banned {}", ends(&until)),
+        ControlKind::Revoke => format!(
+            "{} ends now",
+            c.revokes.map(|id| id.to_string()).unwrap_or_default()
+        ),
+    };
+    format!("{what}; reason {}", table::escaped(&c.reason))
+}
+
+fn ends(until: &str) -> String {
+    match until {
+        "until revoked" => until.to_owned(),
+        "permanent" => "permanently".to_owned(),
+        time => format!("until {time}"),
+    }
+}
+
+/// A revoke is published only for a pardon or allow the archiver has in force.
+async fn check_revocable(
+    config: &Config,
+    conn: &Connection,
+    id: uuid::Uuid,
+) -> Result<(), AdminError> {
+    let timeout = config.publisher.timeout;
+    let in_force = archive::in_force(&conn.client, &config.nats.subject_prefix, timeout).await?;
+    let what = match in_force.iter().find(|r| r.control.id == id) {
+        Some(r) if r.control.shields() => return Ok(()),
+        Some(r) => format!(
+            "an operator {} (it ends with its bantime; only pardons and allows are revoked)",
+            r.control.kind.as_str()
+        ),
+        None => "not a pardon or allow in force (unknown, ended, revoked already, or not archived \
+                 yet; see shared-f2b-admin list)"
+            .to_owned(),
+    };
+    Err(AdminError::NotRevocable { id, what })
+}
+
+/// `list`: what is in force, from the archiver.
+async fn list(config: &Config, json: bool) -> Result<(), AdminError> {
+    let conn = connect(config).await?;
+    let timeout = config.publisher.timeout;
+    let controls = archive::in_force(&conn.client, &config.nats.subject_prefix, timeout).await?;
+    if json {
+        println!("{}", table::json(&controls));
+    } else {
+        print!("{}", table::render(&controls));
+    }
+    Ok(())
+}

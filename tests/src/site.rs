@@ -1,0 +1,130 @@
+//! A site as shipped: a private nats-server running `deploy/nats-server.conf` (accounts SITE and
+//! HOSTS, prefix `f2b`, stream `F2B_EVENTS`), users logging in with the example's passwords and
+//! inboxes, hosts with a real Fail2Ban, an archiver, and the operators' `shared-f2b-admin`.
+
+use crate::db::TestDb;
+use crate::host::{Daemon, Host, HostSpec};
+use crate::nats::NatsServer;
+use crate::{HostConfig, bin, repo_root};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const PREFIX: &str = "f2b";
+pub const STREAM: &str = "F2B_EVENTS";
+
+/// `[nats]` keys for logging in as `user` with the example's password and inbox.
+pub fn login(user: &str) -> String {
+    format!("user = {user:?}\npassword = \"change-me-{user}\"\ninbox_prefix = \"_INBOX_{user}\"")
+}
+
+/// A config for `host` logging in as NATS `user`, in `dir/<host>/<user>`.
+pub fn config(dir: &Path, host: &str, user: &str, url: &str, extra: &str) -> HostConfig {
+    let dir = dir.join(host).join(user);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = HostConfig::write(&dir, host, url, PREFIX, STREAM, extra);
+    cfg.add_nats_keys(&login(user));
+    cfg
+}
+
+/// The shipped config on a private server whose store lives in `dir`.
+pub fn nats(dir: &Path) -> NatsServer {
+    nats_with_hosts(dir, &[])
+}
+
+/// As [`nats`], with more hosts added the way the config's comment says: a copy of a host's
+/// entry with the name replaced in its user, its two publish subjects and its inbox prefix.
+pub fn nats_with_hosts(dir: &Path, hosts: &[&str]) -> NatsServer {
+    let mut conf = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf")).unwrap();
+    let start = conf.find("{ user: charlie").expect("charlie's entry");
+    let len = conf[start..].find("} }").expect("its end") + 3;
+    let entry = conf[start..start + len].to_owned();
+    for host in hosts {
+        let copy = entry.replace("charlie", host);
+        conf.insert_str(start + len, &format!("\n\n      {copy}"));
+    }
+    NatsServer::start_with_config(dir, &conf)
+}
+
+/// A stock client logged in as `user`.
+pub async fn client(url: &str, user: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), format!("change-me-{user}"))
+        .custom_inbox_prefix(format!("_INBOX_{user}"))
+        .request_timeout(Some(std::time::Duration::from_secs(2)))
+        .connect(url)
+        .await
+        .unwrap()
+}
+
+/// A host with a real Fail2Ban in `apply` mode, logged in as itself; its subscriber is started
+/// (and waited for) unless `start` is false.
+pub fn host(dir: &Path, name: &str, url: &str, apply: &str, extra: &str, start: bool) -> Host {
+    let mut host = Host::new(
+        dir,
+        &HostSpec {
+            name,
+            nats_url: url,
+            prefix: PREFIX,
+            stream: STREAM,
+            apply,
+            subscriber_extra: extra,
+            shared_jail_extra: "",
+        },
+    );
+    host.config.add_nats_keys(&login(name));
+    if start {
+        host.start_subscriber();
+    }
+    host
+}
+
+/// The archiver, logged in as `archiver`, storing into `db`.
+pub fn archiver(dir: &Path, url: &str, db: &TestDb) -> Daemon {
+    let arch = config(
+        dir,
+        "archiver",
+        "archiver",
+        url,
+        &format!("[archiver]\ndatabase_url = {:?}\n", db.url),
+    );
+    Daemon::archiver(&arch.path, &dir.join("archiver.log"))
+}
+
+/// The operators' tool with a config logging in as `user` (`admin` is the site's operator).
+pub struct Admin {
+    pub config: PathBuf,
+}
+
+impl Admin {
+    /// A config for operator `user` in `dir`.
+    pub fn new(dir: &Path, user: &str, url: &str) -> Admin {
+        Admin {
+            config: config(dir, user, user, url, "").path,
+        }
+    }
+
+    /// Runs `shared-f2b-admin` with `args`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin("shared-f2b-admin"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs it, asserts success, and returns the order's id (the second word of its report,
+    /// `pardon <id> published …`).
+    pub fn order(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "shared-f2b-admin {args:?} failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("no id in {text:?}"))
+            .to_owned()
+    }
+}
