@@ -3,6 +3,7 @@
 //! in the same run beside each result.
 
 mod archive;
+mod control;
 mod fanout;
 mod packets;
 mod publish;
@@ -44,7 +45,10 @@ struct Cli {
     /// Runs per mode for the packet figures (real hosts in network namespaces).
     #[arg(long, default_value_t = 50)]
     packet_runs: usize,
-    /// Only these groups, comma-separated: publish, subscribe, archive, fanout, packets
+    /// Pardons for the operator-control figures.
+    #[arg(long, default_value_t = 200)]
+    control_runs: usize,
+    /// Only these groups, comma-separated: publish, subscribe, archive, fanout, packets, control
     /// (default: all).
     #[arg(long)]
     only: Option<String>,
@@ -76,6 +80,9 @@ async fn main() -> anyhow::Result<()> {
         if cli.fanout_processes > 0 {
             fanout::run_processes(&mut report, cli.fanout_processes, cli.fanout_runs).await;
         }
+    }
+    if wants("control") {
+        control::run(&mut report, cli.control_runs).await;
     }
     if wants("packets") {
         tokio::task::block_in_place(|| packets::run(&mut report, cli.packet_runs));
