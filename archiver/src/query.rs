@@ -120,13 +120,23 @@ fn active_conditions(q: &mut QueryBuilder<Any>, now: SystemTime) {
         .push(
             ") AND NOT EXISTS (SELECT 1 FROM f2b_events u WHERE u.ip = b.ip \
              AND u.origin = b.origin AND u.jail = b.jail AND u.action = 'unban' \
-             AND u.stream_seq > b.stream_seq) \
-             AND NOT EXISTS (SELECT 1 FROM f2b_control c WHERE c.kind IN (",
-        )
+             AND u.stream_seq > b.stream_seq) AND NOT ",
+        );
+    pardoned_since(q);
+}
+
+/// `EXISTS (…)`: an operator pardoned or allowed the ban's address after it was stored (the
+/// net's range compared on the 16-byte keys, within one address family: an IPv6 net never
+/// covers IPv4 addresses through their mapped form).
+fn pardoned_since(q: &mut QueryBuilder<Any>) {
+    q.push("EXISTS (SELECT 1 FROM f2b_control c WHERE c.kind IN (")
         .push_bind(ControlKind::Pardon.as_str())
         .push(", ")
         .push_bind(ControlKind::Allow.as_str())
-        .push(") AND c.stream_seq > b.stream_seq AND b.ip BETWEEN c.net_lo AND c.net_hi)");
+        .push(
+            ") AND c.stream_seq > b.stream_seq AND b.ip BETWEEN c.net_lo AND c.net_hi \
+             AND (c.net_text LIKE '%:%') = (b.ip_text LIKE '%:%'))",
+        );
 }
 
 /// One page of every ban (ended ones too) from `since` on, after row id `after`, up to stream
@@ -142,8 +152,10 @@ pub async fn bans_page(
     let mut q: QueryBuilder<Any> = QueryBuilder::new(EVENT_COLUMNS);
     q.push(" WHERE b.id > ").push_bind(after as i64);
     q.push(" AND b.stream_seq <= ").push_bind(until_seq as i64);
+    // Not the bans that were over when they arrived (back-dated ones no subscriber applied).
     q.push(" AND b.action = 'ban' AND b.event_time_ms >= ")
-        .push_bind(ms(since));
+        .push_bind(ms(since))
+        .push(" AND (b.expires_ms IS NULL OR b.expires_ms > b.received_ms)");
     scope(&mut q, jails, None);
     q.push(" ORDER BY b.id LIMIT ").push_bind(limit as i64);
     fetch_events(db, q).await
@@ -196,6 +208,11 @@ pub async fn since_page(
     let mut q: QueryBuilder<Any> = QueryBuilder::new(EVENT_COLUMNS);
     q.push(" WHERE b.stream_seq > ").push_bind(after as i64);
     q.push(" AND b.stream_seq <= ").push_bind(until_seq as i64);
+    // These pages carry no control events: a ban an operator pardoned since is left out here,
+    // as from `active` (the orders still in force come in the controls snapshot).
+    q.push(" AND NOT (b.action = 'ban' AND ");
+    pardoned_since(&mut q);
+    q.push(")");
     scope(&mut q, jails, exclude_origin);
     q.push(" ORDER BY b.stream_seq LIMIT ")
         .push_bind(limit as i64);

@@ -50,18 +50,23 @@ pub async fn run(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
-    let source = Source {
+    let source = std::sync::Arc::new(Source {
         db,
         stream,
         prefix,
         consumer_name,
-    };
+    });
+    // Requests are answered side by side, so one slow page (or a host sending many) does not
+    // hold up the others; at most ANSWERING at once, the rest wait in the subscription.
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(ANSWERING));
+    let mut answering = tokio::task::JoinSet::new();
     loop {
         let msg = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             msg = requests.next() => msg,
+            Some(_) = answering.join_next(), if !answering.is_empty() => continue,
         };
-        let Some(msg) = msg else { return };
+        let Some(msg) = msg else { break };
         let Some(reply) = msg.reply else { continue };
         if !is_inbox(&reply) {
             metrics.replay_refused.inc();
@@ -69,16 +74,28 @@ pub async fn run(
             continue;
         }
         metrics.replay_requests.inc();
-        let page = match serde_json::from_slice::<ReplayRequest>(&msg.payload) {
-            Ok(req) => source.answer(req).await,
-            Err(e) => error_page(format!("bad replay request: {e}")),
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => permit.expect("never closed"),
         };
-        let body = serde_json::to_vec(&page).expect("pages serialise");
-        if let Err(e) = client.publish(reply, body.into()).await {
-            tracing::warn!(error = %e, "cannot send a replay page");
-        }
+        let (source, client) = (source.clone(), client.clone());
+        answering.spawn(async move {
+            let page = match serde_json::from_slice::<ReplayRequest>(&msg.payload) {
+                Ok(req) => source.answer(req).await,
+                Err(e) => error_page(format!("bad replay request: {e}")),
+            };
+            let body = serde_json::to_vec(&page).expect("pages serialise");
+            if let Err(e) = client.publish(reply, body.into()).await {
+                tracing::warn!(error = %e, "cannot send a replay page");
+            }
+            drop(permit);
+        });
     }
+    answering.shutdown().await;
 }
+
+/// Catch-up requests answered at once.
+const ANSWERING: usize = 8;
 
 fn error_page(error: String) -> ReplayPage {
     tracing::warn!(%error, "replay request not answered");
@@ -113,6 +130,13 @@ impl Source {
         result.unwrap_or_else(error_page)
     }
 
+    /// Where a database-served replay ends: the client's `until_seq`, never past what the
+    /// archive has committed.
+    async fn high(&self, req: &ReplayRequest) -> Result<u64, String> {
+        let committed = self.committed_seq().await?;
+        Ok(req.until_seq.map_or(committed, |seq| seq.min(committed)))
+    }
+
     /// Everything up to the archiver consumer's ack floor is committed to the database.
     async fn committed_seq(&self) -> Result<u64, String> {
         let info = self
@@ -124,10 +148,7 @@ impl Source {
     }
 
     async fn active(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, String> {
-        let high = match req.until_seq {
-            Some(seq) => seq,
-            None => self.committed_seq().await?,
-        };
+        let high = self.high(req).await?;
         let exclude = req.exclude_origin.as_deref();
         let now = SystemTime::now();
         let db_error = |e: sqlx::Error| format!("database error: {e}");
@@ -166,10 +187,7 @@ impl Source {
             .since_ms
             .ok_or("a history request needs since_ms")?
             .max(0);
-        let high = match req.until_seq {
-            Some(seq) => seq,
-            None => self.committed_seq().await?,
-        };
+        let high = self.high(req).await?;
         let since = std::time::UNIX_EPOCH + Duration::from_millis(since as u64);
         let rows = query::bans_page(&self.db, since, &req.jails, req.after, high, limit)
             .await
@@ -195,10 +213,7 @@ impl Source {
     /// The control events in force now, committed up to `high_seq`, paged by row id like
     /// `active`.
     async fn controls(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, String> {
-        let high = match req.until_seq {
-            Some(seq) => seq,
-            None => self.committed_seq().await?,
-        };
+        let high = self.high(req).await?;
         let now = SystemTime::now();
         let db_error = |e: sqlx::Error| format!("database error: {e}");
         let total = if req.until_seq.is_none() {
@@ -237,7 +252,12 @@ impl Source {
             .state
             .clone();
         let after = req.after;
-        let high = req.until_seq.unwrap_or(state.last_sequence);
+        // Never past what the stream holds, whatever the client sent (a far `until_seq` would
+        // make every page wait for messages that do not exist).
+        let high = req
+            .until_seq
+            .unwrap_or(state.last_sequence)
+            .min(state.last_sequence);
         let mut page = ReplayPage {
             events: Vec::new(),
             controls: Vec::new(),

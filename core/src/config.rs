@@ -184,6 +184,9 @@ pub struct SubscriberConfig {
     pub aggregate_count: usize,
     #[serde(with = "humantime_serde")]
     pub aggregate_window: Duration,
+    /// ... reported by at least this many distinct origins (so one host alone cannot get a
+    /// whole prefix banned).
+    pub aggregate_origins: usize,
     /// The IPv4 prefix aggregated (16-31).
     pub aggregate_ipv4_prefix: u8,
     /// The IPv6 prefix aggregated (32-127).
@@ -251,6 +254,7 @@ impl Default for SubscriberConfig {
             ipv6_prefix: None,
             aggregate_count: 0,
             aggregate_window: Duration::from_secs(600),
+            aggregate_origins: 2,
             aggregate_ipv4_prefix: 24,
             aggregate_ipv6_prefix: 48,
             escalation: None,

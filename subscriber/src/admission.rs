@@ -129,9 +129,14 @@ pub enum Decision {
         /// A prefix this ban completed (aggregation): banned too, held by [`AGGREGATE_HOLDER`].
         aggregate: Option<IpNet>,
     },
-    /// An operator's pardon or allow: lift every address in `net` in every local jail now
-    /// (already forgotten from the holdings).
-    Lift { net: IpNet, control: Control },
+    /// An operator's pardon or allow: lift every address in `net` in every local jail now, and
+    /// the held addresses and prefixes that share addresses with it (`held`, already forgotten
+    /// from the holdings).
+    Lift {
+        net: IpNet,
+        held: Vec<IpNet>,
+        control: Control,
+    },
     /// A revoke ended an order (nothing to undo: what a pardon lifted stays lifted).
     Ended { control: Control, ended: Control },
     /// Lift the local ban of `target` in `jail`.
@@ -366,8 +371,8 @@ impl Admission {
                 match (control.kind, control.net) {
                     (ControlKind::Ban, _) => self.operator_ban(control, state, now),
                     (_, Some(net)) => {
-                        state.lift(net);
-                        Decision::Lift { net, control }
+                        let held = state.lift(net);
+                        Decision::Lift { net, held, control }
                     }
                     (_, None) => drop(Reason::Invalid("bad_control"), "an order without a net"),
                 }
@@ -389,7 +394,7 @@ impl Admission {
         let left = until.duration_since(now).unwrap_or_default();
         let bantime = (left.as_secs_f64().ceil() as u64).max(1);
         let holder = operator_holder(&control.operator);
-        state.ban(&self.target_jail, ip, &holder, Some(until));
+        state.ban(&self.target_jail, host(ip), &holder, Some(until));
         let event = Event {
             v: control.v,
             id: control.id,
@@ -435,20 +440,21 @@ impl Admission {
                     let held = until.map_or(self.max_bantime, |u| {
                         u.duration_since(event.time).unwrap_or_default()
                     });
-                    rules.assess(target, &event.origin, event.time, held.as_secs())
+                    // Not later than now: a fast clock at the origin cannot fake ended bans.
+                    rules.assess(target, &event.origin, event.time.min(now), held.as_secs())
                 });
                 if let Some(e) = &escalated {
                     bantime = Some(e.bantime as i64);
                     until = Some(now.max(event.time) + Duration::from_secs(e.bantime));
                 }
-                state.ban(&jail, target.addr(), &event.origin, until);
+                state.ban(&jail, target, &event.origin, until);
                 state.note(&event.origin, &event.jail, ip, event.id);
                 let aggregate = self
                     .prefixes
-                    .aggregate(target, now)
+                    .aggregate(target, &event.origin, now)
                     .filter(|net| self.never_banned(*net, state, now).is_none());
                 if let Some(net) = aggregate {
-                    state.ban(&jail, net.addr(), AGGREGATE_HOLDER, until);
+                    state.ban(&jail, net, AGGREGATE_HOLDER, until);
                 }
                 Decision::Ban {
                     jail,
@@ -479,7 +485,7 @@ impl Admission {
         // Held as its prefix (`ipv6_prefix`), or as the address when the prefix was not allowed.
         let wide = self.prefixes.widen(event.ip);
         let mut target = wide;
-        let mut outcome = state.unban(&jail, wide.addr(), &event.origin);
+        let mut outcome = state.unban(&jail, wide, &event.origin);
         if outcome == Unbanned::NotHeld && wide != host(event.ip) {
             target = host(event.ip);
             outcome = state.unban(&jail, event.ip, &event.origin);
@@ -697,8 +703,13 @@ mod tests {
             );
         }
         assert_eq!(
-            decide(&mut case, &ban("charlie", "198.51.100.3")),
-            "198.51.100.3/32 Some(198.51.100.0/24)"
+            decide(&mut case, &ban("alice", "198.51.100.3")),
+            "198.51.100.3/32 None",
+            "one origin alone"
+        );
+        assert_eq!(
+            decide(&mut case, &ban("charlie", "198.51.100.4")),
+            "198.51.100.4/32 Some(198.51.100.0/24)"
         );
     }
 

@@ -87,6 +87,8 @@ pub struct Applier {
     f2b: Fail2Ban,
     log_file: PathBuf,
     ignore: HashMap<String, (Vec<IpNet>, Instant)>,
+    /// Jails whose bantime [`Applier::banip_for`] changed and could not put back yet.
+    restore: HashMap<String, i64>,
 }
 
 /// Text safe to hand to Fail2Ban and to put in its log: printable ASCII without `<`/`>`.
@@ -110,6 +112,7 @@ impl Applier {
             f2b,
             log_file,
             ignore: HashMap::new(),
+            restore: HashMap::new(),
         }
     }
 
@@ -221,7 +224,14 @@ impl Applier {
                     Some(bantime) => self.banip_for(jail, &texts, *bantime).await,
                 }
             }
-            Op::Lift { nets } => self.lift(nets).await,
+            Op::Lift { nets } => match self.lift(nets).await {
+                // As for unbans: in `log` mode the socket is optional.
+                Err(ApplyError::Retry(e)) if self.mode == ApplyMode::Log => {
+                    tracing::warn!(?nets, error = %e, "log mode: operator's lift not delivered");
+                    Ok(0)
+                }
+                other => other,
+            },
             Op::Attempt { jail, ip, reason } => {
                 // Fail2Ban 1.0.2's `attempt` does not consult ignoreip either (filter.py
                 // addAttempt goes straight to the fail manager), so it is enforced here too.
@@ -323,55 +333,58 @@ impl Applier {
         ips: &[String],
         bantime: i64,
     ) -> Result<usize, ApplyError> {
-        let reply = self.f2b.command(&["get", jail, "bantime"]).await?;
-        let jail_bantime = reply
-            .as_int()
-            .ok_or_else(|| ApplyError::Refused(format!("{jail}: bantime {:?}", reply.value)))?;
+        // A jail whose bantime could not be put back last time: put back what it was then.
+        let jail_bantime = match self.restore.get(jail) {
+            Some(bantime) => *bantime,
+            None => {
+                let reply = self.f2b.command(&["get", jail, "bantime"]).await?;
+                reply.as_int().ok_or_else(|| {
+                    ApplyError::Refused(format!("{jail}: bantime {:?}", reply.value))
+                })?
+            }
+        };
+        self.restore.insert(jail.to_owned(), jail_bantime);
         let wanted = bantime.to_string();
-        self.f2b.command(&["set", jail, "bantime", &wanted]).await?;
-        let banned = self.banip(jail, ips).await;
-        let prolonged = match banned {
-            Ok(_) => self.banip(jail, ips).await.map(|_| ()),
-            Err(_) => Ok(()),
+        let set = self.f2b.command(&["set", jail, "bantime", &wanted]).await;
+        let banned = match set {
+            Ok(_) => match self.banip(jail, ips).await {
+                Ok(n) => self.banip(jail, ips).await.map(|_| n),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e.into()),
         };
         let back = jail_bantime.to_string();
         self.f2b.command(&["set", jail, "bantime", &back]).await?;
-        prolonged?;
+        self.restore.remove(jail);
         banned
     }
 
-    /// Lifts every address in `nets` in every jail (`unban`, Fail2Ban's "unban everywhere").
-    /// A single address is lifted as it is; for a wider net, what Fail2Ban holds in it is read
-    /// first (`banned`).
+    /// Lifts `nets` in every jail (`unban`, Fail2Ban's "unban everywhere"): the orders' nets
+    /// and the held addresses and prefixes that share addresses with them. For an order wider
+    /// than one address, what Fail2Ban holds that shares addresses with it is read first
+    /// (`banned`), so the host's own bans in it go too.
     async fn lift(&mut self, nets: &[IpNet]) -> Result<usize, ApplyError> {
-        let mut ips: Vec<String> = nets
-            .iter()
-            .filter(|n| n.prefix_len() == n.max_prefix_len())
-            .map(|n| n.addr().to_string())
-            .collect();
+        let mut texts: Vec<String> = nets.iter().map(text).collect();
         let wide: Vec<&IpNet> = nets
             .iter()
             .filter(|n| n.prefix_len() != n.max_prefix_len())
             .collect();
         if !wide.is_empty() {
             let reply = self.f2b.command(&["banned"]).await?;
-            for text in reply.strings {
-                let held = text
+            for held in reply.strings {
+                let net = held
                     .parse::<IpNet>()
                     .ok()
-                    .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from));
-                if held.is_some_and(|h| wide.iter().any(|w| w.contains(&h))) {
-                    ips.push(text);
+                    .or_else(|| held.parse::<IpAddr>().ok().map(IpNet::from));
+                if net.is_some_and(|h| wide.iter().any(|w| w.contains(&h) || h.contains(*w))) {
+                    texts.push(held);
                 }
             }
         }
-        ips.sort();
-        ips.dedup();
-        if ips.is_empty() {
-            return Ok(0);
-        }
+        texts.sort();
+        texts.dedup();
         let mut lifted = 0;
-        for chunk in ips.chunks(CHUNK) {
+        for chunk in texts.chunks(CHUNK) {
             let mut args = vec!["unban"];
             args.extend(chunk.iter().map(String::as_str));
             let reply = self.f2b.command(&args).await?;

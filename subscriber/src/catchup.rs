@@ -14,6 +14,10 @@ use shared_f2b::subject::{control_subject, event_subject};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
+/// Most earlier bans a backfill reads for escalation (memory stays bounded whatever the
+/// archive holds).
+const MAX_HISTORY: usize = 500_000;
+
 /// What to fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
@@ -221,6 +225,14 @@ impl Asker {
             let moved_on = page.next > req.after;
             req.after = page.next.max(req.after);
             if page.done || !moved_on {
+                break;
+            }
+            if total >= MAX_HISTORY {
+                tracing::warn!(
+                    bans = total,
+                    "read no more earlier bans for escalation: the \
+                    limit is reached (the newest are not counted)"
+                );
                 break;
             }
         }

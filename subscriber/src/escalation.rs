@@ -11,6 +11,9 @@ use shared_f2b::config::EscalationConfig;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+/// Most offenders remembered.
+const MAX_OFFENDERS: usize = 1_000_000;
+
 /// Which rule lengthened a ban (the metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
@@ -71,6 +74,9 @@ impl Escalation {
     /// A ban learnt from the archive's history (a new host): it counts as an earlier ban once it
     /// has ended.
     pub fn remember(&mut self, target: IpNet, time: SystemTime, end: SystemTime) {
+        if !self.room_for(target, time) {
+            return;
+        }
         let record = self.offenders.entry(target).or_default();
         Self::roll(record, time);
         match record.current_end {
@@ -101,6 +107,9 @@ impl Escalation {
         self.checks += 1;
         if self.checks.is_multiple_of(4096) {
             self.forget(time);
+        }
+        if !self.room_for(target, time) {
+            return None;
         }
         let rules = &self.rules;
         let record = self.offenders.entry(target).or_default();
@@ -142,6 +151,18 @@ impl Escalation {
         let end = time + Duration::from_secs(applied);
         record.current_end = Some(record.current_end.map_or(end, |e| e.max(end)));
         escalated
+    }
+
+    /// Whether `target` has a record or one can be added: at most [`MAX_OFFENDERS`] are kept
+    /// (a flood of bans must not grow the subscriber without bound); when full, what has
+    /// nothing recent is forgotten first, and new offenders are not escalated until there is
+    /// room.
+    fn room_for(&mut self, target: IpNet, now: SystemTime) -> bool {
+        if self.offenders.len() < MAX_OFFENDERS || self.offenders.contains_key(&target) {
+            return true;
+        }
+        self.forget(now);
+        self.offenders.len() < MAX_OFFENDERS
     }
 
     /// Forgets offenders with nothing recent.

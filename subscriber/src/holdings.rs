@@ -7,7 +7,6 @@
 use crate::names::Names;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// When a holding ends; `None` is permanent.
@@ -65,15 +64,21 @@ pub enum Unbanned {
 /// The remote bans this host applied and still holds.
 #[derive(Default)]
 pub struct Holdings {
-    bans: HashMap<(u16, IpAddr), Holders>,
+    /// Per local jail and banned address or prefix.
+    bans: HashMap<(u16, IpNet), Holders>,
+    /// The prefix lengths of the prefixes ever held (not single addresses).
+    prefix_lens: std::collections::BTreeSet<u8>,
     jails: Names,
     origins: Names,
 }
 
 impl Holdings {
     /// Records that `origin` bans `ip` in local `jail` until `until` (the later end wins).
-    pub fn ban(&mut self, jail: &str, ip: IpAddr, origin: &str, until: Until) {
-        let key = (self.jails.id(jail) as u16, ip);
+    pub fn ban(&mut self, jail: &str, net: impl Into<IpNet>, origin: &str, until: Until) {
+        let key = (self.jails.id(jail) as u16, net.into());
+        if key.1.prefix_len() != key.1.max_prefix_len() {
+            self.prefix_lens.insert(key.1.prefix_len());
+        }
         let origin = self.origins.id(origin);
         let end = to_end(until);
         match self.bans.get_mut(&key) {
@@ -95,11 +100,17 @@ impl Holdings {
     /// Records `origin`'s unban and says what it means for the local ban: lifted only when
     /// `origin` itself holds it now and no other origin does. A ban this host did not apply for
     /// `origin` (a manual ban, another origin's, one whose holding ended) is never lifted.
-    pub fn unban(&mut self, jail: &str, ip: IpAddr, origin: &str, now: SystemTime) -> Unbanned {
+    pub fn unban(
+        &mut self,
+        jail: &str,
+        net: impl Into<IpNet>,
+        origin: &str,
+        now: SystemTime,
+    ) -> Unbanned {
         let (Some(jail), Some(origin)) = (self.jails.find(jail), self.origins.find(origin)) else {
             return Unbanned::NotHeld;
         };
-        let key = (jail as u16, ip);
+        let key = (jail as u16, net.into());
         let Some(holders) = self.bans.get(&key) else {
             return Unbanned::NotHeld;
         };
@@ -130,18 +141,26 @@ impl Holdings {
         }
     }
 
-    /// Forgets every holding of an address in `net`, whoever holds it (an operator's pardon):
-    /// returns what went, as (jail, address, origin).
-    pub fn lift(&mut self, net: IpNet) -> Vec<(String, IpAddr, String)> {
-        let keys: Vec<(u16, IpAddr)> = if net.prefix_len() == net.max_prefix_len() {
+    /// Forgets every holding that shares an address with `net`, whoever holds it (an
+    /// operator's pardon: an address in a held prefix lifts the prefix): returns what went, as
+    /// (jail, address or prefix, origin).
+    pub fn lift(&mut self, net: IpNet) -> Vec<(String, IpNet, String)> {
+        let keys: Vec<(u16, IpNet)> = if net.prefix_len() == net.max_prefix_len() {
+            // One address: the holdings of it and of the prefixes of it, looked up directly.
+            let mut lens: Vec<u8> = self.prefix_lens.iter().copied().collect();
+            lens.push(net.max_prefix_len());
             (0..self.jails.count() as u16)
-                .map(|jail| (jail, net.addr()))
+                .flat_map(|jail| {
+                    lens.iter()
+                        .filter_map(move |len| IpNet::new(net.addr(), *len).ok())
+                        .map(move |p| (jail, p.trunc()))
+                })
                 .filter(|key| self.bans.contains_key(key))
                 .collect()
         } else {
             self.bans
                 .keys()
-                .filter(|(_, ip)| net.contains(ip))
+                .filter(|(_, held)| held.contains(&net) || net.contains(held))
                 .copied()
                 .collect()
         };
@@ -194,8 +213,8 @@ impl Holdings {
         self.bans.is_empty()
     }
 
-    /// Every holding, for the state snapshot: (jail, ip, origin, until).
-    pub fn iter(&self) -> impl Iterator<Item = (&str, IpAddr, &str, Until)> {
+    /// Every holding, for the state snapshot: (jail, address or prefix, origin, until).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, IpNet, &str, Until)> {
         self.bans.iter().flat_map(move |((jail, ip), holders)| {
             holders.as_slice().iter().map(move |&(origin, end)| {
                 (
@@ -228,6 +247,7 @@ impl Holdings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
     use std::time::Duration;
 
     #[test]
@@ -255,6 +275,32 @@ mod tests {
     }
 
     #[test]
+    fn a_lift_takes_the_prefixes_of_an_address_and_what_a_net_covers() {
+        let later = Some(SystemTime::now() + Duration::from_secs(600));
+        let net = |t: &str| t.parse::<IpNet>().unwrap();
+        let mut h = Holdings::default();
+        h.ban("shared", net("198.18.7.0/24"), "prefix aggregate", later);
+        h.ban("shared", net("198.18.7.1/32"), "alice", later);
+        h.ban("shared", net("198.18.8.1/32"), "alice", later);
+        h.ban("other", net("2001:db8:7:9::/64"), "alice", later);
+        let gone: Vec<String> = h
+            .lift(net("198.18.7.77/32"))
+            .into_iter()
+            .map(|(_, n, _)| n.to_string())
+            .collect();
+        assert_eq!(gone, ["198.18.7.0/24"], "its prefix, not its neighbour");
+        assert_eq!(h.lift(net("2001:db8:7:9::77/128")).len(), 1, "any jail");
+        let mut wide: Vec<String> = h
+            .lift(net("198.18.0.0/16"))
+            .into_iter()
+            .map(|(_, n, _)| n.to_string())
+            .collect();
+        wide.sort();
+        assert_eq!(wide, ["198.18.7.1/32", "198.18.8.1/32"]);
+        assert!(h.is_empty());
+    }
+
+    #[test]
     fn permanent_wins_and_prune_forgets_the_ended() {
         let now = SystemTime::now();
         let ip: IpAddr = "2001:db8::1".parse().unwrap();
@@ -263,7 +309,7 @@ mod tests {
         h.ban("shared", ip, "alice", None);
         h.ban(
             "shared",
-            "192.0.2.9".parse().unwrap(),
+            "192.0.2.9".parse::<IpAddr>().unwrap(),
             "bob",
             Some(now - Duration::from_secs(1)),
         );

@@ -30,10 +30,10 @@ struct Record {
     cursors: BTreeMap<String, u64>,
     /// (local jail, ip, origin, until in ms since the epoch or null for permanent)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    bans: Vec<(String, IpAddr, String, Option<u64>)>,
+    bans: Vec<(String, Target, String, Option<u64>)>,
     /// (local jail, ip, origin)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    unbans: Vec<(String, IpAddr, String)>,
+    unbans: Vec<(String, Target, String)>,
     /// The replay guard: (origin, remote jail, ip, newest event id applied)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     seen: Vec<(String, String, IpAddr, uuid::Uuid)>,
@@ -45,6 +45,27 @@ impl Record {
             && self.bans.is_empty()
             && self.unbans.is_empty()
             && self.seen.is_empty()
+    }
+}
+
+/// A banned address or prefix in the journal: `192.0.2.1` or `2001:db8:1:2::/64` (journals
+/// written before prefixes hold addresses only, and read the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Target(IpNet);
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&crate::apply::text(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Target, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        text.parse::<IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+            .map(Target)
+            .map_err(|_| serde::de::Error::custom(format!("not an address or prefix: {text:?}")))
     }
 }
 
@@ -105,11 +126,11 @@ impl State {
                     }
                 };
                 cursors.extend(record.cursors);
-                for (jail, ip, origin, until) in record.bans {
-                    holdings.ban(&jail, ip, &origin, from_ms(until));
+                for (jail, net, origin, until) in record.bans {
+                    holdings.ban(&jail, net.0, &origin, from_ms(until));
                 }
-                for (jail, ip, origin) in record.unbans {
-                    holdings.unban(&jail, ip, &origin, now);
+                for (jail, net, origin) in record.unbans {
+                    holdings.unban(&jail, net.0, &origin, now);
                 }
                 for (origin, jail, ip, id) in record.seen {
                     guard.record(&origin, &jail, ip, id);
@@ -165,30 +186,39 @@ impl State {
     }
 
     /// Records a remote ban as held.
-    pub fn ban(&mut self, jail: &str, ip: IpAddr, origin: &str, until: Until) {
-        self.holdings.ban(jail, ip, origin, until);
-        self.pending
-            .bans
-            .push((jail.to_owned(), ip, origin.to_owned(), to_ms(until)));
+    pub fn ban(&mut self, jail: &str, net: impl Into<IpNet>, origin: &str, until: Until) {
+        let net = net.into();
+        self.holdings.ban(jail, net, origin, until);
+        self.pending.bans.push((
+            jail.to_owned(),
+            Target(net),
+            origin.to_owned(),
+            to_ms(until),
+        ));
     }
 
     /// Records a remote unban; says whether the local ban should be lifted.
-    pub fn unban(&mut self, jail: &str, ip: IpAddr, origin: &str) -> Unbanned {
+    pub fn unban(&mut self, jail: &str, net: impl Into<IpNet>, origin: &str) -> Unbanned {
+        let net = net.into();
         self.pending
             .unbans
-            .push((jail.to_owned(), ip, origin.to_owned()));
-        self.holdings.unban(jail, ip, origin, SystemTime::now())
+            .push((jail.to_owned(), Target(net), origin.to_owned()));
+        self.holdings.unban(jail, net, origin, SystemTime::now())
     }
 
     /// Makes the pending changes durable.
-    /// Lifts every holding in `net` (an operator's pardon or allow); returns the addresses.
-    pub fn lift(&mut self, net: IpNet) -> Vec<IpAddr> {
+    /// Lifts every holding that shares an address with `net` (an operator's pardon or allow);
+    /// returns the addresses and prefixes that went.
+    pub fn lift(&mut self, net: IpNet) -> Vec<IpNet> {
         let gone = self.holdings.lift(net);
-        let mut ips: Vec<IpAddr> = gone.iter().map(|(_, ip, _)| *ip).collect();
-        ips.sort();
-        ips.dedup();
-        self.pending.unbans.extend(gone);
-        ips
+        let mut nets: Vec<IpNet> = gone.iter().map(|(_, n, _)| *n).collect();
+        nets.sort();
+        nets.dedup();
+        self.pending.unbans.extend(
+            gone.into_iter()
+                .map(|(jail, n, origin)| (jail, Target(n), origin)),
+        );
+        nets
     }
 
     /// The standing orders changed: `controls.json` is rewritten at the next commit.
@@ -263,7 +293,7 @@ impl Serialize for Bans<'_> {
         s.collect_seq(
             self.0
                 .iter()
-                .map(|(jail, ip, origin, until)| (jail, ip, origin, to_ms(until))),
+                .map(|(jail, net, origin, until)| (jail, Target(net), origin, to_ms(until))),
         )
     }
 }

@@ -5,6 +5,7 @@ use crate::admission::{Admission, Decision};
 use crate::apply::{Applier, ApplyError, Op, PlannedBan};
 use crate::follow::Incoming;
 use crate::metrics::Metrics;
+use crate::prefixes::overlap;
 use crate::state::State;
 use anyhow::Context;
 use shared_f2b::config::Config;
@@ -105,15 +106,16 @@ impl Worker<'_> {
                     }
                     unbans.push((jail, target));
                 }
-                Decision::Lift { net, control } => {
+                Decision::Lift { net, held, control } => {
                     // Operators' words may hold anything: escaped.
                     tracing::info!(id = %control.id, kind = control.kind.as_str(), %net,
                         operator = ?control.operator, reason = ?control.reason,
                         until = ?control.until.map(humantime::format_rfc3339_seconds),
                         "operator's order: lifting everywhere here");
                     self.metrics.order(control.kind.as_str());
-                    bans.retain(|b| !net.contains(&b.event.ip) && !net.contains(&b.target));
+                    bans.retain(|b| !overlap(&net, &b.target) && !net.contains(&b.event.ip));
                     lifts.push(net);
+                    lifts.extend(held);
                 }
                 Decision::Ended { control, ended } => {
                     self.metrics.order("revoke");

@@ -2,15 +2,17 @@
 //! every host, an archiver): a pardon lifts a ban everywhere and keeps it lifted until it ends,
 //! an allow entry is never banned, an operator's ban goes everywhere with its bantime, revokes,
 //! restarts, catch-up and backfill; a host's own control event is refused. Then the prefix and
-//! escalation rules on real jails (the banned ticket shows the CIDR and the bantime).
+//! escalation rules on real jails (the banned ticket shows the CIDR and the bantime), and the
+//! red team's attacks on all of it with a host's own credentials.
 
 use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::host::Host;
 use shared_f2b_tests::site::{self, Admin, STREAM, client, config};
 use shared_f2b_tests::{HostConfig, bin, wait_for};
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -73,6 +75,20 @@ fn ticket_bantime(host: &Host, jail: &str, ip: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// The tickets in `jail` (addresses or CIDRs) that cover `ip`.
+fn covering(host: &Host, jail: &str, ip: &str) -> Vec<String> {
+    let ip: IpAddr = ip.parse().unwrap();
+    host.f2b
+        .banned(jail)
+        .into_iter()
+        .filter(|t| {
+            shared_f2b::control::parse_net(t)
+                .ok()
+                .is_some_and(|n| n.contains(&ip))
+        })
+        .collect()
 }
 
 /// How often `host`'s subscriber skipped an event for `reason`.
@@ -448,10 +464,11 @@ async fn prefixes_and_escalation_on_real_jails() {
     ban(&alice, "2001:db8:7:8::1");
     wait_held(&bob, "shared", "2001:db8:7:8::/64").await;
 
-    // Three addresses of one /24: the /24 is banned too.
-    for ip in ["198.18.5.1", "198.18.5.2", "198.18.5.3"] {
+    // Three addresses of one /24 from two origins: the /24 is banned too.
+    for ip in ["198.18.5.1", "198.18.5.2"] {
         ban(&alice, ip);
     }
+    ban(&charlie, "198.18.5.3");
     wait_held(&bob, "shared", "198.18.5.0/24").await;
     assert!(
         bob.subscriber
@@ -558,4 +575,230 @@ async fn prefixes_and_escalation_on_real_jails() {
         },
     )
     .await;
+}
+
+/// Attack (red team): alice and charlie report three addresses of a /24 (aggregation bans the
+/// /24 at bob) and alice one address of an IPv6 /64 (ipv6_prefix bans the /64). The operator pardons one
+/// innocent address inside each. A pardon must lift it everywhere: afterwards no ticket in any
+/// of bob's jails may cover the pardoned addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pardon_inside_a_prefix_ban_lifts_the_prefix() {
+    let s = site();
+    let rules = "ipv6_prefix = 64\naggregate_count = 3\naggregate_window = \"10m\"\n";
+    let bob = site::host(s.dir.path(), "bob", &s.url, "ban", rules, true);
+    let alice = bare_publisher(s.dir.path(), "alice", &s.url);
+    let charlie = bare_publisher(s.dir.path(), "charlie", &s.url);
+
+    for ip in ["198.18.7.1", "198.18.7.2"] {
+        ban(&alice, ip);
+    }
+    ban(&charlie, "198.18.7.3");
+    ban(&alice, "2001:db8:7:9::1");
+    wait_held(&bob, "shared", "198.18.7.0/24").await;
+    wait_held(&bob, "shared", "2001:db8:7:9::/64").await;
+    assert!(!covering(&bob, "shared", "198.18.7.77").is_empty());
+
+    s.admin.order(&[
+        "pardon",
+        "--ip",
+        "198.18.7.77",
+        "--reason",
+        "innocent partner inside the aggregated /24",
+    ]);
+    s.admin.order(&[
+        "pardon",
+        "--ip",
+        "2001:db8:7:9::77",
+        "--reason",
+        "innocent partner inside the /64",
+    ]);
+    // Give the subscriber ample time to enact both pardons.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let v4 = covering(&bob, "shared", "198.18.7.77");
+    let v6 = covering(&bob, "shared", "2001:db8:7:9::77");
+    assert!(
+        v4.is_empty() && v6.is_empty(),
+        "the pardoned addresses are still banned at bob by {v4:?} {v6:?}"
+    );
+}
+
+/// Attack (red team): alice sends a handful of catch-up requests whose `until_seq` lies beyond the stream's
+/// end. Each made the archiver's (then serial) replay loop wait for its 2 s fetch expiry; the
+/// operators' `shared-f2b-admin list` (and `revoke`, which asks the archiver first) must still
+/// answer within their timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_requests_cannot_stall_list_and_revoke() {
+    let s = site();
+    let eve = bare_publisher(s.dir.path(), "eve", &s.url);
+    ban(&eve, "192.0.2.10");
+    let allow = s
+        .admin
+        .order(&["allow", "--net", "198.51.100.0/24", "--reason", "partner"]);
+    // Let the archiver commit the allow.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ok = s.admin.run(&["list"]);
+    assert!(ok.status.success(), "list works before the attack");
+
+    let js = async_nats::jetstream::new(client(&s.url, "admin").await);
+    let last = js
+        .get_stream(STREAM)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
+    let alice = client(&s.url, "alice").await;
+    let req = serde_json::json!({
+        "kind": "since", "jails": ["*"], "after": last,
+        "until_seq": last + 1000, "limit": 2000
+    });
+    for n in 0..8 {
+        alice
+            .publish_with_reply(
+                "f2b.replay",
+                format!("_INBOX_alice.rt.{n}"),
+                serde_json::to_vec(&req).unwrap().into(),
+            )
+            .await
+            .unwrap();
+    }
+    alice.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let t0 = Instant::now();
+    let list = s.admin.run(&["list"]);
+    let list_took = t0.elapsed();
+    let revoke = s.admin.run(&["revoke", &allow, "--reason", "done"]);
+    assert!(
+        list.status.success() && revoke.status.success(),
+        "alice's 8 requests stalled the archiver: list {:?} after {list_took:?}: {}; revoke {:?}: {}",
+        list.status.code(),
+        String::from_utf8_lossy(&list.stderr),
+        revoke.status.code(),
+        String::from_utf8_lossy(&revoke.stderr)
+    );
+}
+
+/// Attack (red team): alice publishes bans of an address with times in the past, each already over. Every
+/// live subscriber drops them as expired (never counted, never rate-limited), but the archive
+/// keeps them and a new host reads them as "earlier bans" for escalation's repeat rule. An
+/// honest host's later 600 s ban of that address must not be escalated at the new host when
+/// the running hosts (which saw the same events) do not escalate it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_back_dated_bans_do_not_escalate_at_new_hosts() {
+    let s = site();
+    let rules = "[subscriber.escalation]\nrepeat_factor = 2.0\nmax_bantime = \"7d\"\n";
+    let bob = site::host(s.dir.path(), "bob", &s.url, "ban", rules, true);
+    let alice = bare_publisher(s.dir.path(), "alice", &s.url);
+    let charlie = bare_publisher(s.dir.path(), "charlie", &s.url);
+    let ip = "203.0.113.66";
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for k in 0..6u64 {
+        let time = (now - 3600 + k * 60).to_string();
+        publish(
+            &alice,
+            &[
+                "ban",
+                "--jail",
+                "sshd",
+                "--ip",
+                ip,
+                "--time",
+                &time,
+                "--bantime",
+                "1",
+            ],
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!holds(&bob, "shared", ip), "bob dropped them as expired");
+    let erin = site::host(s.dir.path(), "erin", &s.url, "ban", rules, true);
+    wait_for(WAIT, "erin read the history", || async {
+        erin.subscriber
+            .as_ref()
+            .unwrap()
+            .log_text()
+            .contains("earlier bans read")
+            .then_some(())
+    })
+    .await;
+
+    publish(
+        &charlie,
+        &["ban", "--jail", "sshd", "--ip", ip, "--bantime", "600"],
+    );
+    wait_held(&bob, "shared", ip).await;
+    wait_held(&erin, "shared", ip).await;
+    let (at_bob, at_erin) = (
+        ticket_bantime(&bob, "shared", ip),
+        ticket_bantime(&erin, "shared", ip),
+    );
+    assert!(
+        at_erin.is_some() && at_erin <= at_bob,
+        "alice's expired back-dated bans escalated charlie's 600 s ban at the new host erin to \
+         {at_erin:?} s; bob, who saw the same events live, holds it for the jail's {at_bob:?} s"
+    );
+}
+
+/// Attack (red team): alice tries to get something onto `f2b.live.control.*` without the operator's
+/// permission: as the reply subject of her own event (the stream's publish ack lands there) and
+/// of a catch-up request (the archiver's answer lands there), with forged stream headers, and
+/// by asking for a catch-up page answered into bob's inbox space. Nothing may be lifted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_cannot_forge_a_control_event_through_replies() {
+    let s = site();
+    let bob = site::host(s.dir.path(), "bob", &s.url, "ban", "", true);
+    let eve = bare_publisher(s.dir.path(), "eve", &s.url);
+    ban(&eve, "192.0.2.77");
+    wait_held(&bob, "shared", "192.0.2.77").await;
+
+    let order = shared_f2b::control::Control::pardon(
+        "admin",
+        shared_f2b::control::parse_net("192.0.2.0/24").unwrap(),
+        None,
+        "forged",
+    )
+    .unwrap();
+    let alice = client(&s.url, "alice").await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Stream", STREAM);
+    headers.insert("Nats-Subject", "f2b.control.pardon.admin");
+    headers.insert("Nats-Sequence", "999999");
+    for reply in [
+        "f2b.live.control.pardon.admin",
+        "f2b.control.pardon.admin",
+        "_INBOX_bob.x.y",
+    ] {
+        let _ = alice
+            .publish_with_reply_and_headers(
+                "f2b.ban.sshd.alice",
+                reply.to_string(),
+                headers.clone(),
+                order.encode().into(),
+            )
+            .await;
+        let req = serde_json::json!({
+            "kind": "controls", "jails": ["*"], "after": 0, "limit": 2000
+        });
+        let _ = alice
+            .publish_with_reply_and_headers(
+                "f2b.replay",
+                reply.to_string(),
+                headers.clone(),
+                serde_json::to_vec(&req).unwrap().into(),
+            )
+            .await;
+    }
+    alice.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(holds(&bob, "shared", "192.0.2.77"), "nothing lifted it");
+    let standing =
+        shared_f2b::standing::Standing::load(&shared_f2b::standing::path(&bob.dir.join("state")))
+            .unwrap();
+    assert!(standing.controls.is_empty(), "{standing:?}");
 }
