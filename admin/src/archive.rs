@@ -24,7 +24,7 @@ pub enum ArchiveError {
     Stuck(u64),
 }
 
-/// The first request, or the one after `page`.
+/// The request for the page after row `after` (0: the first), up to `until_seq` once known.
 fn request(after: u64, until_seq: Option<u64>) -> ReplayRequest {
     ReplayRequest {
         kind: ReplayKind::Controls,

@@ -87,11 +87,10 @@ pub fn summary(c: &Control) -> String {
         Some(ip) => ip.to_string(),
         None => c.net.map_or_else(String::new, |n| n.to_string()),
     };
-    let until = table::until(c);
     let what = match c.kind {
-        ControlKind::Pardon => format!("{net} pardoned {}", ends(&until)),
-        ControlKind::Allow => format!("{net} allowed {}", ends(&until)),
-        ControlKind::Ban => format!("{net} banned {}", ends(&until)),
+        ControlKind::Pardon => format!("{net} pardoned {}", ends(c)),
+        ControlKind::Allow => format!("{net} allowed {}", ends(c)),
+        ControlKind::Ban => format!("{net} banned {}", ends(c)),
         ControlKind::Revoke => format!(
             "{} ends now",
             c.revokes.map(|id| id.to_string()).unwrap_or_default()
@@ -100,11 +99,12 @@ pub fn summary(c: &Control) -> String {
     format!("{what}; reason {}", table::escaped(&c.reason))
 }
 
-fn ends(until: &str) -> String {
-    match until {
-        "until revoked" => until.to_owned(),
-        "permanent" => "permanently".to_owned(),
-        time => format!("until {time}"),
+/// How long an order lasts, as the report says it.
+fn ends(c: &Control) -> String {
+    match (c.until, c.kind) {
+        (Some(_), _) => format!("until {}", table::until(c)),
+        (None, ControlKind::Ban) => "permanently".to_owned(),
+        (None, _) => "until revoked".to_owned(),
     }
 }
 

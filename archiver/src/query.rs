@@ -155,7 +155,9 @@ pub async fn bans_page(
     // Not the bans that were over when they arrived (back-dated ones no subscriber applied).
     q.push(" AND b.action = 'ban' AND b.event_time_ms >= ")
         .push_bind(ms(since))
-        .push(" AND (b.expires_ms IS NULL OR b.expires_ms > b.received_ms)");
+        .push(" AND (b.expires_ms IS NULL OR b.expires_ms > b.received_ms) AND NOT ");
+    // Nor those an operator pardoned or allowed since: mistakes, not offences.
+    pardoned_since(&mut q);
     scope(&mut q, jails, None);
     q.push(" ORDER BY b.id LIMIT ").push_bind(limit as i64);
     fetch_events(db, q).await

@@ -64,7 +64,12 @@ pub async fn run(
         let msg = tokio::select! {
             _ = shutdown.cancelled() => break,
             msg = requests.next() => msg,
-            Some(_) = answering.join_next(), if !answering.is_empty() => continue,
+            Some(done) = answering.join_next(), if !answering.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "answering a catch-up request failed");
+                }
+                continue;
+            }
         };
         let Some(msg) = msg else { break };
         let Some(reply) = msg.reply else { continue };
@@ -91,7 +96,14 @@ pub async fn run(
             drop(permit);
         });
     }
-    answering.shutdown().await;
+    // Answers in flight get a moment to go out; then they are cut short (the clients retry).
+    let finish = async { while answering.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(2), finish)
+        .await
+        .is_err()
+    {
+        answering.shutdown().await;
+    }
 }
 
 /// Catch-up requests answered at once.
@@ -107,6 +119,32 @@ fn error_page(error: String) -> ReplayPage {
         done: true,
         next: 0,
         error: Some(error),
+    }
+}
+
+/// A page of archive rows, paged by row id (`active`, `history`).
+fn rows_page(
+    rows: Vec<query::Stored>,
+    req: &ReplayRequest,
+    limit: usize,
+    high: u64,
+    total: u64,
+) -> ReplayPage {
+    ReplayPage {
+        controls: Vec::new(),
+        done: rows.len() < limit,
+        next: rows.last().map_or(req.after, |r| r.row_id),
+        events: rows
+            .into_iter()
+            .map(|s| Replayed {
+                seq: s.seq,
+                cursor: s.row_id,
+                event: s.event,
+            })
+            .collect(),
+        high_seq: high,
+        total,
+        error: None,
     }
 }
 
@@ -162,22 +200,7 @@ impl Source {
         let rows = query::active_page(&self.db, now, &req.jails, exclude, req.after, high, limit)
             .await
             .map_err(db_error)?;
-        Ok(ReplayPage {
-            controls: Vec::new(),
-            done: rows.len() < limit,
-            next: rows.last().map_or(req.after, |r| r.row_id),
-            events: rows
-                .into_iter()
-                .map(|s| Replayed {
-                    seq: s.seq,
-                    cursor: s.row_id,
-                    event: s.event,
-                })
-                .collect(),
-            high_seq: high,
-            total,
-            error: None,
-        })
+        Ok(rows_page(rows, req, limit, high, total))
     }
 
     /// Every ban from `since_ms` on (ended ones too), committed up to `high_seq`, paged by row
@@ -192,22 +215,7 @@ impl Source {
         let rows = query::bans_page(&self.db, since, &req.jails, req.after, high, limit)
             .await
             .map_err(|e| format!("database error: {e}"))?;
-        Ok(ReplayPage {
-            controls: Vec::new(),
-            done: rows.len() < limit,
-            next: rows.last().map_or(req.after, |r| r.row_id),
-            events: rows
-                .into_iter()
-                .map(|s| Replayed {
-                    seq: s.seq,
-                    cursor: s.row_id,
-                    event: s.event,
-                })
-                .collect(),
-            high_seq: high,
-            total: 0,
-            error: None,
-        })
+        Ok(rows_page(rows, req, limit, high, 0))
     }
 
     /// The control events in force now, committed up to `high_seq`, paged by row id like

@@ -1,7 +1,7 @@
 //! Operators' orders: a pardon published by the operator -> the address lifted in every host's
 //! Fail2Ban (`ban` mode, the shipped site config, three hosts), beside the raw `unban` on one
-//! host's socket; and what the orders cost the publisher (a ban published with a thousand
-//! orders in force beside none).
+//! host's socket; and what the orders cost the publisher (a ban published with the run's orders
+//! in force beside none).
 
 use crate::report::{Report, percentiles};
 use shared_f2b::control::{Control, parse_net};

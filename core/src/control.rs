@@ -134,6 +134,11 @@ pub fn parse_net(text: &str) -> Result<IpNet, EventError> {
     Ok(normalise(net))
 }
 
+/// Whether two nets share an address.
+pub fn overlap(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
 /// The address as one net (`/32`, `/128`).
 pub fn host_net(ip: IpAddr) -> IpNet {
     IpNet::from(ip.to_canonical())
@@ -266,7 +271,8 @@ impl Control {
         Ok(())
     }
 
-    /// Whether it still holds at `now` (a revoke holds only as the moment it is).
+    /// Whether it still holds at `now`: not past its `until` (a revoke has none; it acts once,
+    /// when taken).
     pub fn in_force_at(&self, now: SystemTime) -> bool {
         self.until.is_none_or(|u| u > now)
     }

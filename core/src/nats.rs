@@ -164,7 +164,7 @@ pub fn jetstream(client: async_nats::Client, timeout: Duration) -> jetstream::Co
         .build(client)
 }
 
-/// The stream as this product creates it: every ban and unban under the prefix, on disk,
+/// The stream as this product creates it: every ban, unban and control event under the prefix, on disk,
 /// bounded in age, bytes and message size, each stored event re-published on the live subject.
 pub fn stream_config(nats: &NatsConfig) -> stream::Config {
     let (source, destination) = crate::subject::republish(&nats.subject_prefix);

@@ -1,9 +1,10 @@
 //! Standing orders: the operators' control events in force (pardons, allows, operator bans),
-//! as a subscriber keeps them and writes them to `<state_dir>/controls.json` after every change.
-//! The publisher on the same host reads that file (a local read, no network) so that it does
-//! not publish a ban of an address an operator pardoned or allowed.
+//! as a subscriber keeps them and writes them to `<state_dir>/controls.json` after every change
+//! (and the orders revoked lately to `controls-revoked.json`). The publisher on the same host
+//! reads the first (a small local read, no network) so that it does not publish a ban of an
+//! address an operator pardoned or allowed.
 
-use crate::control::{Control, ControlKind};
+use crate::control::{Control, ControlKind, overlap};
 use crate::replay::ReplayedControl;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,8 @@ use uuid::Uuid;
 
 /// The file in a subscriber's `state_dir`.
 pub const FILE: &str = "controls.json";
+/// Beside it: the orders revoked lately.
+const REVOKED: &str = "controls-revoked.json";
 
 /// The file for a `state_dir`.
 pub fn path(state_dir: &Path) -> PathBuf {
@@ -38,8 +41,9 @@ pub enum Change {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Standing {
     pub controls: Vec<ReplayedControl>,
-    /// Orders revoked lately, so that a replay of one does not bring it back.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Orders revoked lately (also revokes that came before their order), so that a replay of
+    /// one does not bring it back; kept in their own file.
+    #[serde(skip)]
     pub revoked: Vec<Uuid>,
 }
 
@@ -47,23 +51,35 @@ pub struct Standing {
 const REMEMBER_REVOKED: usize = 10_000;
 
 impl Standing {
-    /// Reads the file; a missing file is an empty list.
+    /// Reads the orders in force from `path` (what the publisher needs); a missing file is an
+    /// empty list.
     pub fn load(path: &Path) -> std::io::Result<Standing> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Standing::default()),
-            Err(e) => Err(e),
-        }
+        Ok(read(path)?.unwrap_or_default())
     }
 
-    /// Writes the file atomically (temp file, fsync, rename), readable by the publisher.
+    /// Reads the orders in force and the revoked ones beside them (what the subscriber needs).
+    pub fn load_all(path: &Path) -> std::io::Result<Standing> {
+        let mut standing = Standing::load(path)?;
+        standing.revoked = read(&path.with_file_name(REVOKED))?.unwrap_or_default();
+        Ok(standing)
+    }
+
+    /// Writes both files atomically (temp file, fsync, rename); the orders readable by the
+    /// publisher.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)
+        write(&path.with_file_name(REVOKED), &self.revoked)?;
+        write(path, self)
+    }
+
+    /// Remembers `id` as revoked (the oldest is forgotten beyond [`REMEMBER_REVOKED`]).
+    fn remember_revoked(&mut self, id: Uuid) {
+        if self.revoked.contains(&id) {
+            return;
+        }
+        if self.revoked.len() >= REMEMBER_REVOKED {
+            self.revoked.remove(0);
+        }
+        self.revoked.push(id);
     }
 
     /// Whether an order with this id is known.
@@ -78,19 +94,16 @@ impl Standing {
         }
         match control.kind {
             ControlKind::Revoke => {
-                let Some(at) = self
-                    .controls
-                    .iter()
-                    .position(|c| Some(c.control.id) == control.revokes)
-                else {
+                let Some(id) = control.revokes else {
                     return Change::Nothing;
                 };
-                let ended = self.controls.remove(at).control;
-                if self.revoked.len() >= REMEMBER_REVOKED {
-                    self.revoked.remove(0);
+                // Remembered even when the order has not come yet (a catch-up may bring the
+                // revoke first): it then never comes into force.
+                self.remember_revoked(id);
+                match self.controls.iter().position(|c| c.control.id == id) {
+                    Some(at) => Change::Ended(self.controls.remove(at).control),
+                    None => Change::Nothing,
                 }
-                self.revoked.push(ended.id);
-                Change::Ended(ended)
             }
             _ => {
                 self.controls.push(ReplayedControl {
@@ -109,11 +122,10 @@ impl Standing {
 
     /// The pardon or allow in force at `now` that shares an address with `net`, if any.
     pub fn shield_net(&self, net: IpNet, now: SystemTime) -> Option<&Control> {
-        self.controls.iter().map(|c| &c.control).find(|c| {
-            c.shields()
-                && c.in_force_at(now)
-                && c.net.is_some_and(|n| n.contains(&net) || net.contains(&n))
-        })
+        self.controls
+            .iter()
+            .map(|c| &c.control)
+            .find(|c| c.shields() && c.in_force_at(now) && c.net.is_some_and(|n| overlap(&n, &net)))
     }
 
     /// Drops what ended by itself; true when something went.
@@ -129,13 +141,38 @@ impl Standing {
     /// like live ones.
     pub fn reconcile(&mut self, snapshot: Vec<ReplayedControl>, high: u64) -> Vec<ReplayedControl> {
         let in_snapshot = |id: Uuid| snapshot.iter().any(|s| s.control.id == id);
-        self.controls
-            .retain(|c| c.seq > high || in_snapshot(c.control.id));
+        let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.controls)
+            .into_iter()
+            .partition(|c| c.seq > high || in_snapshot(c.control.id));
+        self.controls = keep;
+        // Revoked meanwhile, or ended: never to come back from a replay.
+        for c in gone {
+            self.remember_revoked(c.control.id);
+        }
         snapshot
             .into_iter()
             .filter(|s| !self.knows(s.control.id))
             .collect()
     }
+}
+
+fn read<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn write<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
@@ -169,7 +206,7 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         s.save(&path(dir.path())).unwrap();
-        assert_eq!(Standing::load(&path(dir.path())).unwrap(), s);
+        assert_eq!(Standing::load_all(&path(dir.path())).unwrap(), s);
         assert!(!s.prune(now));
         assert!(s.prune(now + Duration::from_secs(61)));
         let a = pardon("198.51.100.1", None);

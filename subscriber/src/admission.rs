@@ -12,16 +12,18 @@
 
 use crate::escalation::{Escalated, Escalation};
 use crate::follow::{Incoming, Source};
+mod orders;
+
 use crate::holdings::Unbanned;
 use crate::limits::{Admit, Limits};
-use crate::prefixes::{Prefixes, host, overlap};
+use crate::prefixes::Prefixes;
 use crate::state::State;
 use ipnet::IpNet;
+pub use orders::operator_holder;
 use shared_f2b::config::Config;
-use shared_f2b::control::{Control, ControlKind};
+use shared_f2b::control::{Control, ControlKind, host_net as host, overlap};
 use shared_f2b::event::{Action, Event};
-use shared_f2b::inbound::{decode_control, decode_received};
-use shared_f2b::standing::Change;
+use shared_f2b::inbound::decode_received;
 use shared_f2b::subject::is_control;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -163,12 +165,6 @@ fn drop(reason: Reason, detail: impl Into<String>) -> Decision {
 /// Who holds an aggregated prefix ban in the holdings (a name no host can have).
 pub const AGGREGATE_HOLDER: &str = "prefix aggregate";
 
-/// Who holds an operator's ban in the holdings: a name with a space, which no host's origin
-/// can have, so no host's unban can lift it.
-pub fn operator_holder(operator: &str) -> String {
-    format!("operator {operator}")
-}
-
 /// Addresses no remote event may ever ban, whatever the allowlist says.
 pub fn is_protected(ip: IpAddr) -> bool {
     match ip {
@@ -253,7 +249,7 @@ impl Admission {
             );
         }
         if is_control(&self.prefix, &msg.subject) {
-            return self.control(msg, state, now);
+            return self.order(msg, state, now);
         }
         let mut event = match decode_received(&self.prefix, &msg.subject, &msg.payload) {
             Ok(event) => event,
@@ -341,79 +337,6 @@ impl Admission {
                 order.reason
             ),
         ))
-    }
-
-    /// An operator's control event: recorded in the standing orders, then enacted.
-    fn control(&mut self, msg: &Incoming, state: &mut State, now: SystemTime) -> Decision {
-        let control = match decode_control(&self.prefix, &msg.subject, &msg.payload) {
-            Ok(control) => control,
-            Err(r) if r.reason == "spoofed_origin" => return drop(Reason::SpoofedOrigin, r.detail),
-            Err(r) => return drop(Reason::Invalid(r.reason), r.detail),
-        };
-        if control.kind != ControlKind::Revoke && !control.in_force_at(now) {
-            return drop(Reason::Expired, format!("order {} has ended", control.id));
-        }
-        match state.standing.take(msg.seq.unwrap_or(0), &control) {
-            Change::Known => drop(
-                Reason::Replayed,
-                format!("order {} is known already", control.id),
-            ),
-            Change::Nothing => drop(
-                Reason::RevokesNothing,
-                format!("{:?} is not an order in force", control.revokes),
-            ),
-            Change::Ended(ended) => {
-                state.standing_changed();
-                Decision::Ended { control, ended }
-            }
-            Change::Added => {
-                state.standing_changed();
-                match (control.kind, control.net) {
-                    (ControlKind::Ban, _) => self.operator_ban(control, state, now),
-                    (_, Some(net)) => {
-                        let held = state.lift(net);
-                        Decision::Lift { net, held, control }
-                    }
-                    (_, None) => drop(Reason::Invalid("bad_control"), "an order without a net"),
-                }
-            }
-        }
-    }
-
-    /// An operator's ban: applied like a remote ban from every host's view, into the target
-    /// jail, with the order's bantime (capped at `max_bantime`).
-    fn operator_ban(&mut self, control: Control, state: &mut State, now: SystemTime) -> Decision {
-        let Some(ip) = control.ban_ip() else {
-            return drop(Reason::Invalid("bad_control"), "a ban without an address");
-        };
-        if let Some(refused) = self.never_banned(host(ip), state, now) {
-            return refused;
-        }
-        let cap = now + self.max_bantime;
-        let until = control.until.map_or(cap, |u| u.min(cap));
-        let left = until.duration_since(now).unwrap_or_default();
-        let bantime = (left.as_secs_f64().ceil() as u64).max(1);
-        let holder = operator_holder(&control.operator);
-        state.ban(&self.target_jail, host(ip), &holder, Some(until));
-        let event = Event {
-            v: control.v,
-            id: control.id,
-            origin: holder,
-            jail: "operator".into(),
-            ip,
-            action: Action::Ban,
-            time: control.time,
-            bantime: bantime as i64,
-            failures: 0,
-        };
-        Decision::Ban {
-            jail: self.target_jail.clone(),
-            event,
-            target: host(ip),
-            bantime: Some(bantime as i64),
-            escalated: None,
-            aggregate: None,
-        }
     }
 
     fn ban(

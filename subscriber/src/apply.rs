@@ -3,11 +3,12 @@
 use crate::fail2ban::{Fail2Ban, Fail2BanError};
 use ipnet::IpNet;
 use shared_f2b::config::ApplyMode;
+use shared_f2b::control::overlap;
 use shared_f2b::event::Event;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// Addresses per `banip` / `unbanip` command.
@@ -87,9 +88,15 @@ pub struct Applier {
     f2b: Fail2Ban,
     log_file: PathBuf,
     ignore: HashMap<String, (Vec<IpNet>, Instant)>,
-    /// Jails whose bantime [`Applier::banip_for`] changed and could not put back yet.
+    /// Jails whose bantime [`Applier::banip_for`] changed and did not put back yet, with the
+    /// bantime to put back; also in `restore_file`, so that a crash in between cannot leave a
+    /// jail's bantime changed for good.
     restore: HashMap<String, i64>,
+    restore_file: PathBuf,
 }
+
+/// The file in `state_dir` holding the jail bantimes to put back.
+const RESTORE_FILE: &str = "bantime-restore.json";
 
 /// Text safe to hand to Fail2Ban and to put in its log: printable ASCII without `<`/`>`.
 fn tame(text: &str) -> String {
@@ -105,15 +112,63 @@ fn tame(text: &str) -> String {
 }
 
 impl Applier {
-    /// An applier for the configured mode and socket.
-    pub fn new(mode: ApplyMode, f2b: Fail2Ban, log_file: PathBuf) -> Applier {
+    /// An applier for the configured mode and socket; jail bantimes a crash left changed are
+    /// read from `state_dir` (see [`Applier::restore_bantimes`]).
+    pub fn new(mode: ApplyMode, f2b: Fail2Ban, log_file: PathBuf, state_dir: &Path) -> Applier {
+        let restore_file = state_dir.join(RESTORE_FILE);
+        let restore = std::fs::read(&restore_file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
         Applier {
             mode,
             f2b,
             log_file,
             ignore: HashMap::new(),
-            restore: HashMap::new(),
+            restore,
+            restore_file,
         }
+    }
+
+    /// Puts back the bantime of jails [`Applier::banip_for`] changed and could not put back
+    /// (Fail2Ban away, or the subscriber killed in between).
+    pub async fn restore_bantimes(&mut self) -> Result<(), ApplyError> {
+        if self.restore.is_empty() {
+            return Ok(());
+        }
+        let pending: Vec<(String, i64)> =
+            self.restore.iter().map(|(j, b)| (j.clone(), *b)).collect();
+        for (jail, bantime) in pending {
+            self.f2b
+                .command(&["set", &jail, "bantime", &bantime.to_string()])
+                .await?;
+            tracing::info!(%jail, bantime, "the jail's bantime put back");
+            self.restore.remove(&jail);
+        }
+        self.save_restore()
+    }
+
+    /// Keeps the bantimes to put back in `state_dir` before a jail's bantime is changed.
+    fn save_restore(&self) -> Result<(), ApplyError> {
+        let result = if self.restore.is_empty() {
+            match std::fs::remove_file(&self.restore_file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        } else {
+            serde_json::to_vec(&self.restore)
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| {
+                    let tmp = self.restore_file.with_extension("tmp");
+                    let mut file = std::fs::File::create(&tmp)?;
+                    file.write_all(&bytes)?;
+                    file.sync_all()?;
+                    std::fs::rename(&tmp, &self.restore_file)
+                })
+        };
+        result.map_err(|e| {
+            ApplyError::Retry(format!("cannot write {}: {e}", self.restore_file.display()))
+        })
     }
 
     /// Turns a batch into ops: bans (per local jail and bantime, in arrival order), unbans, then
@@ -344,6 +399,7 @@ impl Applier {
             }
         };
         self.restore.insert(jail.to_owned(), jail_bantime);
+        self.save_restore()?;
         let wanted = bantime.to_string();
         let set = self.f2b.command(&["set", jail, "bantime", &wanted]).await;
         let banned = match set {
@@ -356,6 +412,7 @@ impl Applier {
         let back = jail_bantime.to_string();
         self.f2b.command(&["set", jail, "bantime", &back]).await?;
         self.restore.remove(jail);
+        self.save_restore()?;
         banned
     }
 
@@ -376,7 +433,7 @@ impl Applier {
                     .parse::<IpNet>()
                     .ok()
                     .or_else(|| held.parse::<IpAddr>().ok().map(IpNet::from));
-                if net.is_some_and(|h| wide.iter().any(|w| w.contains(&h) || h.contains(*w))) {
+                if net.is_some_and(|h| wide.iter().any(|w| overlap(w, &h))) {
                     texts.push(held);
                 }
             }
@@ -435,6 +492,7 @@ mod tests {
             mode,
             Fail2Ban::new("/nonexistent".as_ref()),
             "/tmp/x".into(),
+            "/nonexistent".as_ref(),
         )
     }
 

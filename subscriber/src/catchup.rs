@@ -136,11 +136,18 @@ pub struct Asker {
 impl Asker {
     /// Fetches every page of `plan` in the background and sends them to `tx`, which the daemon
     /// applies between live batches: live events keep flowing while the archiver answers (or
-    /// does not). The channel's capacity bounds how far the fetch runs ahead.
-    pub fn spawn(&self, plan: Plan, tx: mpsc::Sender<Fetched>) -> tokio::task::JoinHandle<()> {
+    /// does not). The channel's capacity bounds how far the fetch runs ahead. With `history`,
+    /// the earlier bans for escalation are read first (the first catch-up after a start: they
+    /// live in memory only).
+    pub fn spawn(
+        &self,
+        plan: Plan,
+        history: bool,
+        tx: mpsc::Sender<Fetched>,
+    ) -> tokio::task::JoinHandle<()> {
         let asker = self.clone();
         tokio::spawn(async move {
-            let last = match asker.fetch(plan, &tx).await {
+            let last = match asker.fetch(plan, history, &tx).await {
                 Ok(Some(done)) => done,
                 Ok(None) => return,
                 Err(e) => Fetched::Failed(e),
@@ -244,6 +251,7 @@ impl Asker {
     async fn fetch(
         &self,
         plan: Plan,
+        history: bool,
         tx: &mpsc::Sender<Fetched>,
     ) -> Result<Option<Fetched>, CatchupError> {
         let (kind, after) = match plan {
@@ -263,7 +271,7 @@ impl Asker {
         if kind == ReplayKind::Active && !self.send_controls(tx).await {
             return Ok(None);
         }
-        if kind == ReplayKind::Active
+        if history
             && let Some(memory) = self.history
             && !self.send_history(memory, tx).await
         {

@@ -139,12 +139,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             sub.apply,
             Fail2Ban::new(&sub.fail2ban_socket),
             sub.log_file.clone(),
+            &sub.state_dir,
         ),
         metrics: metrics.clone(),
         held_changed: true,
         shutdown: shutdown.clone(),
     };
+    if let Err(e) = worker.applier.restore_bantimes().await {
+        tracing::warn!(error = %e, "cannot put a jail's bantime back yet; retrying with the next batch");
+    }
     let mut backfilled = state.cursor(&stream).is_some();
+    // Escalation's memory of earlier bans is read once per start, with the first catch-up.
+    let mut history_due = true;
     let mut tracker = Tracker::at(state.cursor(&stream).unwrap_or(0));
     let mut due = Due {
         wanted: true,
@@ -190,7 +196,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 Plan::Backfill
             };
             due.start();
-            fetching = Some(asker.spawn(plan, pages_tx.clone()));
+            fetching = Some(asker.spawn(plan, history_due, pages_tx.clone()));
         }
         let retry_at = due.not_before;
         let msgs = tokio::select! {
@@ -243,6 +249,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                         (items, None)
                     }
                     Fetched::Done { plan, high, events } => {
+                        history_due = false;
                         fetching = None;
                         health.started(true);
                         tracker.caught_up(high);

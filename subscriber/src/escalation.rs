@@ -153,6 +153,13 @@ impl Escalation {
         escalated
     }
 
+    /// Forgets what is known of the offenders in `net` (an operator pardoned or allowed it: its
+    /// earlier bans were mistakes, not offences).
+    pub fn pardon(&mut self, net: IpNet) {
+        self.offenders
+            .retain(|target, _| !shared_f2b::control::overlap(target, &net));
+    }
+
     /// Whether `target` has a record or one can be added: at most [`MAX_OFFENDERS`] are kept
     /// (a flood of bans must not grow the subscriber without bound); when full, what has
     /// nothing recent is forgotten first, and new offenders are not escalated until there is

@@ -6,6 +6,7 @@
 
 use crate::names::Names;
 use ipnet::IpNet;
+use shared_f2b::control::overlap;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -160,7 +161,7 @@ impl Holdings {
         } else {
             self.bans
                 .keys()
-                .filter(|(_, held)| held.contains(&net) || net.contains(held))
+                .filter(|(_, held)| overlap(held, &net))
                 .copied()
                 .collect()
         };

@@ -6,23 +6,14 @@
 
 use ipnet::IpNet;
 use shared_f2b::config::SubscriberConfig;
+use shared_f2b::control::host_net as host;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-/// The address alone, as a net.
-pub fn host(ip: IpAddr) -> IpNet {
-    IpNet::from(ip)
-}
-
 /// `ip`'s prefix of length `len` (its host bits cleared).
 pub fn prefix(ip: IpAddr, len: u8) -> IpNet {
     IpNet::new(ip, len).expect("checked in the config").trunc()
-}
-
-/// Whether two nets share an address.
-pub fn overlap(a: &IpNet, b: &IpNet) -> bool {
-    a.contains(b) || b.contains(a)
 }
 
 /// The prefix rules and the recent bans aggregation counts.

@@ -140,7 +140,7 @@ impl State {
             guard.prune(now, keep);
         }
         let file = write_snapshot(&path, &cursors, &holdings, &guard)?;
-        let standing = Standing::load(&standing::path(dir))?;
+        let standing = Standing::load_all(&standing::path(dir))?;
         Ok(State {
             path,
             file,
@@ -206,7 +206,6 @@ impl State {
         self.holdings.unban(jail, net, origin, SystemTime::now())
     }
 
-    /// Makes the pending changes durable.
     /// Lifts every holding that shares an address with `net` (an operator's pardon or allow);
     /// returns the addresses and prefixes that went.
     pub fn lift(&mut self, net: IpNet) -> Vec<IpNet> {

@@ -5,10 +5,10 @@ use crate::admission::{Admission, Decision};
 use crate::apply::{Applier, ApplyError, Op, PlannedBan};
 use crate::follow::Incoming;
 use crate::metrics::Metrics;
-use crate::prefixes::overlap;
 use crate::state::State;
 use anyhow::Context;
 use shared_f2b::config::Config;
+use shared_f2b::control::overlap;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
@@ -139,6 +139,9 @@ impl Worker<'_> {
             }
         }
         let ops = self.applier.plan(&bans, &unbans, &lifts);
+        if let Err(e) = self.applier.restore_bantimes().await {
+            tracing::warn!(error = %e, "cannot put a jail's bantime back yet; retrying with the next batch");
+        }
         let mut applied = 0;
         for op in &ops {
             match self.execute(op).await {

@@ -436,6 +436,50 @@ async fn a_hosts_control_event_is_refused() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_of_its_own_gives_orders_under_its_name_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = site::nats_with(dir.path(), &[], &["carol"]);
+    let url = nats.url();
+    let db = TestDb::mariadb();
+    let _archiver = site::archiver(dir.path(), &url, &db);
+    let bob = site::host(dir.path(), "bob", &url, "ban", "", true);
+    let alice = bare_publisher(dir.path(), "alice", &url);
+    ban(&alice, "192.0.2.88");
+    wait_held(&bob, "shared", "192.0.2.88").await;
+
+    // Carol's user, with a config naming someone else: refused.
+    let posing = config(dir.path(), "admin", "carol", &url, "");
+    let out = Command::new(bin("shared-f2b-admin"))
+        .arg("--config")
+        .arg(&posing.path)
+        .args(["pardon", "--ip", "192.0.2.88", "--reason", "as admin"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(holds(&bob, "shared", "192.0.2.88"));
+
+    // As herself: the order goes through, and `list` shows it under her name.
+    let carol = Admin::new(dir.path(), "carol", &url);
+    let id = carol.order(&["pardon", "--ip", "192.0.2.88", "--reason", "ticket 7"]);
+    wait_for(WAIT, "carol's pardon applied", || async {
+        (!holds(&bob, "shared", "192.0.2.88")).then_some(())
+    })
+    .await;
+    let list = carol.run(&["list"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.lines().any(|l| l.contains(&id) && l.contains("carol")),
+        "{text}{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+}
+
 /// Every subject stored in the stream, read as the operator.
 async fn client_stream_subjects(url: &str) -> Vec<String> {
     let js = async_nats::jetstream::new(client(url, "admin").await);

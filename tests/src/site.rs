@@ -34,7 +34,24 @@ pub fn nats(dir: &Path) -> NatsServer {
 /// As [`nats`], with more hosts added the way the config's comment says: a copy of a host's
 /// entry with the name replaced in its user, its two publish subjects and its inbox prefix.
 pub fn nats_with_hosts(dir: &Path, hosts: &[&str]) -> NatsServer {
+    nats_with(dir, hosts, &[])
+}
+
+/// As [`nats_with_hosts`], with operators of their own in `SITE`, each pinned to its name the
+/// way the config's comment says (it logs in with inbox prefix `_INBOX_<name>`).
+pub fn nats_with(dir: &Path, hosts: &[&str], operators: &[&str]) -> NatsServer {
     let mut conf = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf")).unwrap();
+    let admin = conf.find("{ user: admin").expect("the admin entry");
+    for name in operators {
+        conf.insert_str(
+            admin,
+            &format!(
+                "{{ user: {name}, password: \"change-me-{name}\",\n        permissions: {{ \
+                 publish: [ \"f2b.control.*.{name}\", \"f2b.replay\" ], \
+                 subscribe: [ \"_INBOX_{name}.>\" ] }} }}\n\n      "
+            ),
+        );
+    }
     let start = conf.find("{ user: charlie").expect("charlie's entry");
     let len = conf[start..].find("} }").expect("its end") + 3;
     let entry = conf[start..start + len].to_owned();

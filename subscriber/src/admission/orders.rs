@@ -1,0 +1,97 @@
+//! The operators' orders as admission decides them: a control event is checked against its
+//! subject, taken into the standing orders (known, revoked, new), then enacted: a pardon or
+//! allow lifts what it covers, an operator's ban is admitted like a remote ban from every host's
+//! view.
+
+use super::{Admission, Decision, Reason, drop};
+use crate::follow::Incoming;
+use crate::state::State;
+use shared_f2b::control::{Control, ControlKind, host_net as host};
+use shared_f2b::event::{Action, Event};
+use shared_f2b::inbound::decode_control;
+use shared_f2b::standing::Change;
+use std::time::SystemTime;
+
+/// Who holds an operator's ban in the holdings: a name with a space, which no host's origin
+/// can have, so no host's unban can lift it.
+pub fn operator_holder(operator: &str) -> String {
+    format!("operator {operator}")
+}
+
+impl Admission {
+    /// An operator's control event: recorded in the standing orders, then enacted.
+    pub(super) fn order(&mut self, msg: &Incoming, state: &mut State, now: SystemTime) -> Decision {
+        let control = match decode_control(&self.prefix, &msg.subject, &msg.payload) {
+            Ok(control) => control,
+            Err(r) if r.reason == "spoofed_origin" => return drop(Reason::SpoofedOrigin, r.detail),
+            Err(r) => return drop(Reason::Invalid(r.reason), r.detail),
+        };
+        if control.kind != ControlKind::Revoke && !control.in_force_at(now) {
+            return drop(Reason::Expired, format!("order {} has ended", control.id));
+        }
+        match state.standing.take(msg.seq.unwrap_or(0), &control) {
+            Change::Known => drop(
+                Reason::Replayed,
+                format!("order {} is known already", control.id),
+            ),
+            Change::Nothing => drop(
+                Reason::RevokesNothing,
+                format!("{:?} is not an order in force", control.revokes),
+            ),
+            Change::Ended(ended) => {
+                state.standing_changed();
+                Decision::Ended { control, ended }
+            }
+            Change::Added => {
+                state.standing_changed();
+                match (control.kind, control.net) {
+                    (ControlKind::Ban, _) => self.operator_ban(control, state, now),
+                    (_, Some(net)) => {
+                        if let Some(rules) = self.escalation.as_mut() {
+                            rules.pardon(net);
+                        }
+                        let held = state.lift(net);
+                        Decision::Lift { net, held, control }
+                    }
+                    (_, None) => drop(Reason::Invalid("bad_control"), "an order without a net"),
+                }
+            }
+        }
+    }
+
+    /// An operator's ban: applied like a remote ban from every host's view, into the target
+    /// jail, with the order's bantime (capped at `max_bantime`).
+    fn operator_ban(&mut self, control: Control, state: &mut State, now: SystemTime) -> Decision {
+        let Some(ip) = control.ban_ip() else {
+            return drop(Reason::Invalid("bad_control"), "a ban without an address");
+        };
+        if let Some(refused) = self.never_banned(host(ip), state, now) {
+            return refused;
+        }
+        let cap = now + self.max_bantime;
+        let until = control.until.map_or(cap, |u| u.min(cap));
+        let left = until.duration_since(now).unwrap_or_default();
+        let bantime = (left.as_secs_f64().ceil() as u64).max(1);
+        let holder = operator_holder(&control.operator);
+        state.ban(&self.target_jail, host(ip), &holder, Some(until));
+        let event = Event {
+            v: control.v,
+            id: control.id,
+            origin: holder,
+            jail: "operator".into(),
+            ip,
+            action: Action::Ban,
+            time: control.time,
+            bantime: bantime as i64,
+            failures: 0,
+        };
+        Decision::Ban {
+            jail: self.target_jail.clone(),
+            event,
+            target: host(ip),
+            bantime: Some(bantime as i64),
+            escalated: None,
+            aggregate: None,
+        }
+    }
+}
