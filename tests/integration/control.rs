@@ -500,9 +500,30 @@ async fn prefixes_and_escalation_on_real_jails() {
     let rules = "ipv6_prefix = 64\naggregate_count = 3\naggregate_window = \"10m\"\n\
                  [subscriber.escalation]\nreporters = 2\nwindow = \"1h\"\nbantime = \"1d\"\n\
                  repeat_factor = 2.0\n";
-    let bob = site::host(s.dir.path(), "bob", &s.url, "ban", rules, true);
+    let mut bob = site::host(s.dir.path(), "bob", &s.url, "ban", rules, false);
     let alice = bare_publisher(s.dir.path(), "alice", &s.url);
     let charlie = bare_publisher(s.dir.path(), "charlie", &s.url);
+
+    // A subscriber killed while a ticket had its own bantime left the jail's bantime changed
+    // (as a crash between "set bantime" and putting it back would): put back at start.
+    bob.f2b
+        .client(&["set", "shared", "bantime", "7777"])
+        .unwrap();
+    std::fs::create_dir_all(bob.dir.join("state")).unwrap();
+    std::fs::write(
+        bob.dir.join("state/bantime-restore.json"),
+        r#"{"shared":3600}"#,
+    )
+    .unwrap();
+    bob.start_subscriber();
+    assert_eq!(
+        bob.f2b
+            .client(&["get", "shared", "bantime"])
+            .as_deref()
+            .map(str::trim),
+        Some("3600")
+    );
+    assert!(!bob.dir.join("state/bantime-restore.json").exists());
 
     // An IPv6 address: its /64 is banned (Fail2Ban holds the CIDR).
     ban(&alice, "2001:db8:7:8::1");
