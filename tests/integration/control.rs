@@ -77,6 +77,13 @@ fn ticket_bantime(host: &Host, jail: &str, ip: &str) -> Option<u64> {
         .ok()
 }
 
+/// Everything stored before it has reached `host`'s subscriber: a fresh ban published by `via`
+/// (live delivery keeps the stream's order) is applied there.
+async fn barrier(host: &Host, via: &HostConfig, ip: &str) {
+    ban(via, ip);
+    wait_held(host, "shared", ip).await;
+}
+
 /// The tickets in `jail` (addresses or CIDRs) that cover `ip`.
 fn covering(host: &Host, jail: &str, ip: &str) -> Vec<String> {
     let ip: IpAddr = ip.parse().unwrap();
@@ -406,7 +413,7 @@ async fn a_hosts_control_event_is_refused() {
         let _ = alice_client.publish(subject, order.encode().into()).await;
     }
     alice_client.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    barrier(&bob, &eve, "192.0.2.78").await;
     assert!(holds(&bob, "shared", "192.0.2.77"), "nothing lifted it");
     let stored = client_stream_subjects(&s.url).await;
     assert!(
@@ -677,14 +684,16 @@ async fn a_pardon_inside_a_prefix_ban_lifts_the_prefix() {
         "--reason",
         "innocent partner inside the /64",
     ]);
-    // Give the subscriber ample time to enact both pardons.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let v4 = covering(&bob, "shared", "198.18.7.77");
-    let v6 = covering(&bob, "shared", "2001:db8:7:9::77");
-    assert!(
-        v4.is_empty() && v6.is_empty(),
-        "the pardoned addresses are still banned at bob by {v4:?} {v6:?}"
-    );
+    wait_for(
+        WAIT,
+        "no ticket at bob covers the pardoned addresses",
+        || async {
+            let v4 = covering(&bob, "shared", "198.18.7.77");
+            let v6 = covering(&bob, "shared", "2001:db8:7:9::77");
+            (v4.is_empty() && v6.is_empty()).then_some(())
+        },
+    )
+    .await;
 }
 
 /// Attack (red team): alice sends a handful of catch-up requests whose `until_seq` lies beyond the stream's
@@ -699,10 +708,12 @@ async fn replay_requests_cannot_stall_list_and_revoke() {
     let allow = s
         .admin
         .order(&["allow", "--net", "198.51.100.0/24", "--reason", "partner"]);
-    // Let the archiver commit the allow.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let ok = s.admin.run(&["list"]);
-    assert!(ok.status.success(), "list works before the attack");
+    wait_for(WAIT, "list shows the allow before the attack", || async {
+        let out = s.admin.run(&["list"]);
+        (out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&allow))
+            .then_some(())
+    })
+    .await;
 
     let js = async_nats::jetstream::new(client(&s.url, "admin").await);
     let last = js
@@ -780,7 +791,7 @@ async fn expired_back_dated_bans_do_not_escalate_at_new_hosts() {
             ],
         );
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    barrier(&bob, &charlie, "203.0.113.67").await;
     assert!(!holds(&bob, "shared", ip), "bob dropped them as expired");
     let erin = site::host(s.dir.path(), "erin", &s.url, "ban", rules, true);
     wait_for(WAIT, "erin read the history", || async {
@@ -860,7 +871,7 @@ async fn a_host_cannot_forge_a_control_event_through_replies() {
             .await;
     }
     alice.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    barrier(&bob, &eve, "192.0.2.78").await;
     assert!(holds(&bob, "shared", "192.0.2.77"), "nothing lifted it");
     let standing =
         shared_f2b::standing::Standing::load(&shared_f2b::standing::path(&bob.dir.join("state")))
