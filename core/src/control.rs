@@ -183,15 +183,7 @@ impl Control {
         lasts: Option<Duration>,
         reason: &str,
     ) -> Result<Control, ControlError> {
-        let until = lasts.map(|d| SystemTime::now() + d);
-        Control::new(
-            ControlKind::Pardon,
-            operator,
-            Some(net),
-            None,
-            until,
-            reason,
-        )
+        Control::shielding(ControlKind::Pardon, operator, net, lasts, reason)
     }
 
     /// Never ban anything in `net` for `lasts` (`None`: until revoked); lifts what is held now.
@@ -201,8 +193,19 @@ impl Control {
         lasts: Option<Duration>,
         reason: &str,
     ) -> Result<Control, ControlError> {
+        Control::shielding(ControlKind::Allow, operator, net, lasts, reason)
+    }
+
+    /// A pardon or allow of `net` for `lasts` from now (`None`: until revoked).
+    fn shielding(
+        kind: ControlKind,
+        operator: &str,
+        net: IpNet,
+        lasts: Option<Duration>,
+        reason: &str,
+    ) -> Result<Control, ControlError> {
         let until = lasts.map(|d| SystemTime::now() + d);
-        Control::new(ControlKind::Allow, operator, Some(net), None, until, reason)
+        Control::new(kind, operator, Some(net), None, until, reason)
     }
 
     /// End the pardon or allow `id` now.

@@ -33,12 +33,7 @@ fn bare_publisher(dir: &Path, name: &str, url: &str) -> HostConfig {
 }
 
 fn publish(cfg: &HostConfig, args: &[&str]) {
-    let out = Command::new(bin("shared-f2b-publish"))
-        .arg("--config")
-        .arg(&cfg.path)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = cfg.publish(args);
     assert!(
         out.status.success(),
         "publish {args:?}: {}",
@@ -48,6 +43,22 @@ fn publish(cfg: &HostConfig, args: &[&str]) {
 
 fn ban(cfg: &HostConfig, ip: &str) {
     publish(cfg, &["ban", "--jail", "sshd", "--ip", ip]);
+}
+
+/// A ban that asks for `bantime` seconds.
+fn ban_for(cfg: &HostConfig, ip: &str, bantime: u32) {
+    publish(
+        cfg,
+        &[
+            "ban",
+            "--jail",
+            "sshd",
+            "--ip",
+            ip,
+            "--bantime",
+            &bantime.to_string(),
+        ],
+    );
 }
 
 fn holds(host: &Host, jail: &str, ip: &str) -> bool {
@@ -565,32 +576,10 @@ async fn prefixes_and_escalation_on_real_jails() {
     .await;
 
     // Back after its ban ended: twice the bantime it asked for.
-    publish(
-        &alice,
-        &[
-            "ban",
-            "--jail",
-            "sshd",
-            "--ip",
-            "192.0.2.160",
-            "--bantime",
-            "1",
-        ],
-    );
+    ban_for(&alice, "192.0.2.160", 1);
     wait_held(&bob, "shared", "192.0.2.160").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    publish(
-        &alice,
-        &[
-            "ban",
-            "--jail",
-            "sshd",
-            "--ip",
-            "192.0.2.160",
-            "--bantime",
-            "600",
-        ],
-    );
+    ban_for(&alice, "192.0.2.160", 600);
     wait_for(WAIT, "the repeat bantime", || async {
         ticket_bantime(&bob, "shared", "192.0.2.160")
             .filter(|b| (1200..1210).contains(b))
@@ -603,18 +592,7 @@ async fn prefixes_and_escalation_on_real_jails() {
     assert!(sub.log_text().contains("ban escalated"));
 
     // A new host learns the earlier bans from the archive: the next one is a repeat there too.
-    publish(
-        &alice,
-        &[
-            "ban",
-            "--jail",
-            "sshd",
-            "--ip",
-            "192.0.2.170",
-            "--bantime",
-            "1",
-        ],
-    );
+    ban_for(&alice, "192.0.2.170", 1);
     wait_held(&bob, "shared", "192.0.2.170").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let erin = site::host(s.dir.path(), "erin", &s.url, "ban", rules, true);
@@ -625,18 +603,7 @@ async fn prefixes_and_escalation_on_real_jails() {
             .log_text()
             .contains("earlier bans read")
     );
-    publish(
-        &alice,
-        &[
-            "ban",
-            "--jail",
-            "sshd",
-            "--ip",
-            "192.0.2.170",
-            "--bantime",
-            "600",
-        ],
-    );
+    ban_for(&alice, "192.0.2.170", 600);
     wait_for(
         WAIT,
         "erin escalates from the archive's history",

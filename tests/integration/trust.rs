@@ -9,22 +9,12 @@ use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::host::Host;
 use shared_f2b_tests::nats::{ban_event, read_stream_as, unban_event};
 use shared_f2b_tests::site::{self, STREAM, client, config};
-use shared_f2b_tests::{HostConfig, bin, wait_for};
+use shared_f2b_tests::wait_for;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn publish(cfg: &HostConfig, args: &[&str]) -> std::process::Output {
-    Command::new(bin("shared-f2b-publish"))
-        .arg("--config")
-        .arg(&cfg.path)
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn host(dir: &Path, name: &str, url: &str, extra: &str) -> Host {
     site::host(dir, name, url, "ban", extra, true)
@@ -83,7 +73,7 @@ async fn each_role_works_within_its_permissions_and_a_spoofing_host_is_refused()
 
     // Alice publishes as herself: the JetStream ack comes back across the accounts.
     let alice = config(dir.path(), "alice", "alice", &url, "");
-    let out = publish(&alice, &["ban", "--jail", "sshd", "--ip", "203.0.113.7"]);
+    let out = alice.publish(&["ban", "--jail", "sshd", "--ip", "203.0.113.7"]);
     assert!(
         out.status.success(),
         "{}",
@@ -93,7 +83,7 @@ async fn each_role_works_within_its_permissions_and_a_spoofing_host_is_refused()
 
     // Bob, logged in as bob, claims to be alice: the server refuses, nothing is spooled.
     let spoof = config(dir.path(), "alice", "bob", &url, "");
-    let out = publish(&spoof, &["ban", "--jail", "sshd", "--ip", "198.51.100.66"]);
+    let out = spoof.publish(&["ban", "--jail", "sshd", "--ip", "198.51.100.66"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -255,7 +245,7 @@ async fn a_compromised_host_cannot_wipe_blind_replay_or_speak_for_others() {
         ["ban", "--jail", "sshd", "--ip", "203.0.113.11"],
         ["unban", "--jail", "sshd", "--ip", "203.0.113.11"],
     ] {
-        let out = publish(&alice, &args);
+        let out = alice.publish(&args);
         assert!(
             out.status.success(),
             "{}",
@@ -292,7 +282,7 @@ async fn a_compromised_host_cannot_wipe_blind_replay_or_speak_for_others() {
     assert!(consumer.config.max_deliver <= 0);
 
     // The site still shares: alice's next ban reaches charlie, and is archived.
-    let out = publish(&alice, &["ban", "--jail", "sshd", "--ip", "203.0.113.12"]);
+    let out = alice.publish(&["ban", "--jail", "sshd", "--ip", "203.0.113.12"]);
     assert!(
         out.status.success(),
         "{}",
@@ -382,7 +372,7 @@ async fn live_events_do_not_wait_for_an_archiver_that_does_not_answer() {
     let mut charlie = site::host(dir.path(), "charlie", &url, "ban", "", false);
     charlie.start_subscriber_catching_up();
     let alice = config(dir.path(), "alice", "alice", &url, "");
-    let out = publish(&alice, &["ban", "--jail", "sshd", "--ip", "203.0.113.20"]);
+    let out = alice.publish(&["ban", "--jail", "sshd", "--ip", "203.0.113.20"]);
     assert!(
         out.status.success(),
         "{}",

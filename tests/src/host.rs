@@ -135,12 +135,7 @@ impl Host {
 
     /// Runs `shared-f2b-publish` as this host.
     pub fn publish(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin("shared-f2b-publish"))
-            .arg("--config")
-            .arg(&self.config.path)
-            .args(args)
-            .output()
-            .unwrap()
+        self.config.publish(args)
     }
 }
 

@@ -182,6 +182,16 @@ impl HostConfig {
         std::fs::write(&self.path, text).unwrap();
     }
 
+    /// Runs `shared-f2b-publish` with this config.
+    pub fn publish(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(bin("shared-f2b-publish"))
+            .arg("--config")
+            .arg(&self.path)
+            .args(args)
+            .output()
+            .expect("shared-f2b-publish runs")
+    }
+
     /// Files waiting in this host's spool.
     pub fn spooled(&self) -> usize {
         std::fs::read_dir(&self.spool_dir)
