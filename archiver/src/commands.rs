@@ -1,8 +1,10 @@
 //! The operator commands: `migrate`, `history`, `active`, `export`, `stats`.
 
+use crate::blocklist::{Family, Filter, Listed, Snapshot};
 use crate::db::Db;
-use crate::query::{self, Counted, HistoryFilter};
-use crate::report::{self, Format};
+use crate::query::{self, HistoryFilter};
+use crate::report::{self, Format, Naming};
+use shared_f2b::Config;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
@@ -27,39 +29,21 @@ pub async fn history(db: &Db, filter: &HistoryFilter, json: bool) -> anyhow::Res
     Ok(())
 }
 
-/// Every active ban row (one per origin), all pages.
-async fn active_rows(db: &Db) -> anyhow::Result<Vec<query::Stored>> {
-    let now = SystemTime::now();
-    let all = ["*".to_owned()];
-    let mut rows = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = query::active_page(db, now, &all, None, after, i64::MAX as u64, 10_000).await?;
-        let done = page.len() < 10_000;
-        after = page.last().map_or(after, |s| s.row_id);
-        rows.extend(page);
-        if done {
-            return Ok(rows);
-        }
-    }
+/// The bans active now that `filter` wants.
+async fn active_list(db: &Db, filter: &Filter) -> anyhow::Result<Vec<Listed>> {
+    filter.check().map_err(anyhow::Error::msg)?;
+    let snapshot = Snapshot::load(db).await?;
+    Ok(snapshot.list(SystemTime::now(), filter).0)
 }
 
 /// Prints the active bans with how many hosts reported each.
 pub async fn active(db: &Db, json: bool) -> anyhow::Result<()> {
-    let bans = report::group_active(&active_rows(db).await?);
+    let bans = active_list(db, &Filter::default()).await?;
     if json {
-        let items: Vec<_> = bans
-            .iter()
-            .map(|b| {
-                serde_json::json!({
-                    "ip": b.ip.to_string(),
-                    "reporters": b.reporters,
-                    "jails": b.jails,
-                    "expires": b.expires.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&items)?);
+        print!(
+            "{}",
+            report::export(Format::Json, &bans, &Naming::default())
+        );
     } else {
         print!("{}", report::active_table(&bans));
     }
@@ -67,20 +51,45 @@ pub async fn active(db: &Db, json: bool) -> anyhow::Result<()> {
 }
 
 /// Prints the active bans (or, with `all`, every address ever banned) in an export format.
-pub async fn export(db: &Db, format: Format, all: bool, name: &str) -> anyhow::Result<()> {
-    let list: Vec<Counted> = if all {
-        query::all_banned(db).await?
-    } else {
-        report::group_active(&active_rows(db).await?)
+pub async fn export(
+    db: &Db,
+    config: &Config,
+    format: Format,
+    all: bool,
+    filter: &Filter,
+    name: &str,
+) -> anyhow::Result<()> {
+    let list: Vec<Listed> = if all {
+        query::all_banned(db)
+            .await?
             .into_iter()
-            .map(|b| Counted {
-                ip: b.ip,
-                count: b.reporters as u64,
+            .map(|c| Listed {
+                ip: c.ip,
+                reporters: c.count as usize,
+                jails: Vec::new(),
+                operator: None,
+                expires: None,
             })
             .collect()
+    } else {
+        active_list(db, filter).await?
     };
-    print!("{}", report::export(format, &list, name));
+    let naming = Naming {
+        name: name.to_owned(),
+        public_url: config.archiver.public_url.clone(),
+    };
+    print!("{}", report::export(format, &list, &naming));
     Ok(())
+}
+
+/// A `--family` value.
+pub fn family(text: &str) -> Result<Family, String> {
+    Family::parse(text)
+}
+
+/// A `--name` value.
+pub fn list_name(text: &str) -> Result<String, String> {
+    report::check_list_name(text).map(|()| text.to_owned())
 }
 
 /// Prints events per day, origin and jail.
@@ -107,4 +116,54 @@ pub fn since(text: &str) -> Result<SystemTime, String> {
 /// An `--ip` value, normalised like events are.
 pub fn ip(text: &str) -> Result<IpAddr, String> {
     shared_f2b::event::parse_ip(text).map_err(|e| e.to_string())
+}
+
+/// Writes (or updates in place) the MISP feed in `out`.
+pub async fn misp_feed(
+    db: &Db,
+    config: &shared_f2b::Config,
+    out: &std::path::Path,
+    since: Option<SystemTime>,
+) -> anyhow::Result<()> {
+    let misp = misp_config(config)?;
+    let s = crate::misp::write_feed(db, misp, out, since).await?;
+    println!(
+        "MISP feed {}: {} days with {} bans ({} files changed, {} emptied days removed); \
+         {} events in the feed",
+        out.display(),
+        s.days,
+        s.bans,
+        s.written,
+        s.removed,
+        s.events
+    );
+    Ok(())
+}
+
+/// `[archiver.misp]`, or an error saying what to add.
+fn misp_config(config: &shared_f2b::Config) -> anyhow::Result<&shared_f2b::config::MispConfig> {
+    config.archiver.misp.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "the MISP feed needs [archiver.misp] in the config, with at least org_name (your \
+             organisation's name) and org_uuid (its uuid in MISP); see config.example.toml"
+        )
+    })
+}
+
+/// Sends the MISP feed's events of the days since `since` to a MISP instance.
+pub async fn misp_push(
+    db: &Db,
+    config: &shared_f2b::Config,
+    url: &str,
+    key_file: &std::path::Path,
+    since: SystemTime,
+) -> anyhow::Result<()> {
+    let misp = misp_config(config)?;
+    let target = crate::misp::Target::new(url, key_file)?;
+    let s = crate::misp::push(db, misp, &target, since).await?;
+    println!(
+        "MISP {url}: {} days with {} bans sent ({} created, {} updated, {} unchanged)",
+        s.days, s.bans, s.created, s.updated, s.unchanged
+    );
+    Ok(())
 }

@@ -3,7 +3,7 @@
 
 use crate::db::Db;
 use crate::metrics::Metrics;
-use crate::{consumer, ingest, serve, store};
+use crate::{consumer, http, ingest, serve, store};
 use anyhow::Context;
 use shared_f2b::Config;
 use shared_f2b::health::{self, Check, Health};
@@ -107,10 +107,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             stream,
             prefix,
             consumer,
-            metrics,
+            metrics.clone(),
             shutdown.clone(),
         ),
     );
+    if let Some(addr) = archiver.http_listen {
+        tasks.spawn(
+            "feeds",
+            http::serve(
+                addr,
+                db.clone(),
+                archiver.http_tokens.clone(),
+                archiver.public_url.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ),
+        );
+    }
     if let Some(keep) = archiver.retention {
         tasks.spawn("retention", retain(db.clone(), keep, shutdown.clone()));
     }

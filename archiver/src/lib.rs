@@ -4,12 +4,15 @@
 //! back out: [`query`] → [`serve`] (replay pages over NATS) or [`commands`] / [`report`]
 //! (operator commands). [`db`] holds the connection and the migrations.
 
+pub mod blocklist;
 pub mod commands;
 pub mod consumer;
 pub mod daemon;
 pub mod db;
+pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod misp;
 pub mod query;
 pub mod report;
 pub mod serve;

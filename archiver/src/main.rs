@@ -4,6 +4,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shared_f2b::{Config, config, shutdown, telemetry};
+use shared_f2b_archiver::blocklist::{Family, Filter};
 use shared_f2b_archiver::query::HistoryFilter;
 use shared_f2b_archiver::report::Format;
 use shared_f2b_archiver::{commands, daemon, db::Db};
@@ -54,16 +55,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the active bans (or every address ever banned) for a firewall or another site.
+    /// Print the active bans (or every address ever banned) for a firewall, Zeek or another
+    /// site, as `/v1/blocklist` serves them; or write a MISP feed (`--format misp-feed --out DIR`).
     Export {
         #[arg(long, value_enum, default_value = "plain")]
         format: Format,
         /// Every address ever banned, with its ban count.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["jail", "min_reporters", "family"])]
         all: bool,
-        /// Table (nftables) or set-name prefix (ipset).
-        #[arg(long, default_value = "shared-f2b")]
+        /// Only bans from this jail.
+        #[arg(long)]
+        jail: Option<String>,
+        /// Only addresses at least this many hosts banned (an operator's ban always counts).
+        #[arg(long, default_value_t = 1)]
+        min_reporters: usize,
+        /// Only IPv4 (4) or IPv6 (6) addresses.
+        #[arg(long, value_parser = commands::family)]
+        family: Option<Family>,
+        /// Table (nftables), set-name prefix (ipset) or address list (MikroTik).
+        #[arg(long, default_value = "shared-f2b", value_parser = commands::list_name)]
         name: String,
+        /// misp-feed: the feed's directory (created; updated in place on the next run).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// misp-feed: only bans newer than this (e.g. 30d); default: the whole archive.
+        #[arg(long, value_parser = commands::since)]
+        since: Option<SystemTime>,
+    },
+    /// Send the MISP feed's events to a MISP instance's REST API (created, or updated in place).
+    MispPush {
+        /// The MISP instance, e.g. https://misp.example.org
+        #[arg(long)]
+        url: String,
+        /// A file holding the MISP API key (one line).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Only the days with bans newer than this.
+        #[arg(long, default_value = "2d", value_parser = commands::since)]
+        since: SystemTime,
     },
     /// Exit 0 when the running archiver reports healthy on its metrics_listen (healthchecks).
     Health,
@@ -131,7 +160,36 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
             commands::history(&db, &filter, json).await
         }
         Command::Active { json } => commands::active(&db, json).await,
-        Command::Export { format, all, name } => commands::export(&db, format, all, &name).await,
+        Command::Export {
+            format: Format::MispFeed,
+            out,
+            since,
+            ..
+        } => {
+            let out = out.ok_or_else(|| anyhow::anyhow!("--format misp-feed needs --out DIR"))?;
+            commands::misp_feed(&db, config, &out, since).await
+        }
+        Command::Export {
+            format,
+            all,
+            jail,
+            min_reporters,
+            family,
+            name,
+            ..
+        } => {
+            let filter = Filter {
+                jail,
+                min_reporters,
+                family,
+            };
+            commands::export(&db, config, format, all, &filter, &name).await
+        }
+        Command::MispPush {
+            url,
+            key_file,
+            since,
+        } => commands::misp_push(&db, config, &url, &key_file, since).await,
         Command::Stats { json } => commands::stats(&db, json).await,
     }
 }

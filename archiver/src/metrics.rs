@@ -1,10 +1,11 @@
 //! What the archiver counts, exposed on `metrics_listen`.
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use shared_f2b::metrics::{latency_histogram, size_histogram};
+use shared_f2b::metrics::{Labels, label, latency_histogram, size_histogram};
 use std::sync::Arc;
 
 /// The archiver's series (all prefixed `shared_f2b_`).
@@ -22,6 +23,7 @@ pub struct Metrics {
     pub replay_requests: Counter,
     pub replay_refused: Counter,
     pub consumer_repairs: Counter,
+    pub feed_requests: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -40,6 +42,7 @@ impl Metrics {
             replay_requests: Counter::default(),
             replay_refused: Counter::default(),
             consumer_repairs: Counter::default(),
+            feed_requests: Family::default(),
         };
         let mut r = Registry::with_prefix("shared_f2b");
         r.register("archived_events", "Events newly stored", m.archived.clone());
@@ -98,6 +101,18 @@ impl Metrics {
             "Times the archiver's durable consumer was found changed or missing and restored",
             m.consumer_repairs.clone(),
         );
+        r.register(
+            "feed_requests",
+            "Requests to http_listen, by status code",
+            m.feed_requests.clone(),
+        );
         (m, Arc::new(r))
+    }
+
+    /// Counts a request to the feeds.
+    pub fn count_feed(&self, code: u16) {
+        self.feed_requests
+            .get_or_create(&label("code", &code.to_string()))
+            .inc();
     }
 }

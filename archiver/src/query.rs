@@ -302,6 +302,32 @@ pub async fn controls_count(db: &Db, now: SystemTime, until_seq: u64) -> Result<
     fetch_count(db, q).await
 }
 
+/// The control events with stream sequence in `(after, until_seq]` (every kind), in stream
+/// order, at most `limit`.
+pub async fn controls_after(
+    db: &Db,
+    after: u64,
+    until_seq: u64,
+    limit: usize,
+) -> Result<Vec<StoredControl>, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new(CONTROL_COLUMNS);
+    q.push(" WHERE c.stream_seq > ").push_bind(after as i64);
+    q.push(" AND c.stream_seq <= ").push_bind(until_seq as i64);
+    q.push(" ORDER BY c.stream_seq LIMIT ")
+        .push_bind(limit as i64);
+    let rows = q.build().fetch_all(&db.pool).await?;
+    rows.iter().map(decode_control).collect()
+}
+
+/// The highest stream sequence of the archived control events.
+pub async fn max_control_seq(db: &Db) -> Result<u64, sqlx::Error> {
+    let n: Option<i64> = sqlx::query("SELECT MAX(stream_seq) AS n FROM f2b_control")
+        .fetch_one(&db.pool)
+        .await?
+        .try_get("n")?;
+    Ok(n.unwrap_or(0) as u64)
+}
+
 /// The highest stream sequence archived.
 pub async fn max_seq(db: &Db) -> Result<u64, sqlx::Error> {
     let n: Option<i64> = sqlx::query("SELECT MAX(stream_seq) AS n FROM f2b_events")
@@ -393,4 +419,37 @@ pub async fn stats(db: &Db) -> Result<(Vec<Stat>, Vec<Stat>, Vec<Stat>), sqlx::E
     )
     .await?;
     Ok((days, origins, jails))
+}
+
+/// One page of the ban events whose event time is in `[from, to)`, in event-time then row
+/// order, after the `(event time, row id)` cursor `after`, leaving out those an operator
+/// pardoned or allowed since (the MISP feed: mistakes, not offences).
+pub async fn bans_between(
+    db: &Db,
+    from: SystemTime,
+    to: Option<SystemTime>,
+    after: Option<(SystemTime, u64)>,
+    limit: usize,
+) -> Result<Vec<Stored>, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new(EVENT_COLUMNS);
+    q.push(" WHERE b.action = 'ban' AND b.event_time_ms >= ")
+        .push_bind(ms(from));
+    if let Some(to) = to {
+        q.push(" AND b.event_time_ms < ").push_bind(ms(to));
+    }
+    if let Some((time, row)) = after {
+        // Keyset paging on (event_time_ms, id): ix_time holds the row id too.
+        q.push(" AND (b.event_time_ms > ")
+            .push_bind(ms(time))
+            .push(" OR (b.event_time_ms = ")
+            .push_bind(ms(time))
+            .push(" AND b.id > ")
+            .push_bind(row as i64)
+            .push("))");
+    }
+    q.push(" AND NOT ");
+    pardoned_since(&mut q);
+    q.push(" ORDER BY b.event_time_ms, b.id LIMIT ")
+        .push_bind(limit as i64);
+    fetch_events(db, q).await
 }

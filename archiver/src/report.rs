@@ -1,52 +1,11 @@
 //! What the operator commands print: tables for people, JSON for machines, and export formats a
 //! firewall or another site loads directly.
 
-use crate::query::{Counted, Stat, Stored};
+use crate::blocklist::Listed;
+use crate::query::{Stat, Stored};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::net::IpAddr;
 use std::time::SystemTime;
-
-/// An address banned now, by how many origins.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActiveBan {
-    pub ip: IpAddr,
-    pub reporters: usize,
-    pub jails: Vec<String>,
-    /// `None`: permanent.
-    pub expires: Option<SystemTime>,
-}
-
-/// Groups the active ban rows (one per origin) by address, in address order.
-pub fn group_active(rows: &[Stored]) -> Vec<ActiveBan> {
-    let mut by_ip: BTreeMap<IpAddr, (ActiveBan, Vec<&str>)> = BTreeMap::new();
-    for s in rows {
-        let e = &s.event;
-        let (ban, origins) = by_ip.entry(e.ip).or_insert_with(|| {
-            let first = ActiveBan {
-                ip: e.ip,
-                reporters: 0,
-                jails: Vec::new(),
-                expires: e.expires(),
-            };
-            (first, Vec::new())
-        });
-        if !origins.contains(&e.origin.as_str()) {
-            origins.push(&e.origin);
-            ban.reporters += 1;
-        }
-        if !ban.jails.contains(&e.jail) {
-            ban.jails.push(e.jail.clone());
-        }
-        // The latest end wins; a permanent ban (None) outlasts any.
-        ban.expires = match (ban.expires, e.expires()) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            _ => None,
-        };
-    }
-    by_ip.into_values().map(|(ban, _)| ban).collect()
-}
 
 fn when(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
@@ -85,7 +44,7 @@ pub fn history_json(rows: &[Stored]) -> serde_json::Value {
 }
 
 /// `active` as a table.
-pub fn active_table(bans: &[ActiveBan]) -> String {
+pub fn active_table(bans: &[Listed]) -> String {
     let mut out = format!(
         "{:<39} {:>9} {:<20} jails\n",
         "ip", "reporters", "expires (UTC)"
@@ -97,44 +56,119 @@ pub fn active_table(bans: &[ActiveBan]) -> String {
             b.ip,
             b.reporters,
             b.expires.map(when).unwrap_or_else(|| "permanent".into()),
-            b.jails.join(",")
+            b.operator.as_ref().map_or_else(
+                || b.jails.join(","),
+                |op| format!("{} (operator {op})", b.jails.join(","))
+                    .trim_start()
+                    .to_owned()
+            )
         );
     }
     out
 }
 
-/// Export formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Export formats: `/v1/blocklist?format=` and `export --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Format {
     /// One address per line.
     Plain,
     /// `ip,count` lines, as the original Shared-Fail2Ban exported.
     Csv,
-    /// `[{"ip": …, "count": …}]`.
+    /// `[{"ip", "count", "jails", "operator", "expires"}]`.
     Json,
     /// An nftables table with one set per family and a drop rule (`nft -f`).
     Nftables,
     /// `ipset restore` input, one set per family.
     Ipset,
+    /// A RouterOS script that replaces an address list per family (`/import`).
+    Mikrotik,
+    /// A Zeek intel file (`Intel::ADDR`), for `Intel::read_files`.
+    Zeek,
+    /// A MISP feed directory (`export --out DIR`; not a list).
+    MispFeed,
 }
 
-/// Renders addresses with counts (reporters for active bans, ban events for `--all`).
-pub fn export(format: Format, list: &[Counted], name: &str) -> String {
-    let (v4, v6): (Vec<&Counted>, Vec<&Counted>) = list.iter().partition(|c| c.ip.is_ipv4());
-    let mut out = String::new();
+impl Format {
+    /// The word in `format=`; `None` for a word that names no list format.
+    pub fn parse(word: &str) -> Option<Format> {
+        use clap::ValueEnum;
+        Format::from_str(word, false)
+            .ok()
+            .filter(|f| *f != Format::MispFeed)
+    }
+
+    /// The `Content-Type` it is served with.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json | Format::MispFeed => "application/json",
+            Format::Csv => "text/csv; charset=utf-8",
+            _ => "text/plain; charset=utf-8",
+        }
+    }
+}
+
+/// What a rendered list names besides its addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Naming {
+    /// nftables table, ipset set prefix, MikroTik address list.
+    pub name: String,
+    /// Where each address's history can be read (Zeek's `meta.url`).
+    pub public_url: Option<String>,
+}
+
+impl Default for Naming {
+    fn default() -> Naming {
+        Naming {
+            name: "shared-f2b".into(),
+            public_url: None,
+        }
+    }
+}
+
+/// Whether `name` can name a table, set or address list: 1-32 letters, digits, `_` and `-`,
+/// starting with a letter (nothing a firewall's parser could read as more).
+pub fn check_list_name(name: &str) -> Result<(), String> {
+    let ok = (1..=32).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "name {name:?}: use 1-32 letters, digits, '_' and '-', starting with a letter"
+        ))
+    }
+}
+
+/// Renders the list. Names and jails are checked where they enter (config, events), and
+/// [`check_list_name`] before this.
+pub fn export(format: Format, list: &[Listed], naming: &Naming) -> String {
+    let name = &naming.name;
+    let (v4, v6): (Vec<&Listed>, Vec<&Listed>) = list.iter().partition(|l| l.ip.is_ipv4());
+    let mut out = String::with_capacity(list.len() * 24 + 256);
     match format {
-        Format::Plain => list.iter().for_each(|c| {
-            let _ = writeln!(out, "{}", c.ip);
+        Format::Plain => list.iter().for_each(|l| {
+            let _ = writeln!(out, "{}", l.ip);
         }),
-        Format::Csv => list.iter().for_each(|c| {
-            let _ = writeln!(out, "{},{}", c.ip, c.count);
+        Format::Csv => list.iter().for_each(|l| {
+            let _ = writeln!(out, "{},{}", l.ip, l.reporters);
         }),
         Format::Json => {
             let items: Vec<_> = list
                 .iter()
-                .map(|c| json!({"ip": c.ip.to_string(), "count": c.count}))
+                .map(|l| {
+                    json!({
+                        "ip": l.ip.to_string(),
+                        "count": l.reporters,
+                        "jails": l.jails,
+                        "operator": l.operator,
+                        "expires": l.expires.map(when),
+                    })
+                })
                 .collect();
-            out = serde_json::to_string_pretty(&items).expect("serialises") + "\n";
+            out = serde_json::to_string(&items).expect("serialises") + "\n";
         }
         Format::Nftables => {
             let _ = writeln!(out, "table inet {name} {{");
@@ -144,8 +178,14 @@ pub fn export(format: Format, list: &[Counted], name: &str) -> String {
             ] {
                 let _ = writeln!(out, "\tset {set} {{\n\t\ttype {kind}");
                 if !ips.is_empty() {
-                    let elements: Vec<String> = ips.iter().map(|c| c.ip.to_string()).collect();
-                    let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
+                    out.push_str("\t\telements = { ");
+                    for (i, l) in ips.iter().enumerate() {
+                        if i > 0 {
+                            out.push_str(", ");
+                        }
+                        let _ = write!(out, "{}", l.ip);
+                    }
+                    out.push_str(" }\n");
                 }
                 let _ = writeln!(out, "\t}}");
             }
@@ -157,14 +197,64 @@ pub fn export(format: Format, list: &[Counted], name: &str) -> String {
         }
         Format::Ipset => {
             for (suffix, family, ips) in [("v4", "inet", &v4), ("v6", "inet6", &v6)] {
-                let _ = writeln!(out, "create {name}-{suffix} hash:ip family {family} -exist");
-                for c in ips.iter() {
-                    let _ = writeln!(out, "add {name}-{suffix} {} -exist", c.ip);
+                let _ = writeln!(
+                    out,
+                    "create {name}-{suffix} hash:ip family {family} maxelem {} -exist",
+                    ips.len().max(65_536).next_power_of_two()
+                );
+                for l in ips.iter() {
+                    let _ = writeln!(out, "add {name}-{suffix} {} -exist", l.ip);
                 }
             }
         }
+        Format::Mikrotik => {
+            for (menu, ips, host) in [("/ip", &v4, 32), ("/ipv6", &v6, 128)] {
+                let _ = writeln!(
+                    out,
+                    "{menu} firewall address-list remove [find list=\"{name}\"]"
+                );
+                for l in ips.iter() {
+                    let _ = writeln!(
+                        out,
+                        "{menu} firewall address-list add list=\"{name}\" address={}/{host}",
+                        l.ip
+                    );
+                }
+            }
+        }
+        Format::Zeek => {
+            out.push_str("#fields\tindicator\tindicator_type\tmeta.source\tmeta.desc\tmeta.url\n");
+            for l in list {
+                let url = naming.public_url.as_ref().map_or_else(
+                    || "-".to_owned(),
+                    |base| format!("{}/v1/history?ip={}", base.trim_end_matches('/'), l.ip),
+                );
+                let _ = writeln!(out, "{}\tIntel::ADDR\t{name}\t{}\t{url}", l.ip, describe(l));
+            }
+        }
+        Format::MispFeed => unreachable!("a MISP feed is a directory: misp::write_feed"),
     }
     out
+}
+
+/// One line saying why an address is listed (no tabs: Zeek's field separator).
+fn describe(l: &Listed) -> String {
+    let mut parts = Vec::new();
+    if l.reporters > 0 {
+        let hosts = if l.reporters == 1 { "host" } else { "hosts" };
+        parts.push(format!(
+            "banned by {} {hosts} ({})",
+            l.reporters,
+            l.jails.join(",")
+        ));
+    }
+    if let Some(op) = &l.operator {
+        parts.push(format!("banned by operator {op}"));
+    }
+    let until = l
+        .expires
+        .map_or_else(|| "permanent".to_owned(), |t| format!("until {}", when(t)));
+    format!("{}; {until}", parts.join("; "))
 }
 
 /// `stats` as three tables.
@@ -193,46 +283,109 @@ pub fn stats_json(days: &[Stat], origins: &[Stat], jails: &[Stat]) -> serde_json
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
+    use std::time::{Duration, UNIX_EPOCH};
 
-    fn list() -> Vec<Counted> {
+    fn list() -> Vec<Listed> {
         ["192.0.2.1", "2001:db8::1", "198.51.100.7"]
             .iter()
             .enumerate()
-            .map(|(i, ip)| Counted {
+            .map(|(i, ip)| Listed {
                 ip: ip.parse().unwrap(),
-                count: i as u64 + 1,
+                reporters: i + 1,
+                jails: vec!["sshd".into()],
+                operator: None,
+                expires: Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
             })
             .collect()
+    }
+
+    fn naming() -> Naming {
+        Naming {
+            name: "shared-f2b".into(),
+            public_url: None,
+        }
     }
 
     #[test]
     fn plain_and_csv_round_trip() {
         let l = list();
-        let plain: Vec<IpAddr> = export(Format::Plain, &l, "x")
+        let plain: Vec<IpAddr> = export(Format::Plain, &l, &naming())
             .lines()
             .map(|s| s.parse().unwrap())
             .collect();
         assert_eq!(plain, l.iter().map(|c| c.ip).collect::<Vec<_>>());
-        let csv: Vec<Counted> = export(Format::Csv, &l, "x")
+        let csv: Vec<(IpAddr, usize)> = export(Format::Csv, &l, &naming())
             .lines()
             .map(|line| {
                 let (ip, n) = line.split_once(',').unwrap();
-                Counted {
-                    ip: ip.parse().unwrap(),
-                    count: n.parse().unwrap(),
-                }
+                (ip.parse().unwrap(), n.parse().unwrap())
             })
             .collect();
-        assert_eq!(csv, l);
-        let json: serde_json::Value = serde_json::from_str(&export(Format::Json, &l, "x")).unwrap();
+        assert_eq!(csv[2], ("198.51.100.7".parse().unwrap(), 3));
+        let json: serde_json::Value =
+            serde_json::from_str(&export(Format::Json, &l, &naming())).unwrap();
         assert_eq!(json[1]["ip"], "2001:db8::1");
+        assert_eq!(json[1]["expires"], "2027-01-15T08:00:00Z");
     }
 
     #[test]
     fn ipset_puts_each_family_in_its_set() {
-        let text = export(Format::Ipset, &list(), "shared-f2b");
-        assert!(text.contains("create shared-f2b-v4 hash:ip family inet -exist"));
+        let text = export(Format::Ipset, &list(), &naming());
+        assert!(text.contains("create shared-f2b-v4 hash:ip family inet maxelem 65536 -exist"));
         assert!(text.contains("add shared-f2b-v4 198.51.100.7 -exist"));
         assert!(text.contains("add shared-f2b-v6 2001:db8::1 -exist"));
+    }
+
+    #[test]
+    fn mikrotik_replaces_one_list_per_family() {
+        let text = export(Format::Mikrotik, &list(), &naming());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "/ip firewall address-list remove [find list=\"shared-f2b\"]"
+        );
+        assert!(
+            lines.contains(
+                &"/ip firewall address-list add list=\"shared-f2b\" address=192.0.2.1/32"
+            )
+        );
+        assert!(lines.contains(
+            &"/ipv6 firewall address-list add list=\"shared-f2b\" address=2001:db8::1/128"
+        ));
+    }
+
+    #[test]
+    fn zeek_lines_have_the_five_fields() {
+        let mut naming = naming();
+        naming.public_url = Some("https://f2b.example.org/".into());
+        let text = export(Format::Zeek, &list(), &naming);
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "#fields\tindicator\tindicator_type\tmeta.source\tmeta.desc\tmeta.url"
+        );
+        let first: Vec<&str> = lines.next().unwrap().split('\t').collect();
+        assert_eq!(
+            first,
+            [
+                "192.0.2.1",
+                "Intel::ADDR",
+                "shared-f2b",
+                "banned by 1 host (sshd); until 2027-01-15T08:00:00Z",
+                "https://f2b.example.org/v1/history?ip=192.0.2.1"
+            ]
+        );
+    }
+
+    #[test]
+    fn list_names_are_checked() {
+        assert!(check_list_name("shared-f2b").is_ok());
+        for bad in ["", "1x", "a b", "a;b", "a\"b", &"x".repeat(33)] {
+            assert!(check_list_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Format::parse("zeek"), Some(Format::Zeek));
+        assert_eq!(Format::parse("misp-feed"), None);
+        assert_eq!(Format::parse("PLAIN"), None);
     }
 }

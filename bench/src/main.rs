@@ -5,6 +5,7 @@
 mod archive;
 mod control;
 mod fanout;
+mod feeds;
 mod packets;
 mod publish;
 mod report;
@@ -48,8 +49,14 @@ struct Cli {
     /// Pardons for the operator-control figures.
     #[arg(long, default_value_t = 200)]
     control_runs: usize,
-    /// Only these groups, comma-separated: publish, subscribe, archive, fanout, packets, control
-    /// (default: all).
+    /// Active bans in the archive for the feed figures.
+    #[arg(long, default_value_t = 100_000)]
+    feed_bans: usize,
+    /// Requests per feed figure.
+    #[arg(long, default_value_t = 200)]
+    feed_runs: usize,
+    /// Only these groups, comma-separated: publish, subscribe, archive, fanout, packets,
+    /// control, feeds (default: all).
     #[arg(long)]
     only: Option<String>,
     /// Also write the table as JSON here.
@@ -83,6 +90,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("control") {
         control::run(&mut report, cli.control_runs).await;
+    }
+    if wants("feeds") {
+        feeds::run(&mut report, cli.feed_bans, cli.feed_runs).await;
     }
     if wants("packets") {
         tokio::task::block_in_place(|| packets::run(&mut report, cli.packet_runs));

@@ -320,6 +320,108 @@ pub struct ArchiverConfig {
     pub auto_migrate: bool,
     /// Where to serve `/metrics` and `/healthz` (off when unset).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where to serve the feeds (`/v1/blocklist`, `/v1/history`); off when unset.
+    pub http_listen: Option<std::net::SocketAddr>,
+    /// Bearer tokens the feeds accept; none: the feeds are open to whoever reaches them.
+    pub http_tokens: Vec<Secret>,
+    /// The address others reach `http_listen` at (e.g. behind a proxy); Zeek's `meta.url`
+    /// links each address's history there.
+    pub public_url: Option<String>,
+    /// `[archiver.misp]`: who the MISP feed says it comes from, and how it may be shared.
+    pub misp: Option<MispConfig>,
+}
+
+/// `[archiver.misp]`: the MISP feed's organisation, distribution and TLP tag.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MispConfig {
+    /// The organisation creating the events (`Orgc.name`).
+    pub org_name: String,
+    /// Its uuid (`Orgc.uuid`), as the receiving MISP knows it.
+    pub org_uuid: uuid::Uuid,
+    /// MISP distribution: 0 your organisation only, 1 this community, 2 connected communities,
+    /// 3 all communities.
+    #[serde(default)]
+    pub distribution: u8,
+    /// The TLP tag on every event (`tlp:clear`, `tlp:green`, `tlp:amber`, `tlp:amber+strict`,
+    /// `tlp:red`; `tlp:white` is `tlp:clear`'s older name).
+    #[serde(default = "default_tlp")]
+    pub tlp: String,
+    /// The events' title, followed by the day: "<info> 2026-11-25".
+    #[serde(default = "default_misp_info")]
+    pub info: String,
+}
+
+/// The TLP tags a MISP feed may carry.
+pub const TLP_TAGS: [&str; 6] = [
+    "tlp:clear",
+    "tlp:white",
+    "tlp:green",
+    "tlp:amber",
+    "tlp:amber+strict",
+    "tlp:red",
+];
+
+fn default_tlp() -> String {
+    "tlp:amber".into()
+}
+
+fn default_misp_info() -> String {
+    "Shared Fail2Ban bans".into()
+}
+
+impl MispConfig {
+    fn check(&self) -> Result<(), String> {
+        if self.org_name.trim().is_empty() || self.org_name.chars().any(char::is_control) {
+            return Err("archiver.misp.org_name: give the organisation's name".into());
+        }
+        if self.distribution > 3 {
+            return Err(format!(
+                "archiver.misp.distribution {}: use 0 (your organisation), 1 (this community), \
+                 2 (connected communities) or 3 (all communities)",
+                self.distribution
+            ));
+        }
+        if !TLP_TAGS.contains(&self.tlp.as_str()) {
+            return Err(format!(
+                "archiver.misp.tlp {:?}: use one of {}",
+                self.tlp,
+                TLP_TAGS.join(", ")
+            ));
+        }
+        if self.info.trim().is_empty() || self.info.chars().any(char::is_control) {
+            return Err("archiver.misp.info: give the events' title".into());
+        }
+        Ok(())
+    }
+}
+
+impl ArchiverConfig {
+    fn check(&self) -> Result<(), String> {
+        for token in &self.http_tokens {
+            let t = token.expose();
+            if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(
+                    "archiver.http_tokens: each token needs 16 or more printable \
+                            characters without spaces (e.g. `openssl rand -hex 32`)"
+                        .into(),
+                );
+            }
+        }
+        if let Some(url) = &self.public_url {
+            let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err(format!(
+                    "archiver.public_url {url:?}: give an http:// or https:// URL"
+                ));
+            }
+        }
+        if let Some(misp) = &self.misp {
+            misp.check()?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for ArchiverConfig {
@@ -330,6 +432,10 @@ impl Default for ArchiverConfig {
             retention: None,
             auto_migrate: true,
             metrics_listen: None,
+            http_listen: None,
+            http_tokens: Vec::new(),
+            public_url: None,
+            misp: None,
         }
     }
 }
@@ -451,6 +557,7 @@ impl Config {
             validate_jail(local).map_err(|e| format!("subscriber.jail_map: {e}"))?;
         }
         sub.check_prefixes()?;
+        self.archiver.check()?;
         if let Some(esc) = &sub.escalation {
             if sub.apply != ApplyMode::Ban {
                 return Err(
@@ -499,6 +606,41 @@ mod tests {
         ] {
             assert!(
                 Config::parse(&format!("host_id = \"a\"\n{bad}")).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn feed_keys_are_checked() {
+        let c = Config::parse(
+            "host_id = \"a\"\n[archiver]\nhttp_listen = \"127.0.0.1:9723\"\n\
+             http_tokens = [\"0123456789abcdef0123\"]\npublic_url = \"https://f2b.example.org\"\n\
+             [archiver.misp]\norg_name = \"Example\"\n\
+             org_uuid = \"5f0c3c1e-1b2a-4c3d-9e8f-0123456789ab\"\ndistribution = 1",
+        )
+        .unwrap();
+        assert_eq!(c.archiver.http_tokens.len(), 1);
+        let misp = c.archiver.misp.unwrap();
+        assert_eq!((misp.distribution, misp.tlp.as_str()), (1, "tlp:amber"));
+        assert!(
+            Config::parse("host_id = \"a\"")
+                .unwrap()
+                .archiver
+                .http_listen
+                .is_none()
+        );
+        for bad in [
+            "http_tokens = [\"short\"]",
+            "http_tokens = [\"0123456789abcdef 0123\"]",
+            "public_url = \"ftp://x\"",
+            "[archiver.misp]\norg_name = \"E\"\norg_uuid = \"nope\"",
+            "[archiver.misp]\norg_name = \"E\"\norg_uuid = \"5f0c3c1e-1b2a-4c3d-9e8f-0123456789ab\"\ndistribution = 4",
+            "[archiver.misp]\norg_name = \"E\"\norg_uuid = \"5f0c3c1e-1b2a-4c3d-9e8f-0123456789ab\"\ntlp = \"tlp:blue\"",
+            "[archiver.misp]\norg_uuid = \"5f0c3c1e-1b2a-4c3d-9e8f-0123456789ab\"",
+        ] {
+            assert!(
+                Config::parse(&format!("host_id = \"a\"\n[archiver]\n{bad}")).is_err(),
                 "{bad}"
             );
         }

@@ -96,14 +96,20 @@ pub fn host(dir: &Path, name: &str, url: &str, apply: &str, extra: &str, start: 
 
 /// The archiver, logged in as `archiver`, storing into `db`.
 pub fn archiver(dir: &Path, url: &str, db: &TestDb) -> Daemon {
+    archiver_with(dir, url, db, "").1
+}
+
+/// As [`archiver`], with more `[archiver]` keys; also returns its config.
+pub fn archiver_with(dir: &Path, url: &str, db: &TestDb, keys: &str) -> (HostConfig, Daemon) {
     let arch = config(
         dir,
         "archiver",
         "archiver",
         url,
-        &format!("[archiver]\ndatabase_url = {:?}\n", db.url),
+        &format!("[archiver]\ndatabase_url = {:?}\n{keys}", db.url),
     );
-    Daemon::archiver(&arch.path, &dir.join("archiver.log"))
+    let daemon = Daemon::archiver(&arch.path, &dir.join("archiver.log"));
+    (arch, daemon)
 }
 
 /// The operators' tool with a config logging in as `user` (`admin` is the site's operator).

@@ -1,0 +1,449 @@
+//! The archiver's read-only HTTP listener (`[archiver] http_listen`, off by default): the
+//! blocklist feeds for firewalls, Zeek and other sites, and an address's history.
+//!
+//! - `GET /v1/blocklist?format=plain|csv|json|nftables|ipset|mikrotik|zeek[&jail=J]
+//!   [&min_reporters=N][&family=4|6][&name=N]`: the bans active now ([`crate::blocklist`]);
+//! - `GET /v1/history?ip=ADDR[&limit=N]`: the address's archived events, newest first (JSON).
+//!
+//! With `http_tokens` set, every request needs `Authorization: Bearer <one of them>` (compared
+//! in constant time). Lists carry a strong `ETag` (a digest of the body) and answer
+//! `If-None-Match` with 304; gzip when the client accepts it. A rendered list is kept until the
+//! archive moves on or a ban in it ends, so a poll while nothing changed costs two index
+//! lookups.
+
+use crate::blocklist::{Family, Filter, Snapshot};
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::query::{self, HistoryFilter};
+use crate::report::{self, Format, Naming, check_list_name};
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use md5::{Digest, Md5};
+use shared_f2b::config::Secret;
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+/// Rendered lists kept at most (one per format, filter and name asked for).
+const RENDERED_MAX: usize = 64;
+/// The most history rows one request returns.
+const HISTORY_MAX: i64 = 1000;
+
+/// Why a request was not answered with its content.
+#[derive(Debug, Error)]
+pub enum HttpError {
+    #[error("a bearer token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the archive cannot be read now; try again later")]
+    Unavailable(#[from] sqlx::Error),
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let code = match &self {
+            HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
+            HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::Unavailable(e) => {
+                tracing::warn!(error = %e, "feed request failed: the archive cannot be read");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        let mut response = (code, format!("{self}\n")).into_response();
+        if code == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"shared-f2b\""),
+            );
+        }
+        response
+    }
+}
+
+/// What a list request asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ListRequest {
+    format: Format,
+    filter: Filter,
+    name: String,
+}
+
+/// Parses `/v1/blocklist`'s parameters: each at most once, unknown ones refused.
+fn list_request(pairs: &[(String, String)]) -> Result<ListRequest, String> {
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for (key, value) in pairs {
+        if !["format", "jail", "min_reporters", "family", "name"].contains(&key.as_str()) {
+            return Err(format!(
+                "unknown parameter {key:?}: use format, jail, min_reporters, family, name"
+            ));
+        }
+        if seen.insert(key, value).is_some() {
+            return Err(format!("parameter {key:?} given twice"));
+        }
+    }
+    let format = match seen.get("format") {
+        None => Format::Plain,
+        Some(word) => Format::parse(word).ok_or_else(|| {
+            format!("format {word:?}: use plain, csv, json, nftables, ipset, mikrotik or zeek")
+        })?,
+    };
+    let min_reporters = match seen.get("min_reporters") {
+        None => 1,
+        Some(n) => n
+            .parse()
+            .map_err(|_| format!("min_reporters {n:?}: use a number from 1 to 1000"))?,
+    };
+    let filter = Filter {
+        jail: seen.get("jail").map(|j| j.to_string()),
+        min_reporters,
+        family: seen.get("family").map(|f| Family::parse(f)).transpose()?,
+    };
+    filter.check()?;
+    let name = seen.get("name").unwrap_or(&"shared-f2b").to_string();
+    check_list_name(&name)?;
+    Ok(ListRequest {
+        format,
+        filter,
+        name,
+    })
+}
+
+/// A list as sent: kept while the snapshot is at `generation` and nothing in it ended.
+struct Rendered {
+    generation: u64,
+    valid_until: Option<SystemTime>,
+    etag: String,
+    body: axum::body::Bytes,
+    gzip: OnceLock<axum::body::Bytes>,
+}
+
+impl Rendered {
+    fn fresh(&self, generation: u64, now: SystemTime) -> bool {
+        self.generation == generation && self.valid_until.is_none_or(|end| now < end)
+    }
+
+    fn gzipped(&self) -> &axum::body::Bytes {
+        self.gzip.get_or_init(|| {
+            let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+            encoder.write_all(&self.body).expect("writes to memory");
+            encoder.finish().expect("writes to memory").into()
+        })
+    }
+}
+
+/// What the handlers share.
+struct Feeds {
+    db: Db,
+    /// Digests of the accepted tokens (compared digest to digest: no length leaks).
+    tokens: Vec<[u8; 16]>,
+    public_url: Option<String>,
+    snapshot: tokio::sync::Mutex<Option<Snapshot>>,
+    rendered: Mutex<HashMap<ListRequest, Arc<Rendered>>>,
+    metrics: Metrics,
+}
+
+fn digest(bytes: &[u8]) -> [u8; 16] {
+    Md5::digest(bytes).into()
+}
+
+/// Equal in time independent of where they differ.
+fn same(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Feeds {
+    fn authorise(&self, headers: &HeaderMap) -> Result<(), HttpError> {
+        if self.tokens.is_empty() {
+            return Ok(());
+        }
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or(HttpError::Unauthorized)?;
+        let given = digest(given.trim().as_bytes());
+        // Every token compared, so the time does not tell which one matched.
+        let matched = self.tokens.iter().fold(false, |ok, t| same(t, &given) | ok);
+        matched.then_some(()).ok_or(HttpError::Unauthorized)
+    }
+
+    /// The list as rendered now, rendering it when the archive moved on or an entry ended.
+    async fn list(&self, request: &ListRequest) -> Result<Arc<Rendered>, HttpError> {
+        let mark = crate::blocklist::Mark::read(&self.db).await?;
+        let mut guard = self.snapshot.lock().await;
+        let current = match guard.as_mut() {
+            Some(snapshot) => snapshot.refresh(&self.db, mark).await?,
+            None => false,
+        };
+        if !current {
+            let started = std::time::Instant::now();
+            *guard = Some(Snapshot::load(&self.db).await?);
+            tracing::info!(took = ?started.elapsed(), "blocklist loaded from the archive");
+        }
+        let snapshot = guard.as_ref().expect("loaded above");
+        let now = SystemTime::now();
+        let generation = snapshot.generation();
+        if let Some(kept) = self.rendered.lock().expect("not poisoned").get(request)
+            && kept.fresh(generation, now)
+        {
+            return Ok(kept.clone());
+        }
+        let (list, valid_until) = snapshot.list(now, &request.filter);
+        drop(guard);
+        let naming = Naming {
+            name: request.name.clone(),
+            public_url: self.public_url.clone(),
+        };
+        let body = report::export(request.format, &list, &naming);
+        let etag = format!("\"{}\"", hex(&digest(body.as_bytes())));
+        let rendered = Arc::new(Rendered {
+            generation,
+            valid_until,
+            etag,
+            body: body.into(),
+            gzip: OnceLock::new(),
+        });
+        let mut kept = self.rendered.lock().expect("not poisoned");
+        kept.retain(|_, r| r.fresh(generation, now));
+        if kept.len() >= RENDERED_MAX {
+            kept.clear();
+        }
+        kept.insert(request.clone(), rendered.clone());
+        Ok(rendered)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether the client takes gzip (`Accept-Encoding`, a `q=0` refuses).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let Some(accepted) = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    accepted.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or_default();
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+    })
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`); weak tags compare by their value.
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == "*" || tag == etag)
+}
+
+async fn blocklist(
+    State(feeds): State<Arc<Feeds>>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, HttpError> {
+    feeds.authorise(&headers)?;
+    let request = list_request(&pairs).map_err(HttpError::BadRequest)?;
+    let rendered = feeds.list(&request).await?;
+    let gzip = accepts_gzip(&headers);
+    // One representation per encoding, each with its own strong tag.
+    let etag = if gzip {
+        format!("{}-gzip\"", rendered.etag.trim_end_matches('"'))
+    } else {
+        rendered.etag.clone()
+    };
+    let mut response = if not_modified(&headers, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else if gzip {
+        let mut r = Body::from(rendered.gzipped().clone()).into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        r
+    } else {
+        Body::from(rendered.body.clone()).into_response()
+    };
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(request.format.content_type()),
+    );
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("hex and quotes"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept-Encoding, Authorization"),
+    );
+    Ok(response)
+}
+
+async fn history(
+    State(feeds): State<Arc<Feeds>>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, HttpError> {
+    feeds.authorise(&headers)?;
+    let mut filter = HistoryFilter {
+        limit: 100,
+        ..HistoryFilter::default()
+    };
+    for (key, value) in &pairs {
+        match key.as_str() {
+            "ip" if filter.ip.is_none() => {
+                filter.ip = Some(
+                    shared_f2b::event::parse_ip(value)
+                        .map_err(|e| HttpError::BadRequest(format!("ip {value:?}: {e}")))?,
+                );
+            }
+            "limit" => {
+                filter.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=HISTORY_MAX).contains(n))
+                    .ok_or_else(|| {
+                        HttpError::BadRequest(format!(
+                            "limit {value:?}: use a number from 1 to {HISTORY_MAX}"
+                        ))
+                    })?;
+            }
+            _ => {
+                return Err(HttpError::BadRequest(format!(
+                    "unexpected parameter {key:?}: use ip (once) and limit"
+                )));
+            }
+        }
+    }
+    if filter.ip.is_none() {
+        return Err(HttpError::BadRequest("ip is required: ?ip=ADDR".into()));
+    }
+    let rows = query::history(&feeds.db, &filter).await?;
+    let body = serde_json::to_string(&report::history_json(&rows)).expect("serialises");
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Serves the feeds on `addr` until `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    db: Db,
+    tokens: Vec<Secret>,
+    public_url: Option<String>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let feeds = Arc::new(Feeds {
+        db,
+        tokens: tokens
+            .iter()
+            .map(|t| digest(t.expose().as_bytes()))
+            .collect(),
+        public_url,
+        snapshot: tokio::sync::Mutex::new(None),
+        rendered: Mutex::new(HashMap::new()),
+        metrics,
+    });
+    let counted = feeds.clone();
+    let app = axum::Router::new()
+        .route("/v1/blocklist", get(blocklist))
+        .route("/v1/history", get(history))
+        .with_state(feeds)
+        .layer(axum::middleware::map_response(move |r: Response| {
+            let counted = counted.clone();
+            async move {
+                counted.metrics.count_feed(r.status().as_u16());
+                r
+            }
+        }));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    tracing::info!(%addr, "serving the feeds (/v1/blocklist, /v1/history)");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
+        q.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parameters_are_checked() {
+        let r = list_request(&pairs(&[
+            ("format", "nftables"),
+            ("jail", "sshd"),
+            ("min_reporters", "2"),
+            ("family", "6"),
+        ]))
+        .unwrap();
+        assert_eq!(r.format, Format::Nftables);
+        assert_eq!(r.filter.min_reporters, 2);
+        assert_eq!(r.filter.family, Some(Family::V6));
+        assert_eq!(list_request(&[]).unwrap().format, Format::Plain);
+        for (bad, says) in [
+            (vec![("format", "xml")], "format \"xml\""),
+            (vec![("format", "misp-feed")], "format"),
+            (vec![("min_reporters", "0")], "min_reporters 0"),
+            (vec![("min_reporters", "x")], "min_reporters \"x\""),
+            (vec![("family", "5")], "family \"5\""),
+            (vec![("jail", "a b")], "jail"),
+            (vec![("name", "x;y")], "name"),
+            (vec![("jail", "a"), ("jail", "b")], "twice"),
+            (vec![("limit", "5")], "unknown parameter \"limit\""),
+        ] {
+            let e = list_request(&pairs(&bad)).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn encodings_and_tags() {
+        let mut h = HeaderMap::new();
+        assert!(!accepts_gzip(&h));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            "deflate, gzip;q=0.5".parse().unwrap(),
+        );
+        assert!(accepts_gzip(&h));
+        h.insert(header::ACCEPT_ENCODING, "gzip;q=0, br".parse().unwrap());
+        assert!(!accepts_gzip(&h));
+        h.insert(header::IF_NONE_MATCH, "\"a\", W/\"b\"".parse().unwrap());
+        assert!(not_modified(&h, "\"b\""));
+        assert!(!not_modified(&h, "\"c\""));
+    }
+
+    #[test]
+    fn tokens_compare_by_digest() {
+        let t = digest(b"0123456789abcdef");
+        assert!(same(&t, &digest(b"0123456789abcdef")));
+        assert!(!same(&t, &digest(b"0123456789abcdeg")));
+    }
+}

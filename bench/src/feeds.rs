@@ -1,0 +1,169 @@
+//! Feed figures: `GET /v1/blocklist?format=plain` on the archiver's `http_listen` with 100,000
+//! active bans in MariaDB — the first request (the snapshot loaded from the archive, the
+//! reference), then repeated polls (p50/p99), gzip, 304 revalidation, and a poll after one new
+//! event (the snapshot brought forward, the list rendered again) — with the response sizes.
+
+use crate::report::{Report, percentiles};
+use shared_f2b_archiver::db::Db;
+use shared_f2b_archiver::store::{self, Archived};
+use shared_f2b_tests::db::TestDb;
+use shared_f2b_tests::host::Daemon;
+use shared_f2b_tests::nats::{NatsServer, ban_event};
+use shared_f2b_tests::{HostConfig, free_port, unique};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// One HTTP/1.1 GET (`Connection: close`): status, `ETag`, body bytes, and the time to the
+/// last byte.
+fn get(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, usize, Duration) {
+    let t0 = Instant::now();
+    let mut conn = TcpStream::connect(addr).expect("the archiver listens");
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::with_capacity(4 << 20);
+    conn.read_to_end(&mut raw).unwrap();
+    let took = t0.elapsed();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    let etag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .unwrap_or_default()
+        .to_owned();
+    (code, etag, raw.len() - split - 4, took)
+}
+
+fn polls(addr: SocketAddr, path: &str, extra: &str, runs: usize, want: u16) -> (f64, f64, usize) {
+    let mut samples = Vec::with_capacity(runs);
+    let mut size = 0;
+    for _ in 0..runs {
+        let (code, _, bytes, took) = get(addr, path, extra);
+        assert_eq!(code, want, "{path} {extra}");
+        size = bytes;
+        samples.push(took);
+    }
+    let (p50, p99) = percentiles(&mut samples);
+    (p50, p99, size)
+}
+
+/// Runs the feed benchmarks and adds their rows.
+pub async fn run(report: &mut Report, active: usize, runs: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nats = NatsServer::start_in(dir.path());
+    let db = TestDb::mariadb();
+    let archive = Db::connect(&db.url).await.expect("db");
+    archive.migrate().await.expect("migrate");
+    // Two hosts' bans of the same addresses for a fifth of them: 1.2 rows per address.
+    let mut rows = Vec::new();
+    for i in 0..active {
+        let ip = Ipv4Addr::from(0x0e00_0000 + i as u32).to_string();
+        rows.push(ban_event("alice", "sshd", &ip));
+        if i % 5 == 0 {
+            rows.push(ban_event("bob", "sshd", &ip));
+        }
+    }
+    let rows: Vec<Archived> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| Archived {
+            event,
+            seq: i as u64 + 1,
+        })
+        .collect();
+    let last_seq = rows.len() as u64;
+    for chunk in rows.chunks(5000) {
+        store::insert(&archive, chunk, &[], &[])
+            .await
+            .expect("insert");
+    }
+    let port = free_port();
+    let cfg = HostConfig::write(
+        dir.path(),
+        "archiver",
+        &nats.url(),
+        "f2b",
+        &unique("BF"),
+        &format!(
+            "[archiver]\ndatabase_url = {:?}\nhttp_listen = \"127.0.0.1:{port}\"\n",
+            db.url
+        ),
+    );
+    let _archiver = Daemon::archiver(&cfg.path, &dir.path().join("archiver.log"));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let plain = "/v1/blocklist?format=plain";
+
+    let (code, etag, size, cold) = get(addr, plain, "");
+    assert_eq!(code, 200);
+    let cold_ms = cold.as_secs_f64() * 1000.0;
+    let (p50, p99, _) = polls(addr, plain, "", runs, 200);
+    report
+        .add(
+            &format!("GET blocklist plain, {active} active bans: p50"),
+            p50,
+            "ms",
+            "<= 100 ms",
+        )
+        .reference = Some(("first request (loads from MariaDB) ms".into(), cold_ms));
+    report.add(
+        &format!("GET blocklist plain, {active} active bans: p99"),
+        p99,
+        "ms",
+        "",
+    );
+    report.add(
+        "blocklist plain: response size",
+        size as f64 / 1e6,
+        "MB",
+        "",
+    );
+    let gzip = "Accept-Encoding: gzip\r\n";
+    let (gz50, gz99, gz_size) = polls(addr, plain, gzip, runs, 200);
+    report.add("GET blocklist plain gzip: p50", gz50, "ms", "");
+    report.add("GET blocklist plain gzip: p99", gz99, "ms", "");
+    report.add(
+        "blocklist plain gzip: response size",
+        gz_size as f64 / 1e6,
+        "MB",
+        "",
+    );
+    let (nm50, _, _) = polls(
+        addr,
+        plain,
+        &format!("If-None-Match: {etag}\r\n"),
+        runs,
+        304,
+    );
+    report.add("GET blocklist, If-None-Match -> 304: p50", nm50, "ms", "");
+
+    // One new event before each poll: the snapshot brought forward, the list rendered again.
+    let mut samples = Vec::new();
+    for i in 0..runs.min(100) {
+        let ip = Ipv4Addr::from(0x0f00_0000 + i as u32).to_string();
+        let row = Archived {
+            event: ban_event("charlie", "sshd", &ip),
+            seq: last_seq + 1 + i as u64,
+        };
+        store::insert(&archive, &[row], &[], &[])
+            .await
+            .expect("insert");
+        let (code, new_etag, _, took) = get(addr, plain, "");
+        assert_eq!(code, 200);
+        assert_ne!(new_etag, etag);
+        samples.push(took);
+    }
+    let (up50, up99) = percentiles(&mut samples);
+    report.add("GET blocklist after 1 new event: p50", up50, "ms", "");
+    report.add("GET blocklist after 1 new event: p99", up99, "ms", "");
+}
