@@ -13,6 +13,7 @@
 use crate::db::Db;
 use crate::query::{self, Stored, StoredControl};
 use crate::store::ms;
+use ipnet::IpNet;
 use shared_f2b::control::{Control, ControlKind};
 use shared_f2b::event::{Action, validate_jail};
 use std::collections::{BTreeMap, HashMap};
@@ -153,6 +154,8 @@ pub struct Snapshot {
     generation: u64,
     bans: BTreeMap<IpAddr, Vec<Held>>,
     orders: Vec<Order>,
+    /// Nets never listed (`[archiver] feed_allowlist`).
+    never: Vec<IpNet>,
 }
 
 fn opt_ms(t: Option<SystemTime>) -> Option<i64> {
@@ -165,8 +168,9 @@ fn later(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 }
 
 impl Snapshot {
-    /// Loads the active bans and the orders in force from the archive.
-    pub async fn load(db: &Db) -> Result<Snapshot, sqlx::Error> {
+    /// Loads the active bans and the orders in force from the archive; nothing in `never` is
+    /// ever listed.
+    pub async fn load(db: &Db, never: &[IpNet]) -> Result<Snapshot, sqlx::Error> {
         // The mark first: rows archived while loading are applied again later (harmless).
         let mark = Mark::read(db).await?;
         let now = SystemTime::now();
@@ -177,6 +181,7 @@ impl Snapshot {
             generation: next_generation(),
             bans: BTreeMap::new(),
             orders: Vec::new(),
+            never: never.to_vec(),
         };
         let mut after = 0;
         loop {
@@ -350,6 +355,7 @@ impl Snapshot {
         }
         let wanted = |ip: IpAddr| {
             filter.family.is_none_or(|f| f.holds(ip))
+                && !never_listed(ip, &self.never)
                 && !shields.iter().any(|n| n.contains(&ip.to_canonical()))
         };
         let mut out = Vec::new();
@@ -402,6 +408,18 @@ impl Snapshot {
         let next = next.map(|n| UNIX_EPOCH + Duration::from_millis(n as u64));
         (out, next)
     }
+}
+
+/// Whether a feed must leave `ip` out: it is in `never` (`[archiver] feed_allowlist`), or no
+/// source to drop at all (the unspecified, broadcast or a multicast address: a host reporting
+/// one is mistaken or hostile, and a firewall loading it would break, not protect).
+pub fn never_listed(ip: IpAddr, never: &[IpNet]) -> bool {
+    let ip = ip.to_canonical();
+    let special = match ip {
+        IpAddr::V4(v4) => v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast(),
+        IpAddr::V6(v6) => v6.is_unspecified() || v6.is_multicast(),
+    };
+    special || never.iter().any(|n| n.contains(&ip))
 }
 
 fn listed(
@@ -466,6 +484,7 @@ mod tests {
             generation: 0,
             bans: BTreeMap::new(),
             orders: Vec::new(),
+            never: vec!["127.0.0.0/8".parse().unwrap()],
         }
     }
 
@@ -482,6 +501,16 @@ mod tests {
                 ban(2, "bob", "sshd", "192.0.2.1", 300),
                 ban(3, "bob", "nginx", "192.0.2.1", 200),
                 ban(4, "alice", "sshd", "2001:db8::1", -1),
+            ],
+            vec![],
+        );
+        // Never the allowlist's nets, nor addresses no firewall can drop.
+        s.apply(
+            vec![
+                ban(5, "alice", "sshd", "127.0.0.1", 100),
+                ban(6, "alice", "sshd", "0.0.0.0", 100),
+                ban(7, "alice", "sshd", "255.255.255.255", 100),
+                ban(8, "alice", "sshd", "ff02::1", 100),
             ],
             vec![],
         );

@@ -30,15 +30,15 @@ pub async fn history(db: &Db, filter: &HistoryFilter, json: bool) -> anyhow::Res
 }
 
 /// The bans active now that `filter` wants.
-async fn active_list(db: &Db, filter: &Filter) -> anyhow::Result<Vec<Listed>> {
+async fn active_list(db: &Db, config: &Config, filter: &Filter) -> anyhow::Result<Vec<Listed>> {
     filter.check().map_err(anyhow::Error::msg)?;
-    let snapshot = Snapshot::load(db).await?;
+    let snapshot = Snapshot::load(db, &config.archiver.feed_allowlist).await?;
     Ok(snapshot.list(SystemTime::now(), filter).0)
 }
 
 /// Prints the active bans with how many hosts reported each.
-pub async fn active(db: &Db, json: bool) -> anyhow::Result<()> {
-    let bans = active_list(db, &Filter::default()).await?;
+pub async fn active(db: &Db, config: &Config, json: bool) -> anyhow::Result<()> {
+    let bans = active_list(db, config, &Filter::default()).await?;
     if json {
         print!(
             "{}",
@@ -72,7 +72,7 @@ pub async fn export(
             })
             .collect()
     } else {
-        active_list(db, filter).await?
+        active_list(db, config, filter).await?
     };
     let naming = Naming {
         name: name.to_owned(),

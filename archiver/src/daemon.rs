@@ -117,8 +117,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             http::serve(
                 addr,
                 db.clone(),
-                archiver.http_tokens.clone(),
-                archiver.public_url.clone(),
+                archiver.clone(),
                 metrics.clone(),
                 shutdown.clone(),
             ),

@@ -23,8 +23,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use ipnet::IpNet;
 use md5::{Digest, Md5};
-use shared_f2b::config::Secret;
+use shared_f2b::config::ArchiverConfig;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -147,6 +148,8 @@ struct Feeds {
     /// Digests of the accepted tokens (compared digest to digest: no length leaks).
     tokens: Vec<[u8; 16]>,
     public_url: Option<String>,
+    /// `feed_allowlist`.
+    never: Vec<IpNet>,
     snapshot: tokio::sync::Mutex<Option<Snapshot>>,
     rendered: Mutex<HashMap<ListRequest, Arc<Rendered>>>,
     metrics: Metrics,
@@ -187,7 +190,7 @@ impl Feeds {
         };
         if !current {
             let started = std::time::Instant::now();
-            *guard = Some(Snapshot::load(&self.db).await?);
+            *guard = Some(Snapshot::load(&self.db, &self.never).await?);
             tracing::info!(took = ?started.elapsed(), "blocklist loaded from the archive");
         }
         let snapshot = guard.as_ref().expect("loaded above");
@@ -344,22 +347,23 @@ async fn history(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// Serves the feeds on `addr` until `shutdown`.
+/// Serves the feeds on `addr` with the `[archiver]` settings until `shutdown`.
 pub async fn serve(
     addr: SocketAddr,
     db: Db,
-    tokens: Vec<Secret>,
-    public_url: Option<String>,
+    config: ArchiverConfig,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let feeds = Arc::new(Feeds {
         db,
-        tokens: tokens
+        tokens: config
+            .http_tokens
             .iter()
             .map(|t| digest(t.expose().as_bytes()))
             .collect(),
-        public_url,
+        public_url: config.public_url,
+        never: config.feed_allowlist,
         snapshot: tokio::sync::Mutex::new(None),
         rendered: Mutex::new(HashMap::new()),
         metrics,

@@ -159,7 +159,7 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
             };
             commands::history(&db, &filter, json).await
         }
-        Command::Active { json } => commands::active(&db, json).await,
+        Command::Active { json } => commands::active(&db, config, json).await,
         Command::Export {
             format: Format::MispFeed,
             out,

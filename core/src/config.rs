@@ -239,10 +239,7 @@ impl Default for SubscriberConfig {
             target_jail: "shared".into(),
             jail_map: BTreeMap::new(),
             log_file: "/var/log/shared-f2b.log".into(),
-            allowlist: ["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10"]
-                .iter()
-                .map(|n| n.parse().expect("valid default"))
-                .collect(),
+            allowlist: default_allowlist(),
             include_own: false,
             state_dir: "/var/lib/shared-f2b".into(),
             max_bans_per_minute: 20_000,
@@ -322,6 +319,9 @@ pub struct ArchiverConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where to serve the feeds (`/v1/blocklist`, `/v1/history`); off when unset.
     pub http_listen: Option<std::net::SocketAddr>,
+    /// Nets the feeds never list (the site's own networks, its upstream, partners): a firewall
+    /// loading a feed must never drop them, whatever a host reported.
+    pub feed_allowlist: Vec<IpNet>,
     /// Bearer tokens the feeds accept; none: the feeds are open to whoever reaches them.
     pub http_tokens: Vec<Secret>,
     /// The address others reach `http_listen` at (e.g. behind a proxy); Zeek's `meta.url`
@@ -433,11 +433,21 @@ impl Default for ArchiverConfig {
             auto_migrate: true,
             metrics_listen: None,
             http_listen: None,
+            feed_allowlist: default_allowlist(),
             http_tokens: Vec::new(),
             public_url: None,
             misp: None,
         }
     }
+}
+
+/// Loopback and link-local: never banned by a subscriber nor listed by a feed unless a config
+/// says otherwise.
+fn default_allowlist() -> Vec<IpNet> {
+    ["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10"]
+        .iter()
+        .map(|n| n.parse().expect("valid default"))
+        .collect()
 }
 
 fn hostname() -> String {

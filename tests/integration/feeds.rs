@@ -139,7 +139,8 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
         &db,
         &format!(
             "http_listen = \"127.0.0.1:{port}\"\nhttp_tokens = [\"{TOKEN}\"]\n\
-             public_url = \"https://f2b.example.org\"\n"
+             public_url = \"https://f2b.example.org\"\n\
+             feed_allowlist = [\"127.0.0.0/8\", \"10.0.0.0/8\"]\n"
         ),
     );
     let alice = site::config(dir.path(), "alice", "alice", &url, "");
@@ -151,6 +152,10 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
     ban(&alice, "sshd", "198.51.100.3", "3600");
     publish(&alice, &["unban", "--jail", "sshd", "--ip", "198.51.100.3"]);
     ban(&alice, "sshd", "192.0.2.99", "3600");
+    // Never listed: the site's own net (feed_allowlist), addresses no firewall can drop.
+    for ip in ["10.1.2.3", "0.0.0.0", "224.0.0.251", "ff02::1"] {
+        ban(&alice, "sshd", ip, "3600");
+    }
     admin.order(&[
         "pardon",
         "--ip",
