@@ -60,6 +60,12 @@ pub async fn export(
     name: &str,
 ) -> anyhow::Result<()> {
     let list: Vec<Listed> = if all {
+        // A research list, not a blocklist: nothing a firewall should load.
+        anyhow::ensure!(
+            matches!(format, Format::Plain | Format::Csv | Format::Json),
+            "--all lists every address ever banned (with its number of bans), for research: \
+             use --format plain, csv or json"
+        );
         query::all_banned(db)
             .await?
             .into_iter()
@@ -126,7 +132,7 @@ pub async fn misp_feed(
     since: Option<SystemTime>,
 ) -> anyhow::Result<()> {
     let misp = misp_config(config)?;
-    let s = crate::misp::write_feed(db, misp, out, since).await?;
+    let s = crate::misp::write_feed(db, misp, &config.archiver.feed_allowlist, out, since).await?;
     println!(
         "MISP feed {}: {} days with {} bans ({} files changed, {} emptied days removed); \
          {} events in the feed",
@@ -160,7 +166,7 @@ pub async fn misp_push(
 ) -> anyhow::Result<()> {
     let misp = misp_config(config)?;
     let target = crate::misp::Target::new(url, key_file)?;
-    let s = crate::misp::push(db, misp, &target, since).await?;
+    let s = crate::misp::push(db, misp, &config.archiver.feed_allowlist, &target, since).await?;
     println!(
         "MISP {url}: {} days with {} bans sent ({} created, {} updated, {} unchanged)",
         s.days, s.bans, s.created, s.updated, s.unchanged

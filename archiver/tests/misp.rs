@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use md5::{Digest, Md5};
 use shared_f2b::config::MispConfig;
 use shared_f2b::control::{Control, parse_net};
 use shared_f2b::event::{Action, Event, parse_ip};
@@ -157,7 +158,7 @@ async fn the_feed_is_updated_in_place_day_by_day() {
     // A mistake, pardoned: not an offence to share.
     archive.pardon("198.51.100.0/24").await;
 
-    let s = misp::write_feed(&archive.db, &misp, &feed, None)
+    let s = misp::write_feed(&archive.db, &misp, &[], &feed, None)
         .await
         .unwrap();
     assert_eq!(
@@ -205,7 +206,7 @@ async fn the_feed_is_updated_in_place_day_by_day() {
     );
 
     // Nothing new: the same bytes, nothing rewritten.
-    let s = misp::write_feed(&archive.db, &misp, &feed, None)
+    let s = misp::write_feed(&archive.db, &misp, &[], &feed, None)
         .await
         .unwrap();
     assert_eq!(s.written, 0);
@@ -215,7 +216,7 @@ async fn the_feed_is_updated_in_place_day_by_day() {
     archive
         .ban("carol", "203.0.113.4", "2025-03-02T12:00:00Z")
         .await;
-    let s = misp::write_feed(&archive.db, &misp, &feed, None)
+    let s = misp::write_feed(&archive.db, &misp, &[], &feed, None)
         .await
         .unwrap();
     assert_eq!((s.days, s.written, s.bans), (2, 1, 4));
@@ -237,16 +238,22 @@ async fn the_feed_is_updated_in_place_day_by_day() {
     // Only the days from --since are regenerated; the older days keep their entries, even when
     // the index has to be rebuilt from the event files.
     std::fs::remove_file(feed.join("manifest.json")).unwrap();
-    let s = misp::write_feed(&archive.db, &misp, &feed, Some(at("2025-03-02T18:00:00Z")))
-        .await
-        .unwrap();
+    let s = misp::write_feed(
+        &archive.db,
+        &misp,
+        &[],
+        &feed,
+        Some(at("2025-03-02T18:00:00Z")),
+    )
+    .await
+    .unwrap();
     assert_eq!((s.days, s.written, s.events), (1, 0, 2));
     assert_eq!(files(&feed), second);
 
     // A pardon after the export: the ban leaves the day's file and the day's timestamp moves
     // forward although no newer ban arrived, so MISP instances fetch the day again.
     archive.pardon("192.0.2.2").await;
-    misp::write_feed(&archive.db, &misp, &feed, None)
+    misp::write_feed(&archive.db, &misp, &[], &feed, None)
         .await
         .unwrap();
     let third = files(&feed);
@@ -257,7 +264,7 @@ async fn the_feed_is_updated_in_place_day_by_day() {
     assert!(ts(&new).unwrap() > ts(&old).unwrap());
     assert_eq!(third[&day2], second[&day2]);
     // ... and stays put on the next run.
-    misp::write_feed(&archive.db, &misp, &feed, None)
+    misp::write_feed(&archive.db, &misp, &[], &feed, None)
         .await
         .unwrap();
     assert_eq!(files(&feed), third);
@@ -275,7 +282,7 @@ async fn the_feed_is_updated_in_place_day_by_day() {
 
     // A day none of whose bans is left loses its file.
     archive.pardon("192.0.2.1").await;
-    let s = misp::write_feed(&archive.db, &misp, &feed, None)
+    let s = misp::write_feed(&archive.db, &misp, &[], &feed, None)
         .await
         .unwrap();
     assert_eq!((s.days, s.removed, s.events), (1, 1, 1));
@@ -348,6 +355,24 @@ async fn edit(
     (StatusCode::OK, body.to_string())
 }
 
+/// A recording MISP on a free port, and a target for it whose key file is in `dir`.
+async fn mock_misp(dir: &Path) -> (Shared, Target) {
+    let seen: Shared = Arc::default();
+    let app = Router::new()
+        .route("/events/add", post(add))
+        .route("/events/edit/{uuid}", post(edit))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/",
+        listener.local_addr().unwrap().port()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let key_file = dir.join("misp.key");
+    std::fs::write(&key_file, "s3cretAPIkey0123456789\n").unwrap();
+    (seen, Target::new(&url, &key_file).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_adds_each_day_then_edits_only_what_changed() {
     let mut archive = Archive::new().await;
@@ -363,25 +388,11 @@ async fn push_adds_each_day_then_edits_only_what_changed() {
         .await;
     archive.pardon("198.51.100.9").await;
 
-    let seen: Shared = Arc::default();
-    let app = Router::new()
-        .route("/events/add", post(add))
-        .route("/events/edit/{uuid}", post(edit))
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://127.0.0.1:{}/",
-        listener.local_addr().unwrap().port()
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("misp.key");
-    std::fs::write(&key_file, "s3cretAPIkey0123456789\n").unwrap();
-    let target = Target::new(&url, &key_file).unwrap();
+    let (seen, target) = mock_misp(dir.path()).await;
     let since = at("2025-03-01T12:00:00Z");
 
-    let s = misp::push(&archive.db, &misp, &target, since)
+    let s = misp::push(&archive.db, &misp, &[], &target, since)
         .await
         .unwrap();
     assert_eq!(
@@ -396,7 +407,7 @@ async fn push_adds_each_day_then_edits_only_what_changed() {
     );
     // The events MISP receives are the feed's, byte for byte.
     let feed = dir.path().join("feed");
-    misp::write_feed(&archive.db, &misp, &feed, None)
+    misp::write_feed(&archive.db, &misp, &[], &feed, None)
         .await
         .unwrap();
     {
@@ -421,7 +432,7 @@ async fn push_adds_each_day_then_edits_only_what_changed() {
     }
 
     // Again with nothing new: MISP has both as they are.
-    let s = misp::push(&archive.db, &misp, &target, since)
+    let s = misp::push(&archive.db, &misp, &[], &target, since)
         .await
         .unwrap();
     assert_eq!((s.created, s.updated, s.unchanged), (0, 0, 2));
@@ -433,7 +444,7 @@ async fn push_adds_each_day_then_edits_only_what_changed() {
         .ban("carol", "203.0.113.4", "2025-03-02T13:00:00Z")
         .await;
     seen.lock().unwrap().requests.clear();
-    let s = misp::push(&archive.db, &misp, &target, since)
+    let s = misp::push(&archive.db, &misp, &[], &target, since)
         .await
         .unwrap();
     assert_eq!((s.created, s.updated, s.unchanged, s.bans), (0, 1, 1, 3));
@@ -450,6 +461,83 @@ async fn push_adds_each_day_then_edits_only_what_changed() {
             format!("/events/edit/{day2}"),
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlisted_and_special_addresses_are_never_shared() {
+    let mut archive = Archive::new().await;
+    let misp = config();
+    // The config's default allowlist (loopback, link-local) plus the site's own net.
+    let mut never = shared_f2b::config::ArchiverConfig::default().feed_allowlist;
+    never.push("203.0.113.0/24".parse().unwrap());
+    let shared = "192.0.2.1";
+    let hidden = ["127.0.0.1", "224.0.0.251", "203.0.113.7", "203.0.113.8"];
+    archive.ban("alice", shared, "2025-03-01T10:00:00Z").await;
+    archive.ban("bob", hidden[0], "2025-03-01T10:01:00Z").await;
+    archive.ban("bob", hidden[1], "2025-03-01T10:02:00Z").await;
+    archive
+        .ban("carol", hidden[2], "2025-03-01T10:03:00Z")
+        .await;
+    // A day with only the site's own addresses has no event at all.
+    archive
+        .ban("carol", hidden[3], "2025-03-02T10:00:00Z")
+        .await;
+
+    let out = tempfile::tempdir().unwrap();
+    let feed = out.path().join("feed");
+    let s = misp::write_feed(&archive.db, &misp, &never, &feed, None)
+        .await
+        .unwrap();
+    assert_eq!((s.days, s.bans, s.events), (1, 1, 1));
+    let written = files(&feed);
+    let day1 = event_file("2025-03-01");
+    let names: Vec<&str> = written.keys().map(String::as_str).collect();
+    let mut expected = vec!["hashes.csv", "manifest.json", &day1];
+    expected.sort();
+    assert_eq!(names, expected);
+    let md5 = |ip: &str| -> String {
+        Md5::digest(ip.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let hashes = String::from_utf8_lossy(&written["hashes.csv"]);
+    assert!(String::from_utf8_lossy(&written[&day1]).contains(shared));
+    assert!(hashes.contains(&md5(shared)));
+    for ip in hidden {
+        for (name, bytes) in &written {
+            assert!(
+                !String::from_utf8_lossy(bytes).contains(ip),
+                "{ip} in {name}"
+            );
+        }
+        assert!(!hashes.contains(&md5(ip)), "{ip} in hashes.csv");
+    }
+    let mut args = vec!["--events", "1", "--objects", "1", "--ip", shared];
+    for ip in hidden {
+        args.extend(["--absent-ip", ip]);
+    }
+    pymisp_check(&feed, &args);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (seen, target) = mock_misp(dir.path()).await;
+    let s = misp::push(
+        &archive.db,
+        &misp,
+        &never,
+        &target,
+        at("2025-03-01T00:00:00Z"),
+    )
+    .await
+    .unwrap();
+    assert_eq!((s.days, s.created, s.bans), (1, 1, 1));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.requests.len(), 1);
+    let body = seen.requests[0].2.to_string();
+    assert!(body.contains(shared));
+    for ip in hidden {
+        assert!(!body.contains(ip), "{ip} pushed");
+    }
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! The MISP feed a MISP instance would fetch: bans archived in MariaDB by the running archiver
-//! over two UTC days, one pardoned; `export --format misp-feed` from the real binary; the feed
-//! read by PyMISP (`tests/misp/check_feed.py`, with the Python `SHARED_F2B_PYMISP` names); the
-//! export run again gives the same bytes; without `[archiver.misp]` the command says what to add.
+//! over two UTC days, one pardoned, one of an address in `[archiver] feed_allowlist`;
+//! `export --format misp-feed` from the real binary; the feed read by PyMISP
+//! (`tests/misp/check_feed.py`, with the Python `SHARED_F2B_PYMISP` names); the export run again
+//! gives the same bytes; without `[archiver.misp]` the command says what to add.
 
 use shared_f2b::control::{Control, ControlKind, parse_net};
 use shared_f2b::subject::control_subject;
@@ -73,17 +74,22 @@ async fn a_misp_feed_from_the_archive_loads_in_pymisp() {
         shared_nats(),
         &prefix,
         &stream,
-        &format!("[archiver]\ndatabase_url = {:?}\n{misp}", db.url),
+        &format!(
+            "[archiver]\ndatabase_url = {:?}\nfeed_allowlist = [\"203.0.113.0/24\"]\n{misp}",
+            db.url
+        ),
     );
     let _archiver = Daemon::archiver(&cfg.path, &cfg.path.with_extension("log"));
 
-    // Two UTC days of bans through the stream and the running archiver, one of them pardoned.
+    // Two UTC days of bans through the stream and the running archiver, one of them pardoned,
+    // one of the site's own net (never shared).
     let send = EventSender::connect(shared_nats(), &prefix, &stream).await;
     let mut yesterday = ban_event("alice", "sshd", "192.0.2.10");
     yesterday.time = SystemTime::now() - Duration::from_secs(86_400);
     let today = ban_event("bob", "sshd", "2001:db8::20");
     let mistake = ban_event("alice", "sshd", "198.51.100.30");
-    for event in [&yesterday, &today, &mistake] {
+    let own = ban_event("bob", "sshd", "203.0.113.40");
+    for event in [&yesterday, &today, &mistake, &own] {
         send.send(event).await;
     }
     let pardon = Control::pardon(
@@ -104,7 +110,7 @@ async fn a_misp_feed_from_the_archive_loads_in_pymisp() {
     let pool = db.pool().await;
     wait_for(
         Duration::from_secs(60),
-        "3 bans and the pardon archived",
+        "4 bans and the pardon archived",
         || async {
             let n = |sql: &'static str| {
                 let pool = pool.clone();
@@ -118,7 +124,7 @@ async fn a_misp_feed_from_the_archive_loads_in_pymisp() {
             };
             let events = n("SELECT COUNT(*) AS n FROM f2b_events").await;
             let controls = n("SELECT COUNT(*) AS n FROM f2b_control").await;
-            (events >= 3 && controls >= 1).then_some(())
+            (events >= 4 && controls >= 1).then_some(())
         },
     )
     .await;
@@ -145,7 +151,12 @@ async fn a_misp_feed_from_the_archive_loads_in_pymisp() {
         .args(["--org-name", "Example University", "--org-uuid", ORG_UUID])
         .args(["--tlp", "tlp:green"])
         .args(["--ip", "192.0.2.10", "--ip", "2001:db8::20"])
-        .args(["--absent-ip", "198.51.100.30"])
+        .args([
+            "--absent-ip",
+            "198.51.100.30",
+            "--absent-ip",
+            "203.0.113.40",
+        ])
         .output()
         .unwrap_or_else(|e| panic!("{python} runs: {e}"));
     assert!(
