@@ -164,8 +164,15 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
             format: Format::MispFeed,
             out,
             since,
+            all,
+            jail,
+            family,
             ..
         } => {
+            anyhow::ensure!(
+                !all && jail.is_none() && family.is_none(),
+                "--all, --jail and --family are for the lists; the MISP feed holds every ban"
+            );
             let out = out.ok_or_else(|| anyhow::anyhow!("--format misp-feed needs --out DIR"))?;
             commands::misp_feed(&db, config, &out, since).await
         }
@@ -176,8 +183,13 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
             min_reporters,
             family,
             name,
-            ..
+            out,
+            since,
         } => {
+            anyhow::ensure!(
+                out.is_none() && since.is_none(),
+                "--out and --since are for --format misp-feed; a list goes to standard output"
+            );
             let filter = Filter {
                 jail,
                 min_reporters,

@@ -41,3 +41,56 @@ fn an_unknown_database_scheme_is_a_clear_error() {
         "the URL itself (it may hold a password) is not shown"
     );
 }
+
+#[test]
+fn bad_export_arguments_are_clear_errors_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "host_id = \"a\"\n[archiver]\ndatabase_url = \"sqlite://{}/a.db\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("feed");
+    let out_arg = out_dir.display().to_string();
+    for (args, says) in [
+        (vec!["--format", "xml"], "invalid value 'xml'"),
+        (vec!["--family", "5"], "family \"5\": use 4 or 6"),
+        (vec!["--name", "a;b"], "name \"a;b\""),
+        (vec!["--min-reporters", "0"], "min_reporters 0"),
+        (vec!["--jail", "a b"], "jail"),
+        (
+            vec!["--all", "--format", "nftables"],
+            "--all lists every address",
+        ),
+        (vec!["--all", "--jail", "sshd"], "cannot be used with"),
+        (
+            vec!["--out", &out_arg],
+            "--out and --since are for --format misp-feed",
+        ),
+        (
+            vec!["--format", "misp-feed"],
+            "--format misp-feed needs --out DIR",
+        ),
+        (
+            vec!["--format", "misp-feed", "--out", &out_arg],
+            "needs [archiver.misp]",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("export")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    assert!(!out_dir.exists());
+}
