@@ -126,5 +126,29 @@ fn a_daemon_whose_background_task_dies_exits_non_zero() {
             "{name} says why:\n{log}"
         );
     }
+    // The feeds' listener too.
+    let feeds = HostConfig::write(
+        &dir.path().join("feeds"),
+        "archiver",
+        &nats.url(),
+        &prefix,
+        &stream,
+        &format!(
+            "[archiver]\ndatabase_url = {:?}\nhttp_listen = \"{addr}\"\n",
+            db.url
+        ),
+    );
+    let mut daemon = Daemon::spawn(
+        "shared-f2b-archiver",
+        &feeds.path,
+        &dir.path().join("f.log"),
+    );
+    wait_until(WAIT, "the archiver to exit", || !daemon.running());
+    let log = daemon.log_text();
+    assert_eq!(daemon.terminate(), Some(1), "{log}");
+    assert!(
+        log.contains(&format!("the feeds task failed: cannot listen on {addr}")),
+        "{log}"
+    );
     drop(taken);
 }
