@@ -5,10 +5,11 @@
 //! host, not pardoned or allowed by an operator since) or an operator's ban of it is in force,
 //! and no pardon or allow in force covers it — what the subscribers apply.
 //!
-//! [`Snapshot`] holds that state in memory at one high-water mark of the archive ([`Mark`]):
-//! loaded once, then brought forward with only the events and orders archived since, so that
-//! a request costs two index lookups while nothing new arrived. Time alone only takes entries
-//! off (bans expire, orders end), which [`Snapshot::list`] applies as it lists.
+//! [`Snapshot`] holds that state in memory up to one stream sequence of the archive (its
+//! high-water mark): loaded once, then brought forward with only the events and orders
+//! archived since, so that a request costs a look at the mark while nothing new arrived. Time
+//! alone only takes entries off (bans expire, orders end), which [`Snapshot::list`] applies as
+//! it lists.
 
 use crate::db::Db;
 use crate::query::{self, Stored, StoredControl};
@@ -30,8 +31,7 @@ fn next_generation() -> u64 {
 
 /// Rows read per query while loading.
 const PAGE: usize = 10_000;
-/// After this long a snapshot is loaded afresh (rows changed behind the stream's order:
-/// retention, a second archiver committing late).
+/// After this long a snapshot is loaded afresh (rows changed behind its mark: retention).
 pub const MAX_AGE: Duration = Duration::from_secs(600);
 /// More new rows than this since the mark: load afresh rather than apply them one by one.
 const MAX_DELTA: u64 = 50_000;
@@ -111,22 +111,27 @@ pub struct Listed {
     pub expires: Option<SystemTime>,
 }
 
-/// Where the archive stands: the highest stream sequence of its events and of its control
-/// events. Rows only ever arrive with higher ones, so an unchanged mark means nothing new.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Mark {
-    pub events: u64,
-    pub controls: u64,
+/// The highest stream sequence the archive holds (events and control events share the
+/// stream's sequence): what `export` loads up to. The daemon uses the archiver consumer's ack
+/// floor instead, below which every row is committed ([`crate::consumer::committed`]).
+pub async fn archived_seq(db: &Db) -> Result<u64, sqlx::Error> {
+    Ok(query::max_seq(db)
+        .await?
+        .max(query::max_control_seq(db).await?))
 }
 
-impl Mark {
-    /// Reads it (two index lookups).
-    pub async fn read(db: &Db) -> Result<Mark, sqlx::Error> {
-        Ok(Mark {
-            events: query::max_seq(db).await?,
-            controls: query::max_control_seq(db).await?,
-        })
-    }
+/// What a feed never lists: `[archiver] feed_allowlist` and the site's NATS servers (a host
+/// must not get a firewall to cut the hosts off from them), besides what [`never_listed`]
+/// always leaves out.
+pub async fn never_nets(config: &shared_f2b::Config) -> Vec<IpNet> {
+    let mut nets = config.archiver.feed_allowlist.clone();
+    nets.extend(
+        shared_f2b::nats::server_addresses(&config.nats.servers)
+            .await
+            .into_iter()
+            .map(shared_f2b::control::host_net),
+    );
+    nets
 }
 
 /// A host's ban as held: by whom, in which jail, until when (ms; `None` permanent).
@@ -144,17 +149,17 @@ struct Order {
     until_ms: Option<i64>,
 }
 
-/// The archive's bans and orders at one [`Mark`].
+/// The archive's bans and orders up to one stream sequence (its mark).
 #[derive(Debug)]
 pub struct Snapshot {
-    mark: Mark,
+    mark: u64,
     loaded: Instant,
     /// New with every load and every change (unique in the process), so that what was
     /// rendered from it can tell it is stale.
     generation: u64,
     bans: BTreeMap<IpAddr, Vec<Held>>,
     orders: Vec<Order>,
-    /// Nets never listed (`[archiver] feed_allowlist`).
+    /// Nets never listed ([`never_nets`]).
     never: Vec<IpNet>,
 }
 
@@ -168,15 +173,13 @@ fn later(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 }
 
 impl Snapshot {
-    /// Loads the active bans and the orders in force from the archive; nothing in `never` is
-    /// ever listed.
-    pub async fn load(db: &Db, never: &[IpNet]) -> Result<Snapshot, sqlx::Error> {
-        // The mark first: rows archived while loading are applied again later (harmless).
-        let mark = Mark::read(db).await?;
+    /// Loads the active bans and the orders in force archived up to stream sequence `upto`;
+    /// nothing in `never` is ever listed.
+    pub async fn load(db: &Db, never: &[IpNet], upto: u64) -> Result<Snapshot, sqlx::Error> {
         let now = SystemTime::now();
         let all = ["*".to_owned()];
         let mut snapshot = Snapshot {
-            mark,
+            mark: upto,
             loaded: Instant::now(),
             generation: next_generation(),
             bans: BTreeMap::new(),
@@ -185,7 +188,7 @@ impl Snapshot {
         };
         let mut after = 0;
         loop {
-            let page = query::active_page(db, now, &all, None, after, mark.events, PAGE).await?;
+            let page = query::active_page(db, now, &all, None, after, upto, PAGE).await?;
             after = page.last().map_or(after, |s| s.row_id);
             let done = page.len() < PAGE;
             page.iter().for_each(|s| snapshot.hold(s));
@@ -195,7 +198,7 @@ impl Snapshot {
         }
         let mut after = 0;
         loop {
-            let page = query::controls_page(db, now, after, mark.controls, PAGE).await?;
+            let page = query::controls_page(db, now, after, upto, PAGE).await?;
             after = page.last().map_or(after, |s| s.row_id);
             let done = page.len() < PAGE;
             page.into_iter().for_each(|s| snapshot.order(s.control));
@@ -206,34 +209,20 @@ impl Snapshot {
         Ok(snapshot)
     }
 
-    /// Brings it to where the archive stands now; `false` when it is better loaded afresh
-    /// (too old, too far behind).
-    pub async fn refresh(&mut self, db: &Db, mark: Mark) -> Result<bool, sqlx::Error> {
-        if mark == self.mark {
+    /// Brings it to stream sequence `upto` with the rows archived since its mark; `false`
+    /// when it is better loaded afresh (too old, too far behind, or the archive went back).
+    pub async fn refresh(&mut self, db: &Db, upto: u64) -> Result<bool, sqlx::Error> {
+        if upto == self.mark {
             return Ok(self.loaded.elapsed() < MAX_AGE);
         }
-        if mark.events < self.mark.events || mark.controls < self.mark.controls {
-            return Ok(false); // rows went away (a restored or emptied database)
-        }
-        let behind = (mark.events - self.mark.events) + (mark.controls - self.mark.controls);
-        if self.loaded.elapsed() >= MAX_AGE || behind > MAX_DELTA {
+        if upto < self.mark || upto - self.mark > MAX_DELTA || self.loaded.elapsed() >= MAX_AGE {
             return Ok(false);
         }
-        let all = ["*".to_owned()];
-        let events = query::since_page(
-            db,
-            &all,
-            None,
-            self.mark.events,
-            mark.events,
-            MAX_DELTA as usize,
-        )
-        .await?;
-        let controls =
-            query::controls_after(db, self.mark.controls, mark.controls, MAX_DELTA as usize)
-                .await?;
+        let limit = MAX_DELTA as usize;
+        let events = query::events_between(db, self.mark, upto, limit).await?;
+        let controls = query::controls_after(db, self.mark, upto, limit).await?;
         self.apply(events, controls);
-        self.mark = mark;
+        self.mark = upto;
         Ok(true)
     }
 
@@ -264,7 +253,10 @@ impl Snapshot {
 
     fn hold(&mut self, s: &Stored) {
         let e = &s.event;
-        let expires_ms = opt_ms(e.expires());
+        // As ingest takes it now: a time stamped far ahead of its arrival counts from then.
+        let mut clamped = e.clone();
+        clamped.clamp_time(s.received);
+        let expires_ms = opt_ms(clamped.expires());
         let held = self.bans.entry(e.ip).or_default();
         match held
             .iter_mut()
@@ -301,6 +293,12 @@ impl Snapshot {
             ControlKind::Pardon | ControlKind::Allow => {
                 if let Some(net) = control.net {
                     self.bans.retain(|ip, _| !net.contains(&ip.to_canonical()));
+                    // An operator's ban it covers ends too (and stays ended after it).
+                    self.orders.retain(|o| {
+                        o.control
+                            .ban_ip()
+                            .is_none_or(|ip| !net.contains(&ip.to_canonical()))
+                    });
                 }
                 self.push_order(control);
             }
@@ -316,8 +314,8 @@ impl Snapshot {
         self.orders.push(Order { control, until_ms });
     }
 
-    /// The mark it stands at.
-    pub fn mark(&self) -> Mark {
+    /// The stream sequence it stands at.
+    pub fn mark(&self) -> u64 {
         self.mark
     }
 
@@ -410,14 +408,25 @@ impl Snapshot {
     }
 }
 
-/// Whether a feed must leave `ip` out: it is in `never` (`[archiver] feed_allowlist`), or no
-/// source to drop at all (the unspecified, broadcast or a multicast address: a host reporting
-/// one is mistaken or hostile, and a firewall loading it would break, not protect).
+/// Whether a feed must leave `ip` out: it is in `never` ([`never_nets`]), or no source a
+/// firewall should drop at all — loopback, link-local, unspecified, broadcast, multicast (a
+/// host reporting one is mistaken or hostile; a firewall loading it would break, not protect).
 pub fn never_listed(ip: IpAddr, never: &[IpNet]) -> bool {
     let ip = ip.to_canonical();
     let special = match ip {
-        IpAddr::V4(v4) => v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast(),
-        IpAddr::V6(v6) => v6.is_unspecified() || v6.is_multicast(),
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unicast_link_local()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+        }
     };
     special || never.iter().any(|n| n.contains(&ip))
 }
@@ -479,12 +488,12 @@ mod tests {
 
     fn empty() -> Snapshot {
         Snapshot {
-            mark: Mark::default(),
+            mark: 0,
             loaded: Instant::now(),
             generation: 0,
             bans: BTreeMap::new(),
             orders: Vec::new(),
-            never: vec!["127.0.0.0/8".parse().unwrap()],
+            never: vec!["10.0.0.0/8".parse().unwrap()],
         }
     }
 
@@ -508,6 +517,9 @@ mod tests {
         s.apply(
             vec![
                 ban(5, "alice", "sshd", "127.0.0.1", 100),
+                ban(9, "alice", "sshd", "10.1.2.3", 100),
+                ban(10, "alice", "sshd", "169.254.169.254", 100),
+                ban(11, "alice", "sshd", "fe80::1", 100),
                 ban(6, "alice", "sshd", "0.0.0.0", 100),
                 ban(7, "alice", "sshd", "255.255.255.255", 100),
                 ban(8, "alice", "sshd", "ff02::1", 100),
@@ -539,6 +551,30 @@ mod tests {
         };
         let (list, _) = s.list(at(10), &nginx);
         assert_eq!((list.len(), list[0].expires), (1, Some(at(200))));
+    }
+
+    #[test]
+    fn a_pardon_ends_an_operator_ban_for_good_and_future_times_count_from_arrival() {
+        let mut s = empty();
+        let op = Control::ban("op", "198.51.100.9".parse().unwrap(), -1, "scanner").unwrap();
+        let pardon =
+            Control::pardon("op", "198.51.100.9/32".parse().unwrap(), None, "ours").unwrap();
+        let pardon_id = pardon.id;
+        s.apply(vec![], vec![control(1, op), control(2, pardon)]);
+        s.apply(
+            vec![],
+            vec![control(
+                3,
+                Control::revoke("op", pardon_id, "done").unwrap(),
+            )],
+        );
+        assert!(s.list(at(10), &Filter::default()).0.is_empty());
+        // Stamped ten years ahead, received at at(0): a 600 s ban ends at at(600).
+        let mut late = ban(4, "alice", "sshd", "192.0.2.9", 600);
+        late.event.time = at(10 * 365 * 86_400);
+        s.apply(vec![late], vec![]);
+        let (list, _) = s.list(at(10), &Filter::default());
+        assert_eq!(list[0].expires, Some(at(600)));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The operator commands: `migrate`, `history`, `active`, `export`, `stats`.
 
-use crate::blocklist::{Family, Filter, Listed, Snapshot};
+use crate::blocklist::{self, Family, Filter, Listed, Snapshot};
 use crate::db::Db;
 use crate::query::{self, HistoryFilter};
 use crate::report::{self, Format, Naming};
@@ -32,7 +32,8 @@ pub async fn history(db: &Db, filter: &HistoryFilter, json: bool) -> anyhow::Res
 /// The bans active now that `filter` wants.
 async fn active_list(db: &Db, config: &Config, filter: &Filter) -> anyhow::Result<Vec<Listed>> {
     filter.check().map_err(anyhow::Error::msg)?;
-    let snapshot = Snapshot::load(db, &config.archiver.feed_allowlist).await?;
+    let upto = blocklist::archived_seq(db).await?;
+    let snapshot = Snapshot::load(db, &blocklist::never_nets(config).await, upto).await?;
     Ok(snapshot.list(SystemTime::now(), filter).0)
 }
 

@@ -50,6 +50,17 @@ pub fn differences(have: &consumer::Config, want: &pull::Config) -> Vec<&'static
     out
 }
 
+/// The stream sequence below which everything is in the database: the durable consumer's ack
+/// floor (an archiver acks a message only after its batch committed, and a duplicate or a
+/// reject is acked too, so there are no holes below it).
+pub async fn committed(stream: &Stream, name: &str) -> Result<u64, String> {
+    let info = stream
+        .consumer_info(name)
+        .await
+        .map_err(|e| format!("cannot read the archiver consumer: {e}"))?;
+    Ok(info.ack_floor.stream_sequence)
+}
+
 /// Checks the consumer once, restoring it when changed or missing; `floor` is the last ack
 /// floor seen, where a re-created consumer resumes. Returns the current ack floor.
 pub async fn check(

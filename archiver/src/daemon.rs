@@ -104,7 +104,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             requests,
             db.clone(),
             conn.client.clone(),
-            stream,
+            stream.clone(),
             prefix,
             consumer,
             metrics.clone(),
@@ -117,7 +117,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             http::serve(
                 addr,
                 db.clone(),
-                archiver.clone(),
+                stream.clone(),
+                config.clone(),
                 metrics.clone(),
                 shutdown.clone(),
             ),

@@ -8,14 +8,15 @@
 //! With `http_tokens` set, every request needs `Authorization: Bearer <one of them>` (compared
 //! in constant time). Lists carry a strong `ETag` (a digest of the body) and answer
 //! `If-None-Match` with 304; gzip when the client accepts it. A rendered list is kept until the
-//! archive moves on or a ban in it ends, so a poll while nothing changed costs two index
-//! lookups.
+//! archive moves on (the archiver consumer's ack floor: everything below it is committed) or a
+//! ban in it ends, so a poll while nothing changed costs no database query.
 
 use crate::blocklist::{Family, Filter, Snapshot};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::query::{self, HistoryFilter};
 use crate::report::{self, Format, Naming, check_list_name};
+use async_nats::jetstream::stream::Stream;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -25,17 +26,22 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use ipnet::IpNet;
 use md5::{Digest, Md5};
-use shared_f2b::config::ArchiverConfig;
+use shared_f2b::Config;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-/// Rendered lists kept at most (one per format, filter and name asked for).
+/// Rendered lists kept at most (one per format, filter and name asked for), and their bytes
+/// at most (gzip included): a token holder asking for many variants cannot fill the memory.
 const RENDERED_MAX: usize = 64;
+const RENDERED_BYTES: usize = 16 << 20;
+/// How often the committed stream sequence is asked of NATS (a new ban shows in the feeds
+/// this much later at most).
+const FLOOR_EVERY: Duration = Duration::from_millis(250);
 /// The most history rows one request returns.
 const HISTORY_MAX: i64 = 1000;
 
@@ -110,8 +116,11 @@ fn list_request(pairs: &[(String, String)]) -> Result<ListRequest, String> {
         family: seen.get("family").map(|f| Family::parse(f)).transpose()?,
     };
     filter.check()?;
-    let name = seen.get("name").unwrap_or(&"shared-f2b").to_string();
+    let mut name = seen.get("name").unwrap_or(&"shared-f2b").to_string();
     check_list_name(&name)?;
+    if !format.uses_name() {
+        name = Naming::default().name; // one rendering whatever name was given
+    }
     Ok(ListRequest {
         format,
         filter,
@@ -133,6 +142,11 @@ impl Rendered {
         self.generation == generation && self.valid_until.is_none_or(|end| now < end)
     }
 
+    /// Bytes it holds (the gzip form counted once made).
+    fn size(&self) -> usize {
+        self.body.len() + self.gzip.get().map_or(0, |g| g.len())
+    }
+
     fn gzipped(&self) -> &axum::body::Bytes {
         self.gzip.get_or_init(|| {
             let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
@@ -150,6 +164,11 @@ struct Feeds {
     public_url: Option<String>,
     /// `feed_allowlist`.
     never: Vec<IpNet>,
+    stream: Stream,
+    /// The archiver consumer, whose ack floor marks what is committed.
+    consumer: String,
+    /// When that floor was last asked for, and what it was.
+    floor: tokio::sync::Mutex<Option<(Instant, u64)>>,
     snapshot: tokio::sync::Mutex<Option<Snapshot>>,
     rendered: Mutex<HashMap<ListRequest, Arc<Rendered>>>,
     metrics: Metrics,
@@ -172,7 +191,9 @@ impl Feeds {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
             .ok_or(HttpError::Unauthorized)?;
         let given = digest(given.trim().as_bytes());
         // Every token compared, so the time does not tell which one matched.
@@ -180,17 +201,38 @@ impl Feeds {
         matched.then_some(()).ok_or(HttpError::Unauthorized)
     }
 
+    /// The stream sequence the archive is committed up to (the archiver consumer's ack floor),
+    /// asked of NATS at most every [`FLOOR_EVERY`]; while NATS cannot answer, what the
+    /// database holds.
+    async fn committed(&self) -> Result<u64, HttpError> {
+        let mut floor = self.floor.lock().await;
+        if let Some((at, seq)) = *floor
+            && at.elapsed() < FLOOR_EVERY
+        {
+            return Ok(seq);
+        }
+        let seq = match crate::consumer::committed(&self.stream, &self.consumer).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::warn!(error = %e, "feeds: using what the database holds");
+                crate::blocklist::archived_seq(&self.db).await?
+            }
+        };
+        *floor = Some((Instant::now(), seq));
+        Ok(seq)
+    }
+
     /// The list as rendered now, rendering it when the archive moved on or an entry ended.
     async fn list(&self, request: &ListRequest) -> Result<Arc<Rendered>, HttpError> {
-        let mark = crate::blocklist::Mark::read(&self.db).await?;
         let mut guard = self.snapshot.lock().await;
+        let upto = self.committed().await?;
         let current = match guard.as_mut() {
-            Some(snapshot) => snapshot.refresh(&self.db, mark).await?,
+            Some(snapshot) => snapshot.refresh(&self.db, upto).await?,
             None => false,
         };
         if !current {
-            let started = std::time::Instant::now();
-            *guard = Some(Snapshot::load(&self.db, &self.never).await?);
+            let started = Instant::now();
+            *guard = Some(Snapshot::load(&self.db, &self.never, upto).await?);
             tracing::info!(took = ?started.elapsed(), "blocklist loaded from the archive");
         }
         let snapshot = guard.as_ref().expect("loaded above");
@@ -218,7 +260,8 @@ impl Feeds {
         });
         let mut kept = self.rendered.lock().expect("not poisoned");
         kept.retain(|_, r| r.fresh(generation, now));
-        if kept.len() >= RENDERED_MAX {
+        let bytes: usize = kept.values().map(|r| r.size()).sum();
+        if kept.len() >= RENDERED_MAX || bytes + rendered.size() > RENDERED_BYTES {
             kept.clear();
         }
         kept.insert(request.clone(), rendered.clone());
@@ -230,7 +273,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether the client takes gzip (`Accept-Encoding`, a `q=0` refuses).
+/// Whether the client takes gzip (`Accept-Encoding`): as it names `gzip`, else as it names
+/// `*`; a `q=0` refuses.
 fn accepts_gzip(headers: &HeaderMap) -> bool {
     let Some(accepted) = headers
         .get(header::ACCEPT_ENCODING)
@@ -238,16 +282,20 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    accepted.split(',').any(|item| {
-        let mut parts = item.split(';').map(str::trim);
-        let coding = parts.next().unwrap_or_default();
-        let refused = parts.any(|p| {
-            p.strip_prefix("q=")
-                .and_then(|q| q.parse::<f32>().ok())
-                .is_some_and(|q| q == 0.0)
-        });
-        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
-    })
+    let weight = |wanted: &str| {
+        accepted.split(',').find_map(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or_default();
+            coding.eq_ignore_ascii_case(wanted).then(|| {
+                parts
+                    .find_map(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()))
+                    .unwrap_or(1.0)
+            })
+        })
+    };
+    weight("gzip")
+        .or_else(|| weight("*"))
+        .is_some_and(|q| q > 0.0)
 }
 
 /// Whether `If-None-Match` names `etag` (or is `*`); weak tags compare by their value.
@@ -347,23 +395,28 @@ async fn history(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// Serves the feeds on `addr` with the `[archiver]` settings until `shutdown`.
+/// Serves the feeds on `addr` with the config's `[archiver]` settings until `shutdown`.
 pub async fn serve(
     addr: SocketAddr,
     db: Db,
-    config: ArchiverConfig,
+    stream: Stream,
+    config: Config,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let archiver = &config.archiver;
     let feeds = Arc::new(Feeds {
-        db,
-        tokens: config
+        tokens: archiver
             .http_tokens
             .iter()
             .map(|t| digest(t.expose().as_bytes()))
             .collect(),
-        public_url: config.public_url,
-        never: config.feed_allowlist,
+        public_url: archiver.public_url.clone(),
+        never: crate::blocklist::never_nets(&config).await,
+        stream,
+        consumer: archiver.archiver_consumer.clone(),
+        floor: tokio::sync::Mutex::new(None),
+        db,
         snapshot: tokio::sync::Mutex::new(None),
         rendered: Mutex::new(HashMap::new()),
         metrics,
@@ -384,9 +437,7 @@ pub async fn serve(
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     tracing::info!(%addr, "serving the feeds (/v1/blocklist, /v1/history)");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    shared_f2b::http::serve(listener, app, shutdown).await
 }
 
 #[cfg(test)]
@@ -439,6 +490,12 @@ mod tests {
         assert!(accepts_gzip(&h));
         h.insert(header::ACCEPT_ENCODING, "gzip;q=0, br".parse().unwrap());
         assert!(!accepts_gzip(&h));
+        h.insert(header::ACCEPT_ENCODING, "gzip;q=0, *".parse().unwrap());
+        assert!(!accepts_gzip(&h));
+        h.insert(header::ACCEPT_ENCODING, "*;q=1, gzip;q=0".parse().unwrap());
+        assert!(!accepts_gzip(&h));
+        h.insert(header::ACCEPT_ENCODING, "br, *".parse().unwrap());
+        assert!(accepts_gzip(&h));
         h.insert(header::IF_NONE_MATCH, "\"a\", W/\"b\"".parse().unwrap());
         assert!(not_modified(&h, "\"b\""));
         assert!(!not_modified(&h, "\"c\""));

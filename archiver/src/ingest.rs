@@ -11,7 +11,7 @@ use crate::store::{self, Archived, ArchivedControl, Reject};
 use async_nats::jetstream::{AckKind, Message, stream::Stream};
 use futures::StreamExt;
 use shared_f2b::inbound::{Received, decode_any};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 /// Messages taken per batch.
@@ -112,7 +112,15 @@ async fn archive(
     for m in &messages {
         let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
         match decode_any(prefix, &m.subject, &m.payload) {
-            Ok(Received::Event(event)) => events.push(Archived { event, seq }),
+            Ok(Received::Event(mut event)) => {
+                let claimed = event.time;
+                if event.clamp_time(SystemTime::now()) {
+                    tracing::warn!(origin = %event.origin, seq,
+                        claimed = %crate::report::when(claimed),
+                        "event stamped in the future (clock skew or a hostile host); archived as made now");
+                }
+                events.push(Archived { event, seq })
+            }
             Ok(Received::Control(control)) => {
                 tracing::info!(id = %control.id, kind = control.kind.as_str(),
                     operator = %control.operator, seq, "control event");

@@ -4,7 +4,7 @@
 use crate::db::Db;
 use crate::store::{ip_key, ms};
 use shared_f2b::control::{Control, ControlKind, parse_net};
-use shared_f2b::event::{Action, Event, SCHEMA_VERSION, parse_ip};
+use shared_f2b::event::{Action, Event, MAX_SKEW, SCHEMA_VERSION, parse_ip};
 use sqlx::any::AnyRow;
 use sqlx::{Any, QueryBuilder, Row};
 use std::net::IpAddr;
@@ -260,8 +260,8 @@ fn decode_control(row: &AnyRow) -> Result<StoredControl, sqlx::Error> {
     })
 }
 
-/// A control event is in force while it is a pardon, allow or ban that has not ended and that
-/// no revoke names.
+/// A control event is in force while it is a pardon, allow or ban that has not ended, that no
+/// revoke names and (a ban) that no later pardon or allow covers.
 fn in_force_conditions(q: &mut QueryBuilder<Any>, now: SystemTime, until_seq: u64) {
     q.push(" AND c.stream_seq <= ").push_bind(until_seq as i64);
     q.push(" AND c.kind IN (")
@@ -275,6 +275,18 @@ fn in_force_conditions(q: &mut QueryBuilder<Any>, now: SystemTime, until_seq: u6
         .push(") AND NOT EXISTS (SELECT 1 FROM f2b_control r WHERE r.revokes = c.event_id AND r.kind = ")
         .push_bind(ControlKind::Revoke.as_str())
         .push(")");
+    // An operator's ban a later pardon or allow covers ended with it (and stays ended after
+    // it, as on the hosts that lifted it).
+    q.push(" AND NOT (c.kind = ")
+        .push_bind(ControlKind::Ban.as_str())
+        .push(" AND EXISTS (SELECT 1 FROM f2b_control p WHERE p.kind IN (")
+        .push_bind(ControlKind::Pardon.as_str())
+        .push(", ")
+        .push_bind(ControlKind::Allow.as_str())
+        .push(
+            ") AND p.stream_seq > c.stream_seq AND c.net_lo BETWEEN p.net_lo AND p.net_hi \
+             AND (p.net_text LIKE '%:%') = (c.net_text LIKE '%:%')))",
+        );
 }
 
 /// One page of the control events in force at `now`, archived up to stream sequence
@@ -300,6 +312,21 @@ pub async fn controls_count(db: &Db, now: SystemTime, until_seq: u64) -> Result<
     q.push(" WHERE 1 = 1");
     in_force_conditions(&mut q, now, until_seq);
     fetch_count(db, q).await
+}
+
+/// Every event with stream sequence in `(after, until_seq]`, in stream order, at most `limit`.
+pub async fn events_between(
+    db: &Db,
+    after: u64,
+    until_seq: u64,
+    limit: usize,
+) -> Result<Vec<Stored>, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new(EVENT_COLUMNS);
+    q.push(" WHERE b.stream_seq > ").push_bind(after as i64);
+    q.push(" AND b.stream_seq <= ").push_bind(until_seq as i64);
+    q.push(" ORDER BY b.stream_seq LIMIT ")
+        .push_bind(limit as i64);
+    fetch_events(db, q).await
 }
 
 /// The control events with stream sequence in `(after, until_seq]` (every kind), in stream
@@ -447,6 +474,10 @@ pub async fn bans_between(
             .push_bind(row as i64)
             .push("))");
     }
+    // Not what a host stamped in the future (archived before ingest took such times as made
+    // on arrival): a day years ahead is no indicator.
+    q.push(" AND b.event_time_ms <= b.received_ms + ")
+        .push_bind(MAX_SKEW.as_millis() as i64);
     q.push(" AND NOT ");
     pardoned_since(&mut q);
     q.push(" ORDER BY b.event_time_ms, b.id LIMIT ")

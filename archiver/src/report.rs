@@ -5,10 +5,13 @@ use crate::blocklist::Listed;
 use crate::query::{Stat, Stored};
 use serde_json::json;
 use std::fmt::Write;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-fn when(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+/// A time as RFC 3339 in UTC, never past 9999-12-31T23:59:59Z (RFC 3339 has four-digit
+/// years; a ban ending later is written as ending then).
+pub fn when(t: SystemTime) -> String {
+    let latest = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    humantime::format_rfc3339_seconds(t.min(latest)).to_string()
 }
 
 /// `history` as a table.
@@ -95,6 +98,14 @@ impl Format {
         Format::from_str(word, false)
             .ok()
             .filter(|f| *f != Format::MispFeed)
+    }
+
+    /// Whether a list in it names its table, sets or address list (`name`).
+    pub fn uses_name(self) -> bool {
+        matches!(
+            self,
+            Format::Nftables | Format::Ipset | Format::Mikrotik | Format::Zeek
+        )
     }
 
     /// The `Content-Type` it is served with.

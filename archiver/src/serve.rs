@@ -177,12 +177,7 @@ impl Source {
 
     /// Everything up to the archiver consumer's ack floor is committed to the database.
     async fn committed_seq(&self) -> Result<u64, String> {
-        let info = self
-            .stream
-            .consumer_info(&self.consumer_name)
-            .await
-            .map_err(|e| format!("cannot read the archiver consumer: {e}"))?;
-        Ok(info.ack_floor.stream_sequence)
+        crate::consumer::committed(&self.stream, &self.consumer_name).await
     }
 
     async fn active(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, String> {

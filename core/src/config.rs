@@ -320,7 +320,8 @@ pub struct ArchiverConfig {
     /// Where to serve the feeds (`/v1/blocklist`, `/v1/history`); off when unset.
     pub http_listen: Option<std::net::SocketAddr>,
     /// Nets the feeds never list (the site's own networks, its upstream, partners): a firewall
-    /// loading a feed must never drop them, whatever a host reported.
+    /// loading a feed must never drop them, whatever a host reported. Loopback, link-local,
+    /// multicast and the NATS servers are left out anyway.
     pub feed_allowlist: Vec<IpNet>,
     /// Bearer tokens the feeds accept; none: the feeds are open to whoever reaches them.
     pub http_tokens: Vec<Secret>,
@@ -433,7 +434,7 @@ impl Default for ArchiverConfig {
             auto_migrate: true,
             metrics_listen: None,
             http_listen: None,
-            feed_allowlist: default_allowlist(),
+            feed_allowlist: Vec::new(),
             http_tokens: Vec::new(),
             public_url: None,
             misp: None,
@@ -441,8 +442,7 @@ impl Default for ArchiverConfig {
     }
 }
 
-/// Loopback and link-local: never banned by a subscriber nor listed by a feed unless a config
-/// says otherwise.
+/// Loopback and link-local: never banned by a subscriber unless its config says otherwise.
 fn default_allowlist() -> Vec<IpNet> {
     ["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10"]
         .iter()

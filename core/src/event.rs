@@ -101,6 +101,10 @@ pub fn parse_ip(text: &str) -> Result<IpAddr, EventError> {
         .map_err(|_| EventError::BadIp(text.to_owned()))
 }
 
+/// How far ahead of the receiver's clock an event's time may be before it is taken as made
+/// on arrival ([`Event::clamp_time`]).
+pub const MAX_SKEW: Duration = Duration::from_secs(300);
+
 /// Checks a jail name.
 pub fn validate_jail(jail: &str) -> Result<(), EventError> {
     let ok = !jail.is_empty()
@@ -200,6 +204,17 @@ impl Event {
         }
         self.time
             .checked_add(Duration::from_secs(self.bantime.max(0) as u64))
+    }
+
+    /// Takes an event stamped more than [`MAX_SKEW`] after `now` as made `now`: a fast (or
+    /// hostile) clock at the origin must not stretch a ban, nor date it years ahead. Returns
+    /// whether it changed the time.
+    pub fn clamp_time(&mut self, now: SystemTime) -> bool {
+        let late = self.time > now + MAX_SKEW;
+        if late {
+            self.time = truncate_to_millis(now);
+        }
+        late
     }
 
     /// Whether the ban is over at `now` (a permanent ban never is).

@@ -101,9 +101,7 @@ pub async fn serve(
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     tracing::info!(%addr, "serving /metrics and /healthz");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    crate::http::serve(listener, app, shutdown).await
 }
 
 /// Tells systemd (`Type=notify`) the daemon is ready; a no-op outside systemd.

@@ -29,9 +29,6 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-/// How far in the future an event's time may be before it is taken as "now".
-pub const MAX_SKEW: Duration = Duration::from_secs(300);
-
 /// Why an event is not applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -256,10 +253,7 @@ impl Admission {
             Err(r) if r.reason == "spoofed_origin" => return drop(Reason::SpoofedOrigin, r.detail),
             Err(r) => return drop(Reason::Invalid(r.reason), r.detail),
         };
-        if event.time > now + MAX_SKEW {
-            // A fast clock at the origin must not stretch a ban: taken as made now.
-            event.time = now;
-        }
+        event.clamp_time(now);
         if event.origin == self.host_id && !self.include_own {
             return drop(Reason::Own, "");
         }

@@ -6,6 +6,7 @@ mod cluster;
 mod control;
 mod faults;
 mod feeds;
+mod feeds_attack;
 mod health;
 mod install;
 mod misp;
