@@ -41,7 +41,7 @@ const RENDERED_MAX: usize = 64;
 const RENDERED_BYTES: usize = 16 << 20;
 /// How often the committed stream sequence is asked of NATS (a new ban shows in the feeds
 /// this much later at most).
-const FLOOR_EVERY: Duration = Duration::from_millis(250);
+const FLOOR_EVERY: Duration = Duration::from_millis(100);
 /// The most history rows one request returns.
 const HISTORY_MAX: i64 = 1000;
 

@@ -89,7 +89,7 @@ impl Site {
         got.text().lines().map(str::to_owned).collect()
     }
 
-    /// The list once it shows `want` (the feeds follow what is committed within 250 ms), or
+    /// The list once it shows `want` (the feeds follow what is committed within 100 ms), or
     /// what it shows after 5 s.
     fn plain_when(&self, query: &str, want: &[&str]) -> Vec<String> {
         let start = std::time::Instant::now();
