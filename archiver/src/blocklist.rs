@@ -32,7 +32,7 @@ fn next_generation() -> u64 {
 /// Rows read per query while loading.
 const PAGE: usize = 10_000;
 /// After this long a snapshot is loaded afresh (rows changed behind its mark: retention).
-pub const MAX_AGE: Duration = Duration::from_secs(600);
+const MAX_AGE: Duration = Duration::from_secs(600);
 /// More new rows than this since the mark: load afresh rather than apply them one by one.
 const MAX_DELTA: u64 = 50_000;
 
@@ -161,6 +161,8 @@ pub struct Snapshot {
     orders: Vec<Order>,
     /// Nets never listed ([`never_nets`]).
     never: Vec<IpNet>,
+    /// The longest a host's ban is listed (`[archiver] feed_max_bantime`).
+    max_bantime: Duration,
 }
 
 fn opt_ms(t: Option<SystemTime>) -> Option<i64> {
@@ -174,8 +176,13 @@ fn later(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 
 impl Snapshot {
     /// Loads the active bans and the orders in force archived up to stream sequence `upto`;
-    /// nothing in `never` is ever listed.
-    pub async fn load(db: &Db, never: &[IpNet], upto: u64) -> Result<Snapshot, sqlx::Error> {
+    /// nothing in `never` is ever listed, no host's ban longer than `max_bantime`.
+    pub async fn load(
+        db: &Db,
+        never: &[IpNet],
+        max_bantime: Duration,
+        upto: u64,
+    ) -> Result<Snapshot, sqlx::Error> {
         let now = SystemTime::now();
         let all = ["*".to_owned()];
         let mut snapshot = Snapshot {
@@ -185,6 +192,7 @@ impl Snapshot {
             bans: BTreeMap::new(),
             orders: Vec::new(),
             never: never.to_vec(),
+            max_bantime,
         };
         let mut after = 0;
         loop {
@@ -201,7 +209,10 @@ impl Snapshot {
             let page = query::controls_page(db, now, after, upto, PAGE).await?;
             after = page.last().map_or(after, |s| s.row_id);
             let done = page.len() < PAGE;
-            page.into_iter().for_each(|s| snapshot.order(s.control));
+            // As they stand now: the bans they lifted are already left out above (and those
+            // that came after them, which they shield, are kept for when they end).
+            page.into_iter()
+                .for_each(|s| snapshot.push_order(s.control));
             if done {
                 break;
             }
@@ -210,12 +221,16 @@ impl Snapshot {
     }
 
     /// Brings it to stream sequence `upto` with the rows archived since its mark; `false`
-    /// when it is better loaded afresh (too old, too far behind, or the archive went back).
+    /// when it is better loaded afresh (too old, too far behind).
     pub async fn refresh(&mut self, db: &Db, upto: u64) -> Result<bool, sqlx::Error> {
         if upto == self.mark {
             return Ok(self.loaded.elapsed() < MAX_AGE);
         }
-        if upto < self.mark || upto - self.mark > MAX_DELTA || self.loaded.elapsed() >= MAX_AGE {
+        if upto < self.mark {
+            // Read before another request moved it on: nothing new for this one.
+            return Ok(self.loaded.elapsed() < MAX_AGE);
+        }
+        if upto - self.mark > MAX_DELTA || self.loaded.elapsed() >= MAX_AGE {
             return Ok(false);
         }
         let limit = MAX_DELTA as usize;
@@ -253,10 +268,13 @@ impl Snapshot {
 
     fn hold(&mut self, s: &Stored) {
         let e = &s.event;
-        // As ingest takes it now: a time stamped far ahead of its arrival counts from then.
+        // As ingest takes it now: a time stamped far ahead of its arrival counts from then;
+        // and, like a subscriber, no host's ban lasts longer than `max_bantime` (a permanent
+        // one included).
         let mut clamped = e.clone();
         clamped.clamp_time(s.received);
-        let expires_ms = opt_ms(clamped.expires());
+        let cap = ms(clamped.time) + self.max_bantime.as_millis() as i64;
+        let expires_ms = Some(opt_ms(clamped.expires()).map_or(cap, |end| end.min(cap)));
         let held = self.bans.entry(e.ip).or_default();
         match held
             .iter_mut()
@@ -312,11 +330,6 @@ impl Snapshot {
         }
         let until_ms = opt_ms(control.until);
         self.orders.push(Order { control, until_ms });
-    }
-
-    /// The stream sequence it stands at.
-    pub fn mark(&self) -> u64 {
-        self.mark
     }
 
     /// Changes with every change applied.
@@ -494,6 +507,7 @@ mod tests {
             bans: BTreeMap::new(),
             orders: Vec::new(),
             never: vec!["10.0.0.0/8".parse().unwrap()],
+            max_bantime: Duration::from_secs(30 * 86_400),
         }
     }
 
@@ -531,7 +545,8 @@ mod tests {
         assert_eq!(list[0].reporters, 2);
         assert_eq!(list[0].jails, ["nginx", "sshd"]);
         assert_eq!(list[0].expires, Some(at(300)));
-        assert_eq!(list[1].expires, None);
+        // A host's permanent ban is listed for max_bantime from when it was made.
+        assert_eq!(list[1].expires, Some(at(30 * 86_400)));
         assert_eq!(next, Some(at(100)));
         let two = Filter {
             min_reporters: 2,

@@ -33,7 +33,8 @@ pub async fn history(db: &Db, filter: &HistoryFilter, json: bool) -> anyhow::Res
 async fn active_list(db: &Db, config: &Config, filter: &Filter) -> anyhow::Result<Vec<Listed>> {
     filter.check().map_err(anyhow::Error::msg)?;
     let upto = blocklist::archived_seq(db).await?;
-    let snapshot = Snapshot::load(db, &blocklist::never_nets(config).await, upto).await?;
+    let never = blocklist::never_nets(config).await;
+    let snapshot = Snapshot::load(db, &never, config.archiver.feed_max_bantime, upto).await?;
     Ok(snapshot.list(SystemTime::now(), filter).0)
 }
 
@@ -133,7 +134,8 @@ pub async fn misp_feed(
     since: Option<SystemTime>,
 ) -> anyhow::Result<()> {
     let misp = misp_config(config)?;
-    let s = crate::misp::write_feed(db, misp, &config.archiver.feed_allowlist, out, since).await?;
+    let s =
+        crate::misp::write_feed(db, misp, &blocklist::never_nets(config).await, out, since).await?;
     println!(
         "MISP feed {}: {} days with {} bans ({} files changed, {} emptied days removed); \
          {} events in the feed",
@@ -167,7 +169,14 @@ pub async fn misp_push(
 ) -> anyhow::Result<()> {
     let misp = misp_config(config)?;
     let target = crate::misp::Target::new(url, key_file)?;
-    let s = crate::misp::push(db, misp, &config.archiver.feed_allowlist, &target, since).await?;
+    let s = crate::misp::push(
+        db,
+        misp,
+        &blocklist::never_nets(config).await,
+        &target,
+        since,
+    )
+    .await?;
     println!(
         "MISP {url}: {} days with {} bans sent ({} created, {} updated, {} unchanged)",
         s.days, s.bans, s.created, s.updated, s.unchanged

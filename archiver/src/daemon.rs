@@ -3,7 +3,7 @@
 
 use crate::db::Db;
 use crate::metrics::Metrics;
-use crate::{consumer, http, ingest, serve, store};
+use crate::{consumer, feeds, ingest, serve, store};
 use anyhow::Context;
 use shared_f2b::Config;
 use shared_f2b::health::{self, Check, Health};
@@ -114,7 +114,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(addr) = archiver.http_listen {
         tasks.spawn(
             "feeds",
-            http::serve(
+            feeds::serve(
                 addr,
                 db.clone(),
                 stream.clone(),

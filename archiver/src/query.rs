@@ -450,7 +450,8 @@ pub async fn stats(db: &Db) -> Result<(Vec<Stat>, Vec<Stat>, Vec<Stat>), sqlx::E
 
 /// One page of the ban events whose event time is in `[from, to)`, in event-time then row
 /// order, after the `(event time, row id)` cursor `after`, leaving out those an operator
-/// pardoned or allowed since (the MISP feed: mistakes, not offences).
+/// pardoned or allowed since or that one shielded when they arrived (the MISP feed: mistakes,
+/// not offences).
 pub async fn bans_between(
     db: &Db,
     from: SystemTime,
@@ -480,6 +481,19 @@ pub async fn bans_between(
         .push_bind(MAX_SKEW.as_millis() as i64);
     q.push(" AND NOT ");
     pardoned_since(&mut q);
+    // Nor those a pardon or allow in force when they arrived shielded (no host applied them).
+    q.push(" AND NOT EXISTS (SELECT 1 FROM f2b_control a WHERE a.kind IN (")
+        .push_bind(ControlKind::Pardon.as_str())
+        .push(", ")
+        .push_bind(ControlKind::Allow.as_str())
+        .push(
+            ") AND a.stream_seq < b.stream_seq \
+             AND (a.until_ms IS NULL OR a.until_ms > b.received_ms) \
+             AND b.ip BETWEEN a.net_lo AND a.net_hi \
+             AND (a.net_text LIKE '%:%') = (b.ip_text LIKE '%:%') \
+             AND NOT EXISTS (SELECT 1 FROM f2b_control r WHERE r.revokes = a.event_id \
+             AND r.stream_seq < b.stream_seq))",
+        );
     q.push(" ORDER BY b.event_time_ms, b.id LIMIT ")
         .push_bind(limit as i64);
     fetch_events(db, q).await

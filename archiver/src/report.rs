@@ -14,6 +14,11 @@ pub fn when(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t.min(latest)).to_string()
 }
 
+/// Bytes as lower-case hex (digests in ETags and MISP hash lists).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// `history` as a table.
 pub fn history_table(rows: &[Stored]) -> String {
     let mut out = format!(
@@ -136,10 +141,14 @@ impl Default for Naming {
     }
 }
 
-/// Whether `name` can name a table, set or address list: 1-32 letters, digits, `_` and `-`,
-/// starting with a letter (nothing a firewall's parser could read as more).
+/// The size of the ipset sets (fixed: `create -exist` refuses a set made with another).
+const IPSET_MAXELEM: usize = 1 << 20;
+
+/// Whether `name` can name a table, set or address list: 1-24 letters, digits, `_` and `-`,
+/// starting with a letter (nothing a firewall's parser could read as more; ipset names, with
+/// `-v4-new` added, stay within its 31 characters).
 pub fn check_list_name(name: &str) -> Result<(), String> {
-    let ok = (1..=32).contains(&name.len())
+    let ok = (1..=24).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name
             .bytes()
@@ -148,7 +157,7 @@ pub fn check_list_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "name {name:?}: use 1-32 letters, digits, '_' and '-', starting with a letter"
+            "name {name:?}: use 1-24 letters, digits, '_' and '-', starting with a letter"
         ))
     }
 }
@@ -182,6 +191,9 @@ pub fn export(format: Format, list: &[Listed], naming: &Naming) -> String {
             out = serde_json::to_string(&items).expect("serialises") + "\n";
         }
         Format::Nftables => {
+            // Replaces the table whole, atomically (`nft -f` applies a file as one
+            // transaction): addresses no longer listed leave, rules are not added twice.
+            let _ = writeln!(out, "table inet {name} {{}}\ndelete table inet {name}");
             let _ = writeln!(out, "table inet {name} {{");
             for (set, kind, ips) in [
                 ("banned_v4", "ipv4_addr", &v4),
@@ -200,22 +212,32 @@ pub fn export(format: Format, list: &[Listed], naming: &Naming) -> String {
                 }
                 let _ = writeln!(out, "\t}}");
             }
-            let _ = writeln!(
-                out,
-                "\tchain input {{\n\t\ttype filter hook input priority -10; policy accept;\n\
-                 \t\tip saddr @banned_v4 drop\n\t\tip6 saddr @banned_v6 drop\n\t}}\n}}"
-            );
-        }
-        Format::Ipset => {
-            for (suffix, family, ips) in [("v4", "inet", &v4), ("v6", "inet6", &v6)] {
+            for (chain, hook) in [("input", "input"), ("forward", "forward")] {
                 let _ = writeln!(
                     out,
-                    "create {name}-{suffix} hash:ip family {family} maxelem {} -exist",
-                    ips.len().max(65_536).next_power_of_two()
+                    "\tchain {chain} {{\n\t\ttype filter hook {hook} priority -10; policy accept;\n\
+                     \t\tip saddr @banned_v4 drop\n\t\tip6 saddr @banned_v6 drop\n\t}}"
                 );
-                for l in ips.iter() {
-                    let _ = writeln!(out, "add {name}-{suffix} {} -exist", l.ip);
+            }
+            out.push_str("}\n");
+        }
+        Format::Ipset => {
+            // Filled under a new name, then swapped in (atomic) and the old one destroyed:
+            // addresses no longer listed leave.
+            for (suffix, family, ips) in [("v4", "inet", &v4), ("v6", "inet6", &v6)] {
+                let set = format!("{name}-{suffix}");
+                let new = format!("{set}-new");
+                for s in [&set, &new] {
+                    let _ = writeln!(
+                        out,
+                        "create {s} hash:ip family {family} maxelem {IPSET_MAXELEM} -exist"
+                    );
                 }
+                let _ = writeln!(out, "flush {new}");
+                for l in ips.iter() {
+                    let _ = writeln!(out, "add {new} {} -exist", l.ip);
+                }
+                let _ = writeln!(out, "swap {new} {set}\ndestroy {new}");
             }
         }
         Format::Mikrotik => {
@@ -343,9 +365,10 @@ mod tests {
     #[test]
     fn ipset_puts_each_family_in_its_set() {
         let text = export(Format::Ipset, &list(), &naming());
-        assert!(text.contains("create shared-f2b-v4 hash:ip family inet maxelem 65536 -exist"));
-        assert!(text.contains("add shared-f2b-v4 198.51.100.7 -exist"));
-        assert!(text.contains("add shared-f2b-v6 2001:db8::1 -exist"));
+        assert!(text.contains("create shared-f2b-v4 hash:ip family inet maxelem 1048576 -exist"));
+        assert!(text.contains("add shared-f2b-v4-new 198.51.100.7 -exist"));
+        assert!(text.contains("add shared-f2b-v6-new 2001:db8::1 -exist"));
+        assert!(text.contains("swap shared-f2b-v4-new shared-f2b-v4\ndestroy shared-f2b-v4-new"));
     }
 
     #[test]
@@ -390,9 +413,15 @@ mod tests {
     }
 
     #[test]
+    fn times_past_the_year_9999_print_as_its_last_second() {
+        let far = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(when(far), "9999-12-31T23:59:59Z");
+    }
+
+    #[test]
     fn list_names_are_checked() {
         assert!(check_list_name("shared-f2b").is_ok());
-        for bad in ["", "1x", "a b", "a;b", "a\"b", &"x".repeat(33)] {
+        for bad in ["", "1x", "a b", "a;b", "a\"b", &"x".repeat(25)] {
             assert!(check_list_name(bad).is_err(), "{bad}");
         }
         assert_eq!(Format::parse("zeek"), Some(Format::Zeek));

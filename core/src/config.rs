@@ -323,6 +323,10 @@ pub struct ArchiverConfig {
     /// loading a feed must never drop them, whatever a host reported. Loopback, link-local,
     /// multicast and the NATS servers are left out anyway.
     pub feed_allowlist: Vec<IpNet>,
+    /// The longest a host's ban stays in the feeds, a permanent one included (as a
+    /// subscriber's `max_bantime`); an operator's ban is listed as ordered.
+    #[serde(with = "humantime_serde")]
+    pub feed_max_bantime: Duration,
     /// Bearer tokens the feeds accept; none: the feeds are open to whoever reaches them.
     pub http_tokens: Vec<Secret>,
     /// The address others reach `http_listen` at (e.g. behind a proxy); Zeek's `meta.url`
@@ -399,6 +403,9 @@ impl MispConfig {
 
 impl ArchiverConfig {
     fn check(&self) -> Result<(), String> {
+        if self.feed_max_bantime.is_zero() {
+            return Err("archiver.feed_max_bantime must be longer than 0s".into());
+        }
         for token in &self.http_tokens {
             let t = token.expose();
             if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
@@ -435,6 +442,7 @@ impl Default for ArchiverConfig {
             metrics_listen: None,
             http_listen: None,
             feed_allowlist: Vec::new(),
+            feed_max_bantime: Duration::from_secs(30 * 24 * 3600),
             http_tokens: Vec::new(),
             public_url: None,
             misp: None,

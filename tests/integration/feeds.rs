@@ -222,7 +222,12 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
             .unwrap();
     assert_eq!(json[0]["jails"], serde_json::json!(["sshd"]));
     assert_eq!(json[1]["operator"], "admin");
-    assert_eq!(json[2]["expires"], serde_json::Value::Null);
+    // bob's permanent ban, listed for feed_max_bantime (30 days) from when it was made.
+    let expires = humantime::parse_rfc3339(json[2]["expires"].as_str().unwrap()).unwrap();
+    let ahead = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(ahead > Duration::from_secs(29 * 86_400), "{json}");
 
     // Zeek: the intel header and five tab-separated fields per line.
     let zeek = list(port, "format=zeek");
@@ -274,6 +279,45 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
         );
         let v6 = run_in(ns, "ipset", &["list", "sf2b-feed-v6"], "");
         assert!(v6.contains("2001:db8::10\n"), "{v6}");
+
+        // Loaded again after the operator's ban was pardoned: it leaves both, nothing doubles.
+        let pardon = admin.order(&["pardon", "--ip", "203.0.113.9", "--reason", "cleared"]);
+        wait_until(WAIT, "the pardon to reach the list", || {
+            !list(port, "").contains(&"203.0.113.9".to_owned())
+        });
+        let nft = list(port, "format=nftables&name=sf2b_feed").join("\n") + "\n";
+        run_in(ns, "nft", &["-f", "-"], &nft);
+        let table = run_in(ns, "nft", &["list", "table", "inet", "sf2b_feed"], "");
+        assert!(
+            !table.contains("203.0.113.9") && table.contains("192.0.2.10"),
+            "{table}"
+        );
+        assert_eq!(
+            table.matches("ip saddr @banned_v4 drop").count(),
+            2,
+            "{table}"
+        );
+        let ipset = list(port, "format=ipset&name=sf2b-feed").join("\n") + "\n";
+        run_in(ns, "ipset", &["restore"], &ipset);
+        let v4 = run_in(ns, "ipset", &["list", "sf2b-feed-v4"], "");
+        assert!(
+            !v4.contains("203.0.113.9") && v4.contains("192.0.2.10\n"),
+            "{v4}"
+        );
+        let sets = run_in(ns, "ipset", &["list", "-n"], "");
+        assert!(!sets.contains("-new"), "{sets}");
+        // The pardon revoked (what it lifted stays lifted), then banned anew.
+        admin.order(&["revoke", &pardon, "--reason", "ticket closed"]);
+        admin.order(&[
+            "ban",
+            "--ip",
+            "203.0.113.9",
+            "--reason",
+            "seen again by the SOC",
+        ]);
+        wait_until(WAIT, "the operator's new ban listed", || {
+            list(port, "").contains(&"203.0.113.9".to_owned())
+        });
     } else {
         // Still checked for syntax here.
         let nft = list(port, "format=nftables").join("\n") + "\n";
@@ -350,7 +394,7 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
     assert_ne!(changed.header("etag"), Some(etag.as_str()));
 
     // A ban leaves the list when it ends, with nothing new archived.
-    ban(&alice, "sshd", "192.0.2.50", "3");
+    ban(&alice, "sshd", "192.0.2.50", "6");
     wait_until(WAIT, "the short ban on the list", || {
         list(port, "").contains(&"192.0.2.50".to_owned())
     });

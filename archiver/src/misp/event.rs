@@ -265,7 +265,7 @@ pub fn event_hashes(event: &Value) -> Vec<[u8; 16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::misp::feed::hex;
+    use crate::report::hex;
     use shared_f2b::event::{Action, Event};
 
     fn config() -> MispConfig {
@@ -384,8 +384,8 @@ mod tests {
             entry["Orgc"],
             json!({"name": "Example", "uuid": misp.org_uuid.to_string()})
         );
-        let hashes: Vec<String> = event_hashes(&event).iter().map(hex).collect();
-        let md5 = |s: &str| hex(&Md5::digest(s.as_bytes()).into());
+        let hashes: Vec<String> = event_hashes(&event).iter().map(|h| hex(h)).collect();
+        let md5 = |s: &str| hex(&Md5::digest(s.as_bytes()));
         // PyMISP hashes a datetime as Python prints it.
         for value in [
             "192.0.2.7",

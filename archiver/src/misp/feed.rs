@@ -16,10 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const MANIFEST: &str = "manifest.json";
 const HASHES: &str = "hashes.csv";
 
-/// A hash as `hashes.csv` writes it.
-pub(super) fn hex(hash: &[u8; 16]) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::report::hex;
 
 /// A `hashes.csv` hash read back.
 fn unhex(text: &str) -> Option<[u8; 16]> {

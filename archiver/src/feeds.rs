@@ -15,7 +15,7 @@ use crate::blocklist::{Family, Filter, Snapshot};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::query::{self, HistoryFilter};
-use crate::report::{self, Format, Naming, check_list_name};
+use crate::report::{self, Format, Naming, check_list_name, hex};
 use async_nats::jetstream::stream::Stream;
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 /// Rendered lists kept at most (one per format, filter and name asked for), and their bytes
 /// at most (gzip included): a token holder asking for many variants cannot fill the memory.
 const RENDERED_MAX: usize = 64;
-const RENDERED_BYTES: usize = 16 << 20;
+const RENDERED_BYTES: usize = 8 << 20;
 /// How often the committed stream sequence is asked of NATS (a new ban shows in the feeds
 /// this much later at most).
 const FLOOR_EVERY: Duration = Duration::from_millis(100);
@@ -142,9 +142,9 @@ impl Rendered {
         self.generation == generation && self.valid_until.is_none_or(|end| now < end)
     }
 
-    /// Bytes it holds (the gzip form counted once made).
+    /// Bytes it holds, its gzip form counted before it is made (a quarter of the body).
     fn size(&self) -> usize {
-        self.body.len() + self.gzip.get().map_or(0, |g| g.len())
+        self.body.len() + self.gzip.get().map_or(self.body.len() / 4, |g| g.len())
     }
 
     fn gzipped(&self) -> &axum::body::Bytes {
@@ -162,8 +162,10 @@ struct Feeds {
     /// Digests of the accepted tokens (compared digest to digest: no length leaks).
     tokens: Vec<[u8; 16]>,
     public_url: Option<String>,
-    /// `feed_allowlist`.
+    /// What is never listed ([`crate::blocklist::never_nets`]).
     never: Vec<IpNet>,
+    /// `feed_max_bantime`.
+    max_bantime: Duration,
     stream: Stream,
     /// The archiver consumer, whose ack floor marks what is committed.
     consumer: String,
@@ -224,41 +226,54 @@ impl Feeds {
 
     /// The list as rendered now, rendering it when the archive moved on or an entry ended.
     async fn list(&self, request: &ListRequest) -> Result<Arc<Rendered>, HttpError> {
-        let mut guard = self.snapshot.lock().await;
+        // Asked before queueing for the snapshot, so a slow NATS holds up no other request.
         let upto = self.committed().await?;
+        let mut guard = self.snapshot.lock().await;
         let current = match guard.as_mut() {
             Some(snapshot) => snapshot.refresh(&self.db, upto).await?,
             None => false,
         };
         if !current {
             let started = Instant::now();
-            *guard = Some(Snapshot::load(&self.db, &self.never, upto).await?);
+            *guard = Some(Snapshot::load(&self.db, &self.never, self.max_bantime, upto).await?);
             tracing::info!(took = ?started.elapsed(), "blocklist loaded from the archive");
         }
         let snapshot = guard.as_ref().expect("loaded above");
         let now = SystemTime::now();
         let generation = snapshot.generation();
-        if let Some(kept) = self.rendered.lock().expect("not poisoned").get(request)
+        if let Some(kept) = self
+            .rendered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(request)
             && kept.fresh(generation, now)
         {
             return Ok(kept.clone());
         }
-        let (list, valid_until) = snapshot.list(now, &request.filter);
-        drop(guard);
         let naming = Naming {
             name: request.name.clone(),
             public_url: self.public_url.clone(),
         };
-        let body = report::export(request.format, &list, &naming);
+        // Listing and rendering 100,000 entries takes tens of milliseconds: off the threads
+        // that run ingest and the other requests.
+        let (body, valid_until) = tokio::task::block_in_place(|| {
+            let (list, valid_until) = snapshot.list(now, &request.filter);
+            (report::export(request.format, &list, &naming), valid_until)
+        });
+        drop(guard);
         let etag = format!("\"{}\"", hex(&digest(body.as_bytes())));
         let rendered = Arc::new(Rendered {
             generation,
             valid_until,
             etag,
-            body: body.into(),
+            // Exactly its length (the rendering grew its buffer in steps).
+            body: body.into_bytes().into_boxed_slice().into(),
             gzip: OnceLock::new(),
         });
-        let mut kept = self.rendered.lock().expect("not poisoned");
+        let mut kept = self
+            .rendered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         kept.retain(|_, r| r.fresh(generation, now));
         let bytes: usize = kept.values().map(|r| r.size()).sum();
         if kept.len() >= RENDERED_MAX || bytes + rendered.size() > RENDERED_BYTES {
@@ -267,10 +282,6 @@ impl Feeds {
         kept.insert(request.clone(), rendered.clone());
         Ok(rendered)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether the client takes gzip (`Accept-Encoding`): as it names `gzip`, else as it names
@@ -327,7 +338,8 @@ async fn blocklist(
     let mut response = if not_modified(&headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else if gzip {
-        let mut r = Body::from(rendered.gzipped().clone()).into_response();
+        let gzipped = tokio::task::block_in_place(|| rendered.gzipped().clone());
+        let mut r = Body::from(gzipped).into_response();
         r.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         r
@@ -413,6 +425,7 @@ pub async fn serve(
             .collect(),
         public_url: archiver.public_url.clone(),
         never: crate::blocklist::never_nets(&config).await,
+        max_bantime: archiver.feed_max_bantime,
         stream,
         consumer: archiver.archiver_consumer.clone(),
         floor: tokio::sync::Mutex::new(None),
