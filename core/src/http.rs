@@ -3,11 +3,16 @@
 //! connections and send nothing cannot use up the process's file descriptors and lock out
 //! everyone else.
 //!
-//! At most [`MAX_CONNECTIONS`] connections are open at once. A new connection at the cap
-//! closes the oldest connection with no request in flight (an attacker's idle connections give
-//! way to a real client's; a slow header does not count as a request); when every connection is
-//! busy, the new one is closed at once. A connection idle for [`IDLE_TIMEOUT`] is closed, and one
-//! that does not finish its request header within [`HEADER_READ_TIMEOUT`] is closed by hyper.
+//! At most [`MAX_CONNECTIONS`] connections are open at once. Idleness is measured by bytes
+//! moved as well as by requests: hyper counts a request done once it has *queued* the response,
+//! while a slow client may still be downloading a large blocklist for minutes, and each read or
+//! write on the socket that moves bytes counts as progress. A new connection at the cap closes,
+//! of the connections with no request in flight, the one whose last progress is oldest (an
+//! attacker's silent connections give way to a real client's, and to a download under way; a
+//! slow header does not count as a request); when every connection has a request in flight, the
+//! new one is closed at once. A connection with no request in flight and no progress for
+//! [`IDLE_TIMEOUT`] is closed (a half-sent header makes progress once, then none), and one that
+//! does not finish its request header within [`HEADER_READ_TIMEOUT`] is closed by hyper.
 
 use axum::body::Body as AxumBody;
 use bytes::Bytes;
@@ -23,6 +28,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +41,8 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// its previous request.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connection with no request in flight for this long is closed.
+/// A connection with no request in flight that has sent or received nothing for this long is
+/// closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// On shutdown, how long requests in flight may take to finish before their connections close.
@@ -80,45 +87,129 @@ struct Limits {
 /// One open connection as the accept loop sees it.
 struct Conn {
     activity: Mutex<Activity>,
-    /// Cancelled to close the connection: evicted, or the server is shutting down.
-    close: CancellationToken,
+    /// Cancelled to make room for a new connection at the cap.
+    evict: CancellationToken,
+    /// The server's: cancelled when it shuts down.
+    shutdown: CancellationToken,
 }
 
 struct Activity {
-    /// Requests whose response has not been fully sent yet.
+    /// Requests whose handler is running or whose response body hyper has not taken in full.
+    /// Not the bytes on the wire: hyper takes a body's last frame into its write buffer and lets
+    /// the request go before the client has received it.
     in_flight: usize,
-    /// When the last request finished (or the connection opened).
-    idle_since: Instant,
+    /// The last progress: a read or write that moved bytes, the end of a request, or the opening.
+    last_progress: Instant,
+    /// Whether the last write found the socket full: hyper holds bytes the client has not taken.
+    write_stalled: bool,
 }
 
 impl Conn {
-    fn new(close: CancellationToken) -> Conn {
+    fn new(shutdown: &CancellationToken) -> Conn {
         Conn {
             activity: Mutex::new(Activity {
                 in_flight: 0,
-                idle_since: Instant::now(),
+                last_progress: Instant::now(),
+                write_stalled: false,
             }),
-            close,
+            evict: CancellationToken::new(),
+            shutdown: shutdown.clone(),
         }
     }
 
     fn activity(&self) -> std::sync::MutexGuard<'_, Activity> {
-        // The lock guards two plain numbers: a panic cannot leave them inconsistent.
+        // The lock guards plain values: a panic cannot leave them inconsistent.
         self.activity.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn is_idle(&self) -> bool {
-        self.activity().in_flight == 0
+    /// `Some(last progress)` when no request is in flight: the connection may be closed.
+    fn quiet_since(&self) -> Option<Instant> {
+        let a = self.activity();
+        (a.in_flight == 0).then_some(a.last_progress)
     }
 
-    /// When the connection will have been idle for `timeout`; `None` while a request is in flight.
-    fn idle_deadline(&self, timeout: Duration) -> Option<Instant> {
+    /// Whether closing now would cut off a request or a response hyper has not sent in full.
+    fn owes_response(&self) -> bool {
         let a = self.activity();
-        (a.in_flight == 0).then(|| a.idle_since + timeout)
+        a.in_flight > 0 || a.write_stalled
+    }
+
+    /// Records a read on the socket; `moved`: it brought bytes.
+    fn note_read(&self, moved: bool) {
+        if moved {
+            self.activity().last_progress = Instant::now();
+        }
+    }
+
+    /// Records a write on the socket: progress if it took bytes, a stall if it was full.
+    fn note_write(&self, polled: &Poll<std::io::Result<usize>>) {
+        match polled {
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                let mut a = self.activity();
+                a.last_progress = Instant::now();
+                a.write_stalled = false;
+            }
+            Poll::Pending => self.activity().write_stalled = true,
+            Poll::Ready(_) => {}
+        }
     }
 }
 
-/// Held from the start of a request until its response body is sent (or dropped).
+/// The connection's socket, reporting to its [`Conn`] each read or write that moves bytes.
+struct Watched {
+    stream: TcpStream,
+    conn: Arc<Conn>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.conn.note_read(buf.filled().len() > before);
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.conn.note_write(&polled);
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.conn.note_write(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Held from the start of a request until hyper has taken its response body's last frame (or
+/// dropped the body): until the response is queued, not until it is sent.
 struct InFlight(Arc<Conn>);
 
 impl InFlight {
@@ -132,9 +223,8 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let mut a = self.0.activity();
         a.in_flight -= 1;
-        if a.in_flight == 0 {
-            a.idle_since = Instant::now();
-        }
+        // A handler that took longer than the idle timeout does not leave its connection idle.
+        a.last_progress = Instant::now();
     }
 }
 
@@ -164,7 +254,7 @@ impl Body for Tracked {
     }
 }
 
-/// The open connections by id; ids grow, so the first idle one is the oldest.
+/// The open connections by id (in the order they opened).
 type Registry = Arc<Mutex<BTreeMap<u64, Arc<Conn>>>>;
 
 fn lock(registry: &Registry) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Conn>>> {
@@ -247,20 +337,25 @@ async fn serve_with(
                 }
             }
         };
-        let conn = Arc::new(Conn::new(shutdown.child_token()));
+        let conn = Arc::new(Conn::new(&shutdown));
         {
             let mut open = lock(&registry);
             if open.len() >= limits.max_connections {
-                let oldest_idle = open.iter().find(|(_, c)| c.is_idle()).map(|(&id, _)| id);
-                match oldest_idle.and_then(|id| open.remove(&id)) {
+                // Of equally quiet connections, the oldest (first in the map) goes.
+                let quietest = open
+                    .iter()
+                    .filter_map(|(&id, c)| Some((c.quiet_since()?, id)))
+                    .min()
+                    .map(|(_, id)| id);
+                match quietest.and_then(|id| open.remove(&id)) {
                     Some(evicted) => {
-                        evicted.close.cancel();
-                        tracing::debug!(%peer, "connection limit reached: closed the oldest idle");
+                        evicted.evict.cancel();
+                        tracing::debug!(%peer, "connection limit reached: closed the longest idle");
                         if let Some(suppressed) = evict_warn.allow() {
                             tracing::warn!(
                                 limit = limits.max_connections,
                                 suppressed,
-                                "connection limit reached: closing the oldest idle connections \
+                                "connection limit reached: closing the longest idle connections \
                                  to make room"
                             );
                         }
@@ -269,8 +364,8 @@ async fn serve_with(
                         drop(stream);
                         if let Some(suppressed) = full_warn.allow() {
                             tracing::warn!(%peer, limit = limits.max_connections, suppressed,
-                                "connection limit reached with every connection busy: \
-                                 refusing new connections");
+                                "connection limit reached with a request in flight on every \
+                                 connection: refusing new connections");
                         }
                         continue;
                     }
@@ -293,7 +388,7 @@ async fn serve_with(
             registered,
         ));
     }
-    // Stop accepting; every connection's token is a child of `shutdown`, so each is closing.
+    // Stop accepting; every connection watches `shutdown`, so each is closing.
     drop(listener);
     tracker.close();
     // Each connection bounds itself by the grace; this is a backstop.
@@ -341,13 +436,15 @@ async fn connection(
             }))
         }
     });
-    let http = builder.serve_connection(TokioIo::new(stream), service);
+    let io = TokioIo::new(Watched {
+        stream,
+        conn: conn.clone(),
+    });
+    let http = builder.serve_connection(io, service);
     let mut http = std::pin::pin!(http);
-    loop {
-        // While a request is in flight, look again after a whole timeout.
-        let wake = conn
-            .idle_deadline(limits.idle_timeout)
-            .unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+    let evicted = loop {
+        // Re-armed from the last progress; while a request is in flight, after a whole timeout.
+        let wake = conn.quiet_since().unwrap_or_else(Instant::now) + limits.idle_timeout;
         tokio::select! {
             ended = http.as_mut() => {
                 if let Err(e) = ended {
@@ -355,17 +452,24 @@ async fn connection(
                 }
                 return;
             }
-            () = conn.close.cancelled() => break,
+            () = conn.evict.cancelled() => break true,
+            () = conn.shutdown.cancelled() => break false,
             () = tokio::time::sleep_until(wake) => {
-                if conn.idle_deadline(limits.idle_timeout).is_some_and(|d| d <= Instant::now()) {
+                if conn.quiet_since().is_some_and(|t| t + limits.idle_timeout <= Instant::now()) {
                     tracing::debug!(%peer, "closing an idle HTTP connection");
                     return;
                 }
             }
         }
-    }
-    // Evicted or shutting down: an idle connection just closes, a busy one finishes its request.
-    if conn.is_idle() {
+    };
+    // Evicted (for having no request in flight) or shutting down: a request in flight finishes,
+    // and on shutdown so does a response being downloaded; anything else just closes.
+    let finish = if evicted {
+        conn.quiet_since().is_none()
+    } else {
+        conn.owes_response()
+    };
+    if !finish {
         return;
     }
     http.as_mut().graceful_shutdown();
@@ -385,7 +489,14 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::Notify;
 
-    /// A server with `/fast` and `/slow` (answers once `release` is notified; counts arrivals).
+    /// The size of `/big`'s body: many times what the test's socket buffers hold.
+    const BIG: usize = 4 << 20;
+
+    /// A slow client's pace: `/big` takes about 3 s.
+    const SLOW: f64 = 1.4e6;
+
+    /// A server with `/fast`, `/slow` (answers once `release` is notified; counts arrivals) and
+    /// `/big` (a [`BIG`] body, in one frame: hyper queues it at once).
     struct Server {
         addr: SocketAddr,
         release: Arc<Notify>,
@@ -398,8 +509,10 @@ mod tests {
         let release = Arc::new(Notify::new());
         let slow_started = Arc::new(AtomicUsize::new(0));
         let (r, s) = (release.clone(), slow_started.clone());
+        let big = Bytes::from(vec![b'x'; BIG]);
         let app = axum::Router::new()
             .route("/fast", get(|| async { "fast" }))
+            .route("/big", get(move || std::future::ready(big.clone())))
             .route(
                 "/slow",
                 get(move || {
@@ -411,7 +524,12 @@ mod tests {
                     }
                 }),
             );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        // Inherited by the accepted sockets: a response read slowly stalls the server's writes
+        // instead of vanishing into megabytes of autotuned loopback buffers.
+        socket.set_send_buffer_size(64 * 1024).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1024).unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let done = tokio::spawn(serve_with(listener, app, shutdown.clone(), limits));
@@ -477,6 +595,57 @@ mod tests {
             Ok(Ok(n)) => panic!("unexpected bytes: {:?}", &buf[..n]),
             Err(_) => false,
         }
+    }
+
+    /// A connection with a small receive buffer that has asked for `/big`.
+    async fn big_request(addr: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(16 * 1024).unwrap();
+        let mut conn = socket.connect(addr).await.unwrap();
+        send(&mut conn, "/big").await;
+        conn
+    }
+
+    /// Reads a `/big` response at `pace` bytes per second (`INFINITY`: as fast as it comes):
+    /// how much of the body arrived before it was complete or the server closed.
+    async fn download(conn: &mut TcpStream, pace: f64) -> usize {
+        let read = async {
+            let start = Instant::now();
+            let (mut head, mut length, mut body) = (Vec::new(), None::<usize>, 0);
+            let mut buf = vec![0u8; 64 * 1024];
+            while length.is_none_or(|length| body < length) {
+                let allowed = (start.elapsed().as_secs_f64() * pace) as usize;
+                let taken = head.len() + body;
+                if taken >= allowed {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                let want = (allowed - taken).min(buf.len());
+                let n = match conn.read(&mut buf[..want]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if length.is_some() {
+                    body += n;
+                    continue;
+                }
+                head.extend_from_slice(&buf[..n]);
+                if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let text = String::from_utf8_lossy(&head[..end]).into_owned();
+                    let value = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .expect("a content-length");
+                    length = Some(value.parse().unwrap());
+                    body = head.len() - (end + 4);
+                    head.truncate(end + 4);
+                }
+            }
+            body
+        };
+        tokio::time::timeout(Duration::from_secs(8), read)
+            .await
+            .expect("the body or a close within 8 s")
     }
 
     /// A connection the server has accepted and served once, now idle (keep-alive).
@@ -563,23 +732,80 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_connection_closes_after_the_idle_timeout() {
-        let idle_timeout = Duration::from_secs(1);
+        // Long next to the negative check below, which a loaded machine may stretch.
+        let idle_timeout = Duration::from_secs(3);
         let server = start(limits(8, idle_timeout)).await;
-        // After a request (keep-alive) and without any.
+        // After a request (keep-alive), without any, and with half a request line (slowloris).
         let mut served = idle_connection(server.addr).await;
         let since = Instant::now();
         let mut silent = TcpStream::connect(server.addr).await.unwrap();
-        assert!(!closed_within(&mut served, Duration::from_millis(300)).await);
-        assert!(closed_within(&mut served, Duration::from_secs(3)).await);
-        assert!(closed_within(&mut silent, Duration::from_secs(3)).await);
+        let mut partial = TcpStream::connect(server.addr).await.unwrap();
+        partial.write_all(b"GET /fa").await.unwrap();
+        assert!(!closed_within(&mut served, Duration::from_millis(500)).await);
+        assert!(closed_within(&mut served, Duration::from_secs(5)).await);
+        assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+        assert!(closed_within(&mut partial, Duration::from_secs(5)).await);
         assert!(since.elapsed() >= idle_timeout);
-        // A request in flight longer than the idle timeout is not cut off.
+        server.shutdown.cancel();
+        server.done.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_request_in_flight_longer_than_the_idle_timeout_is_not_cut_off() {
+        let idle_timeout = Duration::from_secs(1);
+        let server = start(limits(8, idle_timeout)).await;
         let mut busy = busy_connection(&server).await;
         tokio::time::sleep(idle_timeout * 2).await;
         server.release.notify_one();
         assert_eq!(response(&mut busy).await.as_deref(), Some("slow"));
         server.shutdown.cancel();
         server.done.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_slow_download_outlasts_the_idle_timeout() {
+        let idle_timeout = Duration::from_secs(1);
+        let server = start(limits(8, idle_timeout)).await;
+        let mut conn = big_request(server.addr).await;
+        let since = Instant::now();
+        // hyper has queued the whole body long before the client has read it.
+        assert_eq!(download(&mut conn, SLOW).await, BIG);
+        assert!(since.elapsed() > idle_timeout * 2);
+        server.shutdown.cancel();
+        server.done.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_a_silent_connection_gives_way_before_a_download_under_way() {
+        let server = start(limits(2, Duration::from_secs(60))).await;
+        // The download is the older connection: only its progress can save it.
+        let mut slow = big_request(server.addr).await;
+        let downloading = tokio::spawn(async move { download(&mut slow, SLOW).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut silent = TcpStream::connect(server.addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut fresh = TcpStream::connect(server.addr).await.unwrap();
+        send(&mut fresh, "/fast").await;
+        assert_eq!(response(&mut fresh).await.as_deref(), Some("fast"));
+        assert!(closed_within(&mut silent, Duration::from_secs(2)).await);
+        assert_eq!(downloading.await.unwrap(), BIG);
+        server.shutdown.cancel();
+        server.done.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_a_download_under_way_finish() {
+        let server = start(limits(8, Duration::from_secs(60))).await;
+        let mut conn = big_request(server.addr).await;
+        // Let the server queue the body and fill the socket before shutting down.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.shutdown.cancel();
+        assert_eq!(download(&mut conn, f64::INFINITY).await, BIG);
+        tokio::time::timeout(Duration::from_secs(3), server.done)
+            .await
+            .expect("serve returns within the grace")
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]
