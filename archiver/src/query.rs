@@ -1,7 +1,7 @@
 //! Reading the archive: history, active bans, replay pages, statistics. Every value is bound as
 //! a placeholder; only fixed SQL fragments are pushed.
 
-use crate::db::Db;
+use crate::db::{Backend, Db};
 use crate::store::{ip_key, ms};
 use shared_f2b::control::{Control, ControlKind, parse_net};
 use shared_f2b::event::{Action, Event, MAX_SKEW, SCHEMA_VERSION, parse_ip};
@@ -114,13 +114,19 @@ fn scope(q: &mut QueryBuilder<Any>, jails: &[String], exclude_origin: Option<&st
 
 /// A ban is active while it has not expired, its origin has not unbanned it since, and no
 /// operator pardoned or allowed it since (what a pardon lifted stays lifted after it ends).
-fn active_conditions(q: &mut QueryBuilder<Any>, now: SystemTime) {
+fn active_conditions(q: &mut QueryBuilder<Any>, now: SystemTime, backend: Backend) {
     q.push(" AND b.action = 'ban' AND (b.expires_ms IS NULL OR b.expires_ms > ")
         .push_bind(ms(now))
+        .push(") AND NOT EXISTS (SELECT 1 FROM f2b_events u ")
+        // The unban is looked up by address: told so, as statistics taken while the table was
+        // nearly empty once made MariaDB scan it whole per ban (100,000 bans: 11 minutes).
+        .push(match backend {
+            Backend::MySql => "FORCE INDEX (ix_ip)",
+            Backend::Sqlite => "INDEXED BY ix_ip",
+        })
         .push(
-            ") AND NOT EXISTS (SELECT 1 FROM f2b_events u WHERE u.ip = b.ip \
-             AND u.origin = b.origin AND u.jail = b.jail AND u.action = 'unban' \
-             AND u.stream_seq > b.stream_seq) AND NOT ",
+            " WHERE u.ip = b.ip AND u.origin = b.origin AND u.jail = b.jail \
+             AND u.action = 'unban' AND u.stream_seq > b.stream_seq) AND NOT ",
         );
     pardoned_since(q);
 }
@@ -176,7 +182,7 @@ pub async fn active_page(
     let mut q: QueryBuilder<Any> = QueryBuilder::new(EVENT_COLUMNS);
     q.push(" WHERE b.id > ").push_bind(after as i64);
     q.push(" AND b.stream_seq <= ").push_bind(until_seq as i64);
-    active_conditions(&mut q, now);
+    active_conditions(&mut q, now, db.backend);
     scope(&mut q, jails, exclude_origin);
     q.push(" ORDER BY b.id LIMIT ").push_bind(limit as i64);
     fetch_events(db, q).await
@@ -193,7 +199,7 @@ pub async fn active_count(
     let mut q: QueryBuilder<Any> = QueryBuilder::new("SELECT COUNT(*) AS n FROM f2b_events b");
     q.push(" WHERE b.stream_seq <= ")
         .push_bind(until_seq as i64);
-    active_conditions(&mut q, now);
+    active_conditions(&mut q, now, db.backend);
     scope(&mut q, jails, exclude_origin);
     fetch_count(db, q).await
 }
