@@ -334,8 +334,15 @@ mod tests {
             ("{\"v\":2}", "version"),
             (&good.replace("192.0.2.7", "999.0.0.1"), "malformed"),
             (&good.replace("\"sshd\"", "\"a.b\""), "bad_jail"),
-            (&good.replace("600", "-5"), "bad_bantime"),
-            (&good.replace("600", "9223372036854775807"), "bad_bantime"),
+            // The field, not any "600" (a random uuid may hold one).
+            (
+                &good.replace("\"bantime\":600", "\"bantime\":-5"),
+                "bad_bantime",
+            ),
+            (
+                &good.replace("\"bantime\":600", "\"bantime\":9223372036854775807"),
+                "bad_bantime",
+            ),
         ];
         for (payload, reason) in cases {
             let err = Event::decode(payload.as_bytes()).unwrap_err();
