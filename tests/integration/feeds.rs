@@ -3,6 +3,7 @@
 //! and ipset in a network namespace of the test's own).
 
 use shared_f2b_tests::db::TestDb;
+use shared_f2b_tests::http::Got;
 use shared_f2b_tests::netns::{self, Network};
 use shared_f2b_tests::site::{self, Admin};
 use shared_f2b_tests::{HostConfig, bin, free_port, wait_until};
@@ -12,27 +13,6 @@ use std::time::Duration;
 
 const TOKEN: &str = "feed-token-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(30);
-
-/// One HTTP answer as curl got it.
-struct Got {
-    code: u16,
-    /// Header lines, names lower-cased.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Got {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.body.clone()).expect("a text body")
-    }
-}
 
 /// `curl -i` on the feed at `port`, with a token unless `token` is `None`, and `args`.
 fn curl(port: u16, path: &str, token: Option<&str>, args: &[&str]) -> Got {
@@ -47,27 +27,7 @@ fn curl(port: u16, path: &str, token: Option<&str>, args: &[&str]) -> Got {
         .output()
         .expect("curl runs (scripts/test installs it)");
     assert!(out.status.success(), "curl {path}: {out:?}");
-    let raw = out.stdout;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("headers end");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let code = lines
-        .next()
-        .and_then(|status| status.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("a status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Got {
-        code,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
+    Got::parse(&out.stdout).expect("a status line and headers")
 }
 
 fn list(port: u16, query: &str) -> Vec<String> {

@@ -11,6 +11,7 @@ use shared_f2b::event::{Action, Event};
 use shared_f2b::subject::{encode_token, event_subject};
 use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::host::Daemon;
+use shared_f2b_tests::http::Got;
 use shared_f2b_tests::nats::{NatsServer, ban_event};
 use shared_f2b_tests::site::{self, Admin};
 use shared_f2b_tests::{HostConfig, bin, free_port, repo_root, wait_for, wait_until};
@@ -193,28 +194,6 @@ fn ban_for(origin: &str, ip: &str, bantime: i64) -> Event {
 // ---------------------------------------------------------------------------------------------
 // A raw HTTP client: exactly the bytes an attacker chooses (curl normalises paths).
 
-/// One HTTP answer.
-#[derive(Debug)]
-struct Got {
-    code: u16,
-    /// Header lines, names lower-cased.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Got {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
 /// Sends `request` as is to the feed's port and reads the answer to its end; `None` when the
 /// server closed without one (or gave none within 10 s).
 fn exchange(port: u16, request: &[u8]) -> Option<Got> {
@@ -228,27 +207,16 @@ fn exchange(port: u16, request: &[u8]) -> Option<Got> {
     parse(&raw)
 }
 
+/// The answer in `raw`, its body de-chunked.
 fn parse(raw: &[u8]) -> Option<Got> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let code = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    let mut got = Got::parse(raw)?;
+    if got
+        .header("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
     {
-        body = dechunk(&body);
+        got.body = dechunk(&got.body);
     }
-    Some(Got {
-        code,
-        headers,
-        body,
-    })
+    Some(got)
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {

@@ -7,6 +7,7 @@
 pub mod db;
 pub mod fail2ban;
 pub mod host;
+pub mod http;
 pub mod jwt;
 pub mod nats;
 pub mod netns;
