@@ -13,6 +13,7 @@
 
 use crate::db::Db;
 use crate::query::{self, Stored, StoredControl};
+use crate::site::activity::Activity;
 use crate::store::ms;
 use ipnet::IpNet;
 use shared_f2b::control::{Control, ControlKind};
@@ -109,6 +110,28 @@ pub struct Listed {
     pub operator: Option<String>,
     /// When its last ban ends; `None`: permanent.
     pub expires: Option<SystemTime>,
+    /// The hosts banning it now, in the order they did (empty for `export --all`).
+    pub origins: Vec<String>,
+    /// When the first and the last of the bans active now were made (an operator's ban: when
+    /// it was ordered); `None` for `export --all`.
+    pub first_seen: Option<SystemTime>,
+    pub last_seen: Option<SystemTime>,
+}
+
+impl Listed {
+    /// An address with only a count (`export --all`).
+    pub fn counted(ip: IpAddr, count: usize) -> Listed {
+        Listed {
+            ip,
+            reporters: count,
+            jails: Vec::new(),
+            operator: None,
+            expires: None,
+            origins: Vec::new(),
+            first_seen: None,
+            last_seen: None,
+        }
+    }
 }
 
 /// The highest stream sequence the archive holds (events and control events share the
@@ -134,12 +157,15 @@ pub async fn never_nets(config: &shared_f2b::Config) -> Vec<IpNet> {
     nets
 }
 
-/// A host's ban as held: by whom, in which jail, until when (ms; `None` permanent).
+/// A host's ban as held: by whom, in which jail, until when (ms; `None` permanent), and when
+/// the first and the last of its bans were made (ms).
 #[derive(Debug, Clone)]
 struct Held {
     origin: String,
     jail: String,
     expires_ms: Option<i64>,
+    first_ms: i64,
+    last_ms: i64,
 }
 
 /// An operator's order in force (pardon, allow or ban).
@@ -163,6 +189,8 @@ pub struct Snapshot {
     never: Vec<IpNet>,
     /// The longest a host's ban is listed (`[archiver] feed_max_bantime`).
     max_bantime: Duration,
+    /// The site page's counts, when it asked for them: kept up to the same mark.
+    activity: Option<Activity>,
 }
 
 fn opt_ms(t: Option<SystemTime>) -> Option<i64> {
@@ -193,6 +221,7 @@ impl Snapshot {
             orders: Vec::new(),
             never: never.to_vec(),
             max_bantime,
+            activity: None,
         };
         let mut after = 0;
         loop {
@@ -254,6 +283,9 @@ impl Snapshot {
             };
             if event_first {
                 let s = events.next().expect("peeked");
+                if let Some(activity) = &mut self.activity {
+                    activity.count(&s);
+                }
                 match s.event.action {
                     Action::Ban => self.hold(&s),
                     Action::Unban => self.release(&s),
@@ -275,16 +307,23 @@ impl Snapshot {
         clamped.clamp_time(s.received);
         let cap = ms(clamped.time) + self.max_bantime.as_millis() as i64;
         let expires_ms = Some(opt_ms(clamped.expires()).map_or(cap, |end| end.min(cap)));
+        let made = ms(clamped.time);
         let held = self.bans.entry(e.ip).or_default();
         match held
             .iter_mut()
             .find(|h| h.origin == e.origin && h.jail == e.jail)
         {
-            Some(h) => h.expires_ms = later(h.expires_ms, expires_ms),
+            Some(h) => {
+                h.expires_ms = later(h.expires_ms, expires_ms);
+                h.first_ms = h.first_ms.min(made);
+                h.last_ms = h.last_ms.max(made);
+            }
             None => held.push(Held {
                 origin: e.origin.clone(),
                 jail: e.jail.clone(),
                 expires_ms,
+                first_ms: made,
+                last_ms: made,
             }),
         }
     }
@@ -337,6 +376,32 @@ impl Snapshot {
         self.generation
     }
 
+    /// The stream sequence it holds the archive up to.
+    pub fn mark(&self) -> u64 {
+        self.mark
+    }
+
+    /// The site page's counts, loaded up to the mark the first time they are asked for and
+    /// counted forward from then on.
+    pub async fn activity(&mut self, db: &Db) -> Result<&mut Activity, sqlx::Error> {
+        if self.activity.is_none() {
+            self.activity = Some(Activity::load(db, self.mark).await?);
+        }
+        Ok(self.activity.as_mut().expect("loaded above"))
+    }
+
+    /// The operators' orders in force at `now` that cover `ip` (pardons, allows, bans).
+    pub fn orders_covering(&self, ip: IpAddr, now: SystemTime) -> Vec<&Control> {
+        let now_ms = ms(now);
+        let ip = ip.to_canonical();
+        self.orders
+            .iter()
+            .filter(|o| o.until_ms.is_none_or(|end| end > now_ms))
+            .filter(|o| o.control.net.is_some_and(|n| n.contains(&ip)))
+            .map(|o| &o.control)
+            .collect()
+    }
+
     /// The addresses on the list at `now`, in address order, and the next moment the list can
     /// change by time alone (a ban or an order ending).
     pub fn list(&self, now: SystemTime, filter: &Filter) -> (Vec<Listed>, Option<SystemTime>) {
@@ -349,7 +414,7 @@ impl Snapshot {
         };
         let live = |end: Option<i64>| end.is_none_or(|end| end > now_ms);
         let mut shields = Vec::new();
-        let mut operator_bans: HashMap<IpAddr, (&str, Option<i64>)> = HashMap::new();
+        let mut operator_bans: HashMap<IpAddr, OperatorBan> = HashMap::new();
         for o in &self.orders {
             soonest(o.until_ms);
             if !live(o.until_ms) {
@@ -358,10 +423,16 @@ impl Snapshot {
             if o.control.shields() {
                 shields.extend(o.control.net);
             } else if let Some(ip) = o.control.ban_ip() {
-                let entry = operator_bans
-                    .entry(ip)
-                    .or_insert((&o.control.operator, o.until_ms));
-                entry.1 = later(entry.1, o.until_ms);
+                let made = ms(o.control.time);
+                let entry = operator_bans.entry(ip).or_insert(OperatorBan {
+                    operator: &o.control.operator,
+                    until_ms: o.until_ms,
+                    first_ms: made,
+                    last_ms: made,
+                });
+                entry.until_ms = later(entry.until_ms, o.until_ms);
+                entry.first_ms = entry.first_ms.min(made);
+                entry.last_ms = entry.last_ms.max(made);
             }
         }
         let wanted = |ip: IpAddr| {
@@ -371,45 +442,54 @@ impl Snapshot {
         };
         let mut out = Vec::new();
         for (ip, held) in &self.bans {
-            let mut origins: Vec<&str> = Vec::new();
+            let mut origins: Vec<String> = Vec::new();
             let mut jails: Vec<String> = Vec::new();
             let mut expires: Option<Option<i64>> = None;
+            let mut seen: Option<(i64, i64)> = None;
             for h in held {
                 soonest(h.expires_ms);
                 if !live(h.expires_ms) || filter.jail.as_ref().is_some_and(|j| *j != h.jail) {
                     continue;
                 }
-                if !origins.contains(&h.origin.as_str()) {
-                    origins.push(&h.origin);
+                if !origins.contains(&h.origin) {
+                    origins.push(h.origin.clone());
                 }
                 if !jails.contains(&h.jail) {
                     jails.push(h.jail.clone());
                 }
                 expires = Some(expires.map_or(h.expires_ms, |e| later(e, h.expires_ms)));
+                seen = Some(seen.map_or((h.first_ms, h.last_ms), |(f, l)| {
+                    (f.min(h.first_ms), l.max(h.last_ms))
+                }));
             }
             // An operator's ban has no jail: a jail filter leaves it out.
             let operator = operator_bans.remove(ip).filter(|_| filter.jail.is_none());
             if !wanted(*ip) {
                 continue;
             }
-            let Some(mut expires) = expires.or(operator.map(|o| o.1)) else {
+            let Some(mut expires) = expires.or(operator.as_ref().map(|o| o.until_ms)) else {
                 continue;
             };
             if operator.is_none() && origins.len() < filter.min_reporters {
                 continue;
             }
-            if let Some((_, until)) = operator {
-                expires = later(expires, until);
+            if let Some(o) = &operator {
+                expires = later(expires, o.until_ms);
+                seen = Some(seen.map_or((o.first_ms, o.last_ms), |(f, l)| {
+                    (f.min(o.first_ms), l.max(o.last_ms))
+                }));
             }
             jails.sort();
-            out.push(listed(*ip, origins.len(), jails, operator, expires));
+            let seen = seen.expect("a host's or an operator's ban");
+            out.push(listed(*ip, origins, jails, operator, expires, seen));
         }
         // Operators' bans of addresses no host bans.
         if filter.jail.is_none() {
             let before = out.len();
-            for (ip, (operator, until)) in operator_bans {
+            for (ip, o) in operator_bans {
                 if wanted(ip) {
-                    out.push(listed(ip, 0, Vec::new(), Some((operator, until)), until));
+                    let (until, seen) = (o.until_ms, (o.first_ms, o.last_ms));
+                    out.push(listed(ip, Vec::new(), Vec::new(), Some(o), until, seen));
                 }
             }
             if out.len() > before {
@@ -444,19 +524,36 @@ pub fn never_listed(ip: IpAddr, never: &[IpNet]) -> bool {
     special || never.iter().any(|n| n.contains(&ip))
 }
 
+/// An operator's ban in force, as [`Snapshot::list`] gathers them (several orders may ban one
+/// address: the longest counts).
+struct OperatorBan<'a> {
+    operator: &'a str,
+    until_ms: Option<i64>,
+    first_ms: i64,
+    last_ms: i64,
+}
+
+fn at_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
 fn listed(
     ip: IpAddr,
-    reporters: usize,
+    origins: Vec<String>,
     jails: Vec<String>,
-    operator: Option<(&str, Option<i64>)>,
+    operator: Option<OperatorBan>,
     expires: Option<i64>,
+    (first_ms, last_ms): (i64, i64),
 ) -> Listed {
     Listed {
         ip,
-        reporters,
+        reporters: origins.len(),
         jails,
-        operator: operator.map(|(name, _)| name.to_owned()),
-        expires: expires.map(|e| UNIX_EPOCH + Duration::from_millis(e.max(0) as u64)),
+        operator: operator.map(|o| o.operator.to_owned()),
+        expires: expires.map(at_ms),
+        origins,
+        first_seen: Some(at_ms(first_ms)),
+        last_seen: Some(at_ms(last_ms)),
     }
 }
 
@@ -508,6 +605,7 @@ mod tests {
             orders: Vec::new(),
             never: vec!["10.0.0.0/8".parse().unwrap()],
             max_bantime: Duration::from_secs(30 * 86_400),
+            activity: None,
         }
     }
 

@@ -71,13 +71,7 @@ pub async fn export(
         query::all_banned(db)
             .await?
             .into_iter()
-            .map(|c| Listed {
-                ip: c.ip,
-                reporters: c.count as usize,
-                jails: Vec::new(),
-                operator: None,
-                expires: None,
-            })
+            .map(|c| Listed::counted(c.ip, c.count as usize))
             .collect()
     } else {
         active_list(db, config, filter).await?

@@ -3,7 +3,7 @@
 
 use crate::db::Db;
 use crate::metrics::Metrics;
-use crate::{consumer, feeds, ingest, serve, store};
+use crate::{consumer, feeds, ingest, serve, site, store};
 use anyhow::Context;
 use shared_f2b::Config;
 use shared_f2b::health::{self, Check, Health};
@@ -61,7 +61,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "database probe",
         health::keep_probing(
             "database",
-            database,
+            database.clone(),
             move || {
                 let db = pinged.clone();
                 async move { db.ping().await.map_err(|e| e.to_string()) }
@@ -112,16 +112,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
     );
     if let Some(addr) = archiver.http_listen {
+        let sources = feeds::Sources {
+            db: db.clone(),
+            client: conn.client.clone(),
+            stream: stream.clone(),
+            metrics: metrics.clone(),
+            parts: site::Parts {
+                database: database.clone(),
+                nats: conn.up.clone(),
+            },
+        };
         tasks.spawn(
             "feeds",
-            feeds::serve(
-                addr,
-                db.clone(),
-                stream.clone(),
-                config.clone(),
-                metrics.clone(),
-                shutdown.clone(),
-            ),
+            feeds::serve(addr, sources, config.clone(), shutdown.clone()),
         );
     }
     if let Some(keep) = archiver.retention {

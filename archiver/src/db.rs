@@ -17,6 +17,16 @@ pub enum Backend {
     Sqlite,
 }
 
+impl Backend {
+    /// `mysql` (MySQL or MariaDB) or `sqlite`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::MySql => "mysql",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
 /// Why the database could not be used.
 #[derive(Debug, Error)]
 pub enum DbError {

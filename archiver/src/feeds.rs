@@ -16,6 +16,7 @@ use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::query::{self, HistoryFilter};
 use crate::report::{self, Format, Naming, check_list_name, hex};
+use crate::site::{self, Site};
 use async_nats::jetstream::stream::Stream;
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -33,6 +34,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
+use tokio::sync::{MappedMutexGuard, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
 /// Rendered lists kept at most (one per format, filter and name asked for), and their bytes
@@ -156,9 +158,9 @@ impl Rendered {
     }
 }
 
-/// What the handlers share.
-struct Feeds {
-    db: Db,
+/// What the handlers share (the site page's too).
+pub struct Feeds {
+    pub(crate) db: Db,
     /// Digests of the accepted tokens (compared digest to digest: no length leaks).
     tokens: Vec<[u8; 16]>,
     public_url: Option<String>,
@@ -174,6 +176,7 @@ struct Feeds {
     snapshot: tokio::sync::Mutex<Option<Snapshot>>,
     rendered: Mutex<HashMap<ListRequest, Arc<Rendered>>>,
     metrics: Metrics,
+    pub(crate) site: Site,
 }
 
 fn digest(bytes: &[u8]) -> [u8; 16] {
@@ -186,7 +189,7 @@ fn same(a: &[u8; 16], b: &[u8; 16]) -> bool {
 }
 
 impl Feeds {
-    fn authorise(&self, headers: &HeaderMap) -> Result<(), HttpError> {
+    pub(crate) fn authorise(&self, headers: &HeaderMap) -> Result<(), HttpError> {
         if self.tokens.is_empty() {
             return Ok(());
         }
@@ -206,7 +209,7 @@ impl Feeds {
     /// The stream sequence the archive is committed up to (the archiver consumer's ack floor),
     /// asked of NATS at most every [`FLOOR_EVERY`]; while NATS cannot answer, what the
     /// database holds.
-    async fn committed(&self) -> Result<u64, HttpError> {
+    pub(crate) async fn committed(&self) -> Result<u64, HttpError> {
         let mut floor = self.floor.lock().await;
         if let Some((at, seq)) = *floor
             && at.elapsed() < FLOOR_EVERY
@@ -224,8 +227,9 @@ impl Feeds {
         Ok(seq)
     }
 
-    /// The list as rendered now, rendering it when the archive moved on or an entry ended.
-    async fn list(&self, request: &ListRequest) -> Result<Arc<Rendered>, HttpError> {
+    /// The snapshot brought up to what the archive committed (loaded afresh when it is too
+    /// old or too far behind), held until the guard is dropped.
+    pub(crate) async fn snapshot(&self) -> Result<MappedMutexGuard<'_, Snapshot>, HttpError> {
         // Asked before queueing for the snapshot, so a slow NATS holds up no other request.
         let upto = self.committed().await?;
         let mut guard = self.snapshot.lock().await;
@@ -238,7 +242,14 @@ impl Feeds {
             *guard = Some(Snapshot::load(&self.db, &self.never, self.max_bantime, upto).await?);
             tracing::info!(took = ?started.elapsed(), "blocklist loaded from the archive");
         }
-        let snapshot = guard.as_ref().expect("loaded above");
+        Ok(MutexGuard::map(guard, |s| {
+            s.as_mut().expect("loaded above")
+        }))
+    }
+
+    /// The list as rendered now, rendering it when the archive moved on or an entry ended.
+    async fn list(&self, request: &ListRequest) -> Result<Arc<Rendered>, HttpError> {
+        let snapshot = self.snapshot().await?;
         let now = SystemTime::now();
         let generation = snapshot.generation();
         if let Some(kept) = self
@@ -260,7 +271,7 @@ impl Feeds {
             let (list, valid_until) = snapshot.list(now, &request.filter);
             (report::export(request.format, &list, &naming), valid_until)
         });
-        drop(guard);
+        drop(snapshot);
         let etag = format!("\"{}\"", hex(&digest(body.as_bytes())));
         let rendered = Arc::new(Rendered {
             generation,
@@ -407,15 +418,31 @@ async fn history(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// Serves the feeds on `addr` with the config's `[archiver]` settings until `shutdown`.
+/// What the listener serves from.
+pub struct Sources {
+    pub db: Db,
+    pub client: async_nats::Client,
+    pub stream: Stream,
+    pub metrics: Metrics,
+    /// What the site page's health panel reads.
+    pub parts: site::Parts,
+}
+
+/// Serves the feeds and the site page on `addr` with the config's `[archiver]` settings until
+/// `shutdown`.
 pub async fn serve(
     addr: SocketAddr,
-    db: Db,
-    stream: Stream,
+    sources: Sources,
     config: Config,
-    metrics: Metrics,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let Sources {
+        db,
+        client,
+        stream,
+        metrics,
+        parts,
+    } = sources;
     let archiver = &config.archiver;
     let feeds = Arc::new(Feeds {
         tokens: archiver
@@ -433,11 +460,20 @@ pub async fn serve(
         snapshot: tokio::sync::Mutex::new(None),
         rendered: Mutex::new(HashMap::new()),
         metrics,
+        site: Site::new(parts, shutdown.clone()),
     });
+    let follow = tokio::spawn(feeds.site.live.clone().follow(
+        client,
+        config.nats.subject_prefix.clone(),
+        config.nats.stream.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(warm(feeds.clone()));
     let counted = feeds.clone();
     let app = axum::Router::new()
         .route("/v1/blocklist", get(blocklist))
         .route("/v1/history", get(history))
+        .merge(site::routes())
         .with_state(feeds)
         .layer(axum::middleware::map_response(move |r: Response| {
             let counted = counted.clone();
@@ -449,8 +485,31 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    tracing::info!(%addr, "serving the feeds (/v1/blocklist, /v1/history)");
-    shared_f2b::http::serve(listener, app, shutdown).await
+    tracing::info!(%addr, "serving the feeds (/v1/blocklist, /v1/history) and the site page (/)");
+    let served = shared_f2b::http::serve(listener, app, shutdown).await;
+    follow.abort();
+    served
+}
+
+/// Loads the snapshot, the site page's counts and its latest events at start, so that the
+/// first request does not wait for them.
+async fn warm(feeds: Arc<Feeds>) {
+    let started = Instant::now();
+    if let Err(e) = feeds.site.fill_latest(&feeds.db).await {
+        tracing::warn!(error = %e, "site page: cannot read the latest events yet");
+    }
+    let warmed = async {
+        let mut snapshot = feeds.snapshot().await?;
+        feeds.site.warm(&snapshot);
+        snapshot.activity(&feeds.db).await?;
+        Ok::<_, HttpError>(())
+    };
+    match warmed.await {
+        Ok(()) => tracing::info!(took = ?started.elapsed(), "feeds and site page ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "feeds: cannot load the archive yet; the first request will")
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //!
 //! An event's path: [`ingest`] (the durable consumer, kept as it must be by [`consumer`]) → [`store`] (batched, idempotent inserts);
 //! back out: [`query`] → [`serve`] (replay pages over NATS) or [`commands`] / [`report`]
-//! (operator commands); [`blocklist`] → [`feeds`] (the lists over HTTP) and `export`, and
+//! (operator commands); [`blocklist`] → [`feeds`] (the lists over HTTP) and `export`,
+//! [`site`] (the site page, beside the feeds), and
 //! [`misp`] (a MISP feed, misp-push). [`db`] holds the connection and the migrations.
 
 pub mod blocklist;
@@ -17,4 +18,5 @@ pub mod misp;
 pub mod query;
 pub mod report;
 pub mod serve;
+pub mod site;
 pub mod store;

@@ -504,3 +504,78 @@ pub async fn bans_between(
         .push_bind(limit as i64);
     fetch_events(db, q).await
 }
+
+/// Ban events per jail and per `step_ms` bucket (bucket start, ms) made since `since`, up to
+/// stream sequence `until_seq`: the site page's chart.
+pub async fn bans_per_bucket(
+    db: &Db,
+    since: SystemTime,
+    step_ms: i64,
+    until_seq: u64,
+) -> Result<Vec<(String, i64, u64)>, sqlx::Error> {
+    let mut q: QueryBuilder<Any> =
+        QueryBuilder::new("SELECT jail, (event_time_ms - event_time_ms % ");
+    q.push_bind(step_ms);
+    q.push(") AS bucket, COUNT(*) AS n FROM f2b_events WHERE action = 'ban' AND event_time_ms >= ")
+        .push_bind(ms(since));
+    q.push(" AND stream_seq <= ").push_bind(until_seq as i64);
+    q.push(" GROUP BY jail, bucket");
+    let rows = q.build().fetch_all(&db.pool).await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("jail")?,
+                r.try_get("bucket")?,
+                r.try_get::<i64, _>("n")? as u64,
+            ))
+        })
+        .collect()
+}
+
+/// What one host reported in one hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostHour {
+    pub origin: String,
+    /// The hour's start (ms).
+    pub hour_ms: i64,
+    pub bans: u64,
+    /// When the last of its events arrived (ms).
+    pub last_received_ms: i64,
+}
+
+/// Per host and hour: the events made since `since`, up to stream sequence `until_seq` (the
+/// hosts that reported recently, on the site page).
+pub async fn host_hours(
+    db: &Db,
+    since: SystemTime,
+    until_seq: u64,
+) -> Result<Vec<HostHour>, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new(
+        "SELECT origin, (event_time_ms - event_time_ms % 3600000) AS hour, \
+         COUNT(CASE WHEN action = 'ban' THEN 1 END) AS bans, MAX(received_ms) AS last \
+         FROM f2b_events WHERE event_time_ms >= ",
+    );
+    q.push_bind(ms(since));
+    q.push(" AND stream_seq <= ").push_bind(until_seq as i64);
+    q.push(" GROUP BY origin, hour");
+    let rows = q.build().fetch_all(&db.pool).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(HostHour {
+                origin: r.try_get("origin")?,
+                hour_ms: r.try_get("hour")?,
+                bans: r.try_get::<i64, _>("bans")? as u64,
+                last_received_ms: r.try_get("last")?,
+            })
+        })
+        .collect()
+}
+
+/// The newest `limit` control events, newest first (the site page's latest events).
+pub async fn latest_controls(db: &Db, limit: usize) -> Result<Vec<StoredControl>, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new(CONTROL_COLUMNS);
+    q.push(" ORDER BY c.stream_seq DESC LIMIT ")
+        .push_bind(limit as i64);
+    let rows = q.build().fetch_all(&db.pool).await?;
+    rows.iter().map(decode_control).collect()
+}

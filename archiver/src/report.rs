@@ -324,11 +324,9 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, ip)| Listed {
-                ip: ip.parse().unwrap(),
-                reporters: i + 1,
                 jails: vec!["sshd".into()],
-                operator: None,
                 expires: Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+                ..Listed::counted(ip.parse().unwrap(), i + 1)
             })
             .collect()
     }

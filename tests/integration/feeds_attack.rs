@@ -8,7 +8,7 @@
 //! test passes when the attack fails; each collects what got through and reports all of it.
 
 use shared_f2b::event::{Action, Event};
-use shared_f2b::subject::{encode_token, event_subject};
+use shared_f2b::subject::event_subject;
 use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::host::Daemon;
 use shared_f2b_tests::http::Got;
@@ -1471,16 +1471,8 @@ async fn hostile_names_stay_data_in_every_output() {
     let misp = format!("[archiver.misp]\norg_name = \"Example\"\norg_uuid = {ORG_UUID:?}\n");
     // Charlie's NATS user, allowed to publish as a host with a hostile id.
     let hostile_host = "ch\"ar'lie<b>&;$(id)|`#,\\x\u{202e}";
-    let token = encode_token(hostile_host).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let conf = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf"))
-        .unwrap()
-        .replace("\"f2b.ban.*.charlie\"", &format!("\"f2b.ban.*.{token}\""))
-        .replace(
-            "\"f2b.unban.*.charlie\"",
-            &format!("\"f2b.unban.*.{token}\""),
-        );
-    let nats = NatsServer::start_with_config(dir.path(), &conf);
+    let nats = site::nats_with_charlie_as(dir.path(), hostile_host);
     let url = nats.url();
     let db = TestDb::mariadb();
     let port = free_port();
@@ -1494,11 +1486,7 @@ async fn hostile_names_stay_data_in_every_output() {
         ),
     );
     let host = site::config(dir.path(), "hostile", "charlie", &url, "");
-    let text = std::fs::read_to_string(&host.path).unwrap().replace(
-        "host_id = \"hostile\"",
-        &format!("host_id = {}", toml_str(hostile_host)),
-    );
-    std::fs::write(&host.path, text).unwrap();
+    host.rename(hostile_host);
     publish(
         &host,
         &[
@@ -1514,11 +1502,7 @@ async fn hostile_names_stay_data_in_every_output() {
     // An operator sharing the admin user names itself.
     let operator = "op\"er<a>tor'#;\\`$(x)";
     let op = site::config(dir.path(), "op", "admin", &url, "");
-    let text = std::fs::read_to_string(&op.path).unwrap().replace(
-        "host_id = \"op\"",
-        &format!("host_id = {}", toml_str(operator)),
-    );
-    std::fs::write(&op.path, text).unwrap();
+    op.rename(operator);
     let out = Command::new(bin("shared-f2b-admin"))
         .arg("--config")
         .arg(&op.path)
@@ -1580,19 +1564,4 @@ async fn hostile_names_stay_data_in_every_output() {
         }
     }
     verdict(&problems);
-}
-
-/// `s` as a TOML basic string.
-fn toml_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_ascii() && !c.is_ascii_control() => out.push(c),
-            c => out.push_str(&format!("\\u{:04X}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
 }

@@ -13,5 +13,6 @@ mod misp;
 mod network;
 mod operations;
 mod publish;
+mod site;
 mod subscribe;
 mod trust;

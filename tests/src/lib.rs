@@ -4,6 +4,7 @@
 //! Every test gets its own subject prefix and stream name ([`unique`]) so runs can share the
 //! machine's NATS server; tests that stop the broker start a private one ([`NatsServer`]).
 
+pub mod browser;
 pub mod db;
 pub mod fail2ban;
 pub mod host;
@@ -118,6 +119,21 @@ pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool
     }
 }
 
+/// `s` as a TOML basic string.
+pub fn toml_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_ascii() && !c.is_ascii_control() => out.push(c),
+            c => out.push_str(&format!("\\u{:04X}", c as u32)),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// A config file for one host of a test, written into `dir`.
 pub struct HostConfig {
     pub path: PathBuf,
@@ -181,6 +197,17 @@ impl HostConfig {
             1,
         );
         std::fs::write(&self.path, text).unwrap();
+    }
+
+    /// Gives the host another `host_id` (any printable name: hostile ones too).
+    pub fn rename(&self, host_id: &str) {
+        let text = std::fs::read_to_string(&self.path).unwrap();
+        let (_, rest) = text.split_once('\n').expect("host_id first");
+        std::fs::write(
+            &self.path,
+            format!("host_id = {}\n{rest}", toml_str(host_id)),
+        )
+        .unwrap();
     }
 
     /// Runs `shared-f2b-publish` with this config.

@@ -62,6 +62,20 @@ pub fn nats_with(dir: &Path, hosts: &[&str], operators: &[&str]) -> NatsServer {
     NatsServer::start_with_config(dir, &conf)
 }
 
+/// The shipped site config with charlie's user publishing as host `host_id` (any printable
+/// name, encoded into its subjects as the config's comment says): for hostile names.
+pub fn nats_with_charlie_as(dir: &Path, host_id: &str) -> NatsServer {
+    let token = shared_f2b::subject::encode_token(host_id).expect("a host name");
+    let conf = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf"))
+        .unwrap()
+        .replace("\"f2b.ban.*.charlie\"", &format!("\"f2b.ban.*.{token}\""))
+        .replace(
+            "\"f2b.unban.*.charlie\"",
+            &format!("\"f2b.unban.*.{token}\""),
+        );
+    NatsServer::start_with_config(dir, &conf)
+}
+
 /// A stock client logged in as `user`.
 pub async fn client(url: &str, user: &str) -> async_nats::Client {
     async_nats::ConnectOptions::with_user_and_password(user.into(), format!("change-me-{user}"))

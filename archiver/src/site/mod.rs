@@ -1,0 +1,358 @@
+//! The site page on `[archiver] http_listen`: a read-only view of what is banned, by whom and
+//! how it is going, for operators who would rather look than read.
+//!
+//! - `GET /` and `GET /ip/<addr>`: the page (HTML, script and style embedded in the binary,
+//!   nothing from elsewhere; a strict Content-Security-Policy);
+//! - `GET /v1/site/overview`, `/v1/site/bans`, `/v1/site/address`: what it shows, as JSON
+//!   (`API.md` beside this file), answered from the blocklist snapshot the feeds keep;
+//! - `GET /v1/site/live`: the latest events as server-sent events ([`live`]).
+//!
+//! The data needs the feeds' bearer token when `http_tokens` is set; the page itself holds no
+//! data and asks for the token.
+
+pub mod activity;
+pub mod live;
+mod shape;
+mod view;
+
+use crate::feeds::{Feeds, HttpError};
+use crate::query::{self, HistoryFilter};
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use live::{Item, Live};
+use serde_json::json;
+use shared_f2b::health::Check;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
+use view::{Sort, Views};
+
+/// The longest `/v1/site/bans?after=SEQ` waits for the archive to hold that event.
+const AFTER_WAIT: Duration = Duration::from_secs(2);
+/// The most events the address page lists.
+const STORY_MAX: i64 = 1000;
+
+/// What the health panel reads.
+pub struct Parts {
+    pub database: Check,
+    pub nats: Arc<AtomicBool>,
+}
+
+/// The page's state beside the feeds'.
+pub struct Site {
+    pub live: Arc<Live>,
+    views: Views,
+    parts: Parts,
+    started: SystemTime,
+    shutdown: CancellationToken,
+}
+
+impl Site {
+    pub fn new(parts: Parts, shutdown: CancellationToken) -> Site {
+        Site {
+            live: Live::new(),
+            views: Views::default(),
+            parts,
+            started: SystemTime::now(),
+            shutdown,
+        }
+    }
+
+    /// Lists the active bans of `snapshot` ahead of the first page view.
+    pub fn warm(&self, snapshot: &crate::blocklist::Snapshot) {
+        self.views.current(snapshot, SystemTime::now());
+    }
+
+    /// Fills the latest events from the archive, for pages opened before anything new arrives.
+    pub async fn fill_latest(&self, db: &crate::db::Db) -> Result<(), sqlx::Error> {
+        let filter = HistoryFilter {
+            limit: live::RECENT as i64,
+            ..HistoryFilter::default()
+        };
+        for s in query::history(db, &filter).await? {
+            self.live.push(Item {
+                seq: s.seq,
+                json: shape::event(s.seq, &s.event),
+            });
+        }
+        for c in query::latest_controls(db, live::RECENT).await? {
+            self.live.push(Item {
+                seq: c.seq,
+                json: shape::control(c.seq, &c.control),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The routes of the page and its data.
+pub fn routes() -> axum::Router<Arc<Feeds>> {
+    axum::Router::new()
+        .route("/", get(page))
+        .route("/ip/{*addr}", get(page))
+        .route("/assets/site.js", get(script))
+        .route("/assets/site.css", get(style))
+        .route("/assets/favicon.svg", get(icon))
+        .route("/v1/site/overview", get(overview))
+        .route("/v1/site/bans", get(bans))
+        .route("/v1/site/address", get(address))
+        .route("/v1/site/live", get(follow))
+}
+
+/// Nothing but this origin's script and style; no framing, no forms, no inline code.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn asset(body: &'static [u8], content_type: &'static str) -> Response {
+    let mut r = Body::from(body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
+async fn page() -> Response {
+    asset(
+        include_bytes!("assets/index.html"),
+        "text/html; charset=utf-8",
+    )
+}
+
+async fn script() -> Response {
+    asset(
+        include_bytes!("assets/site.js"),
+        "text/javascript; charset=utf-8",
+    )
+}
+
+async fn style() -> Response {
+    asset(include_bytes!("assets/site.css"), "text/css; charset=utf-8")
+}
+
+async fn icon() -> Response {
+    asset(include_bytes!("assets/favicon.svg"), "image/svg+xml")
+}
+
+/// JSON that is never cached and never sniffed as anything else.
+fn data(value: serde_json::Value) -> Response {
+    let mut r = (
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// Each parameter at most once, only the known ones.
+fn parameters<'a>(
+    pairs: &'a [(String, String)],
+    known: &[&str],
+) -> Result<std::collections::HashMap<&'a str, &'a str>, HttpError> {
+    let mut seen = std::collections::HashMap::new();
+    for (key, value) in pairs {
+        if !known.contains(&key.as_str()) {
+            return Err(HttpError::BadRequest(format!(
+                "unknown parameter {key:?}: use {}",
+                known.join(", ")
+            )));
+        }
+        if seen.insert(key.as_str(), value.as_str()).is_some() {
+            return Err(HttpError::BadRequest(format!(
+                "parameter {key:?} given twice"
+            )));
+        }
+    }
+    Ok(seen)
+}
+
+fn number(
+    value: Option<&&str>,
+    name: &str,
+    range: std::ops::RangeInclusive<u64>,
+    default: u64,
+) -> Result<u64, HttpError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    value
+        .parse()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            HttpError::BadRequest(format!(
+                "{name} {value:?}: use a number from {} to {}",
+                range.start(),
+                range.end()
+            ))
+        })
+}
+
+async fn overview(
+    State(feeds): State<Arc<Feeds>>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, HttpError> {
+    feeds.authorise(&headers)?;
+    parameters(&pairs, &[])?;
+    let site = &feeds.site;
+    let now = SystemTime::now();
+    let (view, timeline, hosts) = {
+        let mut snapshot = feeds.snapshot().await?;
+        let view = site.views.current(&snapshot, now);
+        let activity = snapshot.activity(&feeds.db).await?;
+        activity.forget_old(now);
+        (view, activity.timeline(now), activity.hosts(now))
+    };
+    let parts = &site.parts;
+    Ok(data(json!({
+        "now": crate::store::ms(now),
+        "active": view.len(),
+        "by_origin": view.by_origin(),
+        "by_jail": view.by_jail(),
+        "top": view.top(),
+        "timeline": timeline,
+        "latest": site.live.recent(),
+        "health": {
+            "archiver": {
+                "ok": true,
+                "version": env!("CARGO_PKG_VERSION"),
+                "started": crate::store::ms(site.started),
+            },
+            "database": {"ok": parts.database.get(), "backend": feeds.db.backend.name()},
+            "nats": {"ok": parts.nats.load(Ordering::Relaxed)},
+            "hosts": hosts,
+        },
+    })))
+}
+
+async fn bans(
+    State(feeds): State<Arc<Feeds>>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, HttpError> {
+    feeds.authorise(&headers)?;
+    let p = parameters(&pairs, &["q", "sort", "order", "offset", "limit", "after"])?;
+    let search = view::Search::parse(p.get("q").copied().unwrap_or_default())
+        .map_err(HttpError::BadRequest)?;
+    let sort = match p.get("sort") {
+        None => Sort::LastSeen,
+        Some(word) => Sort::parse(word).ok_or_else(|| {
+            HttpError::BadRequest(format!(
+                "sort {word:?}: use ip, jails, hosts, first_seen, last_seen or expires"
+            ))
+        })?,
+    };
+    let descending = match p.get("order").copied() {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(word) => {
+            return Err(HttpError::BadRequest(format!(
+                "order {word:?}: use asc or desc"
+            )));
+        }
+    };
+    let offset = number(p.get("offset"), "offset", 0..=10_000_000, 0)? as usize;
+    let limit = number(p.get("limit"), "limit", 1..=500, 50)? as usize;
+    if p.contains_key("after") {
+        let after = number(p.get("after"), "after", 0..=u64::MAX, 0)?;
+        // The page saw the event live: answer once the archive holds it (or soon anyway).
+        let started = Instant::now();
+        while feeds.committed().await? < after && started.elapsed() < AFTER_WAIT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let now = SystemTime::now();
+    let view = {
+        let snapshot = feeds.snapshot().await?;
+        feeds.site.views.current(&snapshot, now)
+    };
+    let page = tokio::task::block_in_place(|| view.page(&search, sort, descending, offset, limit));
+    Ok(data(page))
+}
+
+async fn address(
+    State(feeds): State<Arc<Feeds>>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, HttpError> {
+    feeds.authorise(&headers)?;
+    let p = parameters(&pairs, &["ip"])?;
+    let text = p
+        .get("ip")
+        .ok_or_else(|| HttpError::BadRequest("ip is required: ?ip=ADDR".into()))?;
+    let ip = shared_f2b::event::parse_ip(text)
+        .map_err(|e| HttpError::BadRequest(format!("ip {text:?}: {e}")))?;
+    let now = SystemTime::now();
+    let (view, orders) = {
+        let snapshot = feeds.snapshot().await?;
+        let orders: Vec<serde_json::Value> = snapshot
+            .orders_covering(ip, now)
+            .into_iter()
+            .map(|c| shape::control(0, c))
+            .collect();
+        (feeds.site.views.current(&snapshot, now), orders)
+    };
+    let filter = HistoryFilter {
+        ip: Some(ip),
+        limit: STORY_MAX,
+        ..HistoryFilter::default()
+    };
+    let events: Vec<serde_json::Value> = query::history(&feeds.db, &filter)
+        .await?
+        .iter()
+        .map(|s| shape::event(s.seq, &s.event))
+        .collect();
+    Ok(data(json!({
+        "ip": ip.to_string(),
+        "active": view.find(ip),
+        "events": events,
+        "orders": orders,
+    })))
+}
+
+async fn follow(
+    State(feeds): State<Arc<Feeds>>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    feeds.authorise(&headers)?;
+    let Some(body) = feeds.site.live.stream(feeds.site.shutdown.clone()) else {
+        return Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many pages follow the live events; try again later\n",
+        )
+            .into_response());
+    };
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Proxies that buffer (nginx) would hold the events back.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(r)
+}
