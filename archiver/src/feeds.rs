@@ -247,6 +247,20 @@ impl Feeds {
         }))
     }
 
+    /// As [`Feeds::snapshot`]; while the archive cannot be read, the snapshot as it was last
+    /// brought forward (when there is one), so the site page can still show it and say why.
+    pub(crate) async fn snapshot_or_last(
+        &self,
+    ) -> Result<MappedMutexGuard<'_, Snapshot>, HttpError> {
+        match self.snapshot().await {
+            Ok(snapshot) => Ok(snapshot),
+            Err(e) => {
+                let guard = self.snapshot.lock().await;
+                MutexGuard::try_map(guard, |s| s.as_mut()).map_err(|_| e)
+            }
+        }
+    }
+
     /// The list as rendered now, rendering it when the archive moved on or an entry ended.
     async fn list(&self, request: &ListRequest) -> Result<Arc<Rendered>, HttpError> {
         let snapshot = self.snapshot().await?;

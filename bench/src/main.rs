@@ -9,6 +9,7 @@ mod feeds;
 mod packets;
 mod publish;
 mod report;
+mod site;
 mod subscribe;
 
 use clap::Parser;
@@ -55,8 +56,11 @@ struct Cli {
     /// Requests per feed figure.
     #[arg(long, default_value_t = 200)]
     feed_runs: usize,
+    /// Page loads and requests per site page figure.
+    #[arg(long, default_value_t = 30)]
+    site_runs: usize,
     /// Only these groups, comma-separated: publish, subscribe, archive, fanout, packets,
-    /// control, feeds (default: all).
+    /// control, feeds, site (default: all).
     #[arg(long)]
     only: Option<String>,
     /// Also write the table as JSON here.
@@ -93,6 +97,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("feeds") {
         feeds::run(&mut report, cli.feed_bans, cli.feed_runs).await;
+    }
+    if wants("site") {
+        site::run(&mut report, cli.feed_bans, cli.site_runs).await;
     }
     if wants("packets") {
         tokio::task::block_in_place(|| packets::run(&mut report, cli.packet_runs));

@@ -64,7 +64,8 @@ impl Site {
 
     /// Lists the active bans of `snapshot` ahead of the first page view.
     pub fn warm(&self, snapshot: &crate::blocklist::Snapshot) {
-        self.views.current(snapshot, SystemTime::now());
+        let view = self.views.current(snapshot, SystemTime::now());
+        tokio::task::block_in_place(|| view.summary());
     }
 
     /// Fills the latest events from the archive, for pages opened before anything new arrives.
@@ -220,19 +221,21 @@ async fn overview(
     let site = &feeds.site;
     let now = SystemTime::now();
     let (view, timeline, hosts) = {
-        let mut snapshot = feeds.snapshot().await?;
+        // While the database is down: what was last read, and the health panel says why.
+        let mut snapshot = feeds.snapshot_or_last().await?;
         let view = site.views.current(&snapshot, now);
         let activity = snapshot.activity(&feeds.db).await?;
         activity.forget_old(now);
         (view, activity.timeline(now), activity.hosts(now))
     };
     let parts = &site.parts;
+    let summary = tokio::task::block_in_place(|| view.summary());
     Ok(data(json!({
         "now": crate::store::ms(now),
         "active": view.len(),
-        "by_origin": view.by_origin(),
-        "by_jail": view.by_jail(),
-        "top": view.top(),
+        "by_origin": summary.by_origin,
+        "by_jail": summary.by_jail,
+        "top": summary.top,
         "timeline": timeline,
         "latest": site.live.recent(),
         "health": {
@@ -286,7 +289,7 @@ async fn bans(
     }
     let now = SystemTime::now();
     let view = {
-        let snapshot = feeds.snapshot().await?;
+        let snapshot = feeds.snapshot_or_last().await?;
         feeds.site.views.current(&snapshot, now)
     };
     let page = tokio::task::block_in_place(|| view.page(&search, sort, descending, offset, limit));

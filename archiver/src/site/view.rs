@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 /// Top offenders shown.
@@ -95,6 +95,15 @@ pub struct View {
     rows: Vec<Listed>,
     texts: Vec<String>,
     sorted: Mutex<HashMap<Sort, Arc<Vec<u32>>>>,
+    /// By origin, by jail, top offenders: counted once.
+    summary: OnceLock<Summary>,
+}
+
+/// What the overview counts of the active bans.
+pub struct Summary {
+    pub by_origin: Value,
+    pub by_jail: Value,
+    pub top: Value,
 }
 
 impl View {
@@ -107,7 +116,17 @@ impl View {
             rows,
             texts,
             sorted: Mutex::new(HashMap::new()),
+            summary: OnceLock::new(),
         }
+    }
+
+    /// The counts the overview shows, made on first use.
+    pub fn summary(&self) -> &Summary {
+        self.summary.get_or_init(|| Summary {
+            by_origin: self.by_origin(),
+            by_jail: self.by_jail(),
+            top: self.top(),
+        })
     }
 
     fn fresh(&self, generation: u64, now: SystemTime) -> bool {
@@ -175,7 +194,7 @@ impl View {
     }
 
     /// Active bans per host (and per operator), most first.
-    pub fn by_origin(&self) -> Value {
+    fn by_origin(&self) -> Value {
         let mut counts: HashMap<(&str, bool), u64> = HashMap::new();
         for r in &self.rows {
             for origin in &r.origins {
@@ -198,7 +217,7 @@ impl View {
     }
 
     /// Active bans per jail, most first.
-    pub fn by_jail(&self) -> Value {
+    fn by_jail(&self) -> Value {
         let mut counts: HashMap<&str, u64> = HashMap::new();
         for jail in self.rows.iter().flat_map(|r| &r.jails) {
             *counts.entry(jail).or_default() += 1;
@@ -214,7 +233,7 @@ impl View {
     }
 
     /// The top offenders: banned by the most hosts, then in the most jails, then the longest.
-    pub fn top(&self) -> Value {
+    fn top(&self) -> Value {
         let mut top: Vec<&Listed> = Vec::with_capacity(TOP + 1);
         let rank = |r: &Listed| {
             (
@@ -325,6 +344,7 @@ mod tests {
             texts: rows.iter().map(|r| r.ip.to_string()).collect(),
             rows,
             sorted: Mutex::new(HashMap::new()),
+            summary: OnceLock::new(),
         }
     }
 

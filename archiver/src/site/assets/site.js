@@ -15,7 +15,7 @@
   const nf = new Intl.NumberFormat('en-US');
   const num = (n) => (typeof n === 'number' && isFinite(n) ? nf.format(n) : '—');
 
-  // ---------------------------------------------------------------- DOM helpers
+  // --- DOM helpers
   function el(tag, cls, text) {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -41,6 +41,7 @@
     items.forEach((it, i) => { if (i) f.append(sep); f.append(it); });
     return f;
   }
+  function titled(e, text) { e.title = text == null ? '' : String(text); return e; }
   function addrLink(addr) {
     const a = el('a', 'ip', addr);
     a.href = '/ip/' + encodeURIComponent(String(addr));
@@ -64,7 +65,7 @@
     return a;
   }
 
-  // ---------------------------------------------------------------- time
+  // --- time
   let skew = 0; // server clock minus ours
   const now = () => Date.now() + skew;
   const pad = (n) => String(n).padStart(2, '0');
@@ -77,7 +78,7 @@
   function rel(ms) {
     const d = ms - now();
     const s = Math.abs(d) / 1000;
-    if (s < 10) return d <= 0 ? 'just now' : 'in a moment';
+    if (s < 10) return 'just now';
     let t;
     if (s < 60) t = Math.floor(s) + ' s';
     else if (s < 3600) t = Math.floor(s / 60) + ' min';
@@ -113,7 +114,7 @@
     return out;
   }
 
-  // ---------------------------------------------------------------- token, fetch, errors
+  // --- token, fetch, errors
   function getToken() { try { return sessionStorage.getItem(TOKEN_KEY) || ''; } catch (_) { return ''; } }
   function setToken(t) { try { sessionStorage.setItem(TOKEN_KEY, t); } catch (_) { /* private mode */ } }
   function authHeaders(extra) {
@@ -184,12 +185,12 @@
     connectLive();
   }
 
-  // ---------------------------------------------------------------- live indicator + stream
+  // --- live indicator + stream
   function setLive(state) {
     const up = state === 'up';
     body.dataset.live = up ? '1' : '0';
     const box = $('live');
-    box.className = 'live ' + state;
+    box.className = 'live st-' + state;
     $('live-text').textContent = up ? 'live' : state === 'token' ? 'token needed'
       : state === 'reconnecting' ? 'reconnecting…' : 'connecting…';
   }
@@ -295,7 +296,7 @@
     }
   }
 
-  // ---------------------------------------------------------------- page dispatch
+  // --- page dispatch
   const path = location.pathname;
   const isStory = path.startsWith('/ip/');
   let onLiveEvent = () => {};
@@ -303,9 +304,13 @@
   let onReconnected = () => {};
   let reloadAll = () => {};
 
-  function markReady() { body.dataset.ready = '1'; }
+  // The first-paint benchmark reads this mark (performance.getEntriesByName).
+  function markReady() {
+    if (body.dataset.ready !== '1') performance.mark('shared-f2b-ready');
+    body.dataset.ready = '1';
+  }
 
-  // ================================================================= overview
+  // === overview
   function overview() {
     const st = readState();
     let range = 'hourly';
@@ -313,7 +318,7 @@
     const color = new Map();      // jail -> colour index, stable for the page's life
     let ovDone = false, bansDone = false;
 
-    // ------------------------------------------------ state in the URL (?q=&sort=&order=&page=)
+    // --- state in the URL (?q=&sort=&order=&page=)
     function readState() {
       const p = new URLSearchParams(location.search);
       const sort = SORTS.includes(p.get('sort')) ? p.get('sort') : 'last_seen';
@@ -331,9 +336,11 @@
     }
     function defaultOrder(sort) { return sort === 'ip' || sort === 'jails' ? 'asc' : 'desc'; }
 
-    // ------------------------------------------------ refresh gate: coalesced, one at a time
-    const R = { after: 0, full: false, again: false, busy: false, timer: null };
+    // --- refresh gate: coalesced, one at a time
+    // A hidden tab asks nothing; it catches up in full when shown again.
+    const R = { after: 0, full: false, again: false, busy: false, timer: null, hidden: false };
     function scheduleRefresh(after, full) {
+      if (document.hidden) { R.hidden = true; return; }
       if (after > R.after) R.after = after;
       if (full) R.full = true;
       if (R.busy) { R.again = true; return; }
@@ -353,7 +360,7 @@
       }
     }
 
-    // ------------------------------------------------ overview data
+    // --- overview data
     let ovGen = 0;
     async function loadOverview() {
       const gen = ++ovGen;
@@ -404,7 +411,7 @@
         td.colSpan = 3; tr.append(td); tb.replaceChildren(tr); return;
       }
       tb.replaceChildren(...hosts.map((x) => append(el('tr'),
-        append(el('td', 'name'), bdi(x.name)),
+        titled(append(el('td', 'name'), bdi(x.name)), x.name),
         append(el('td'), timeEl(x.last_seen)),
         el('td', 'num', num(x.bans_24h)))));
     }
@@ -420,7 +427,7 @@
         const m = el('meter');
         m.min = 0; m.max = max; m.value = x.active || 0;
         m.setAttribute('aria-label', String(x.name));
-        const name = x.operator === true ? append(el('span', 'name op'), 'operator: ', bdi(x.name)) : bdi(x.name, 'name');
+        const name = titled(x.operator === true ? append(el('span', 'name op'), 'operator: ', bdi(x.name)) : bdi(x.name, 'name'), x.name);
         ol.append(append(el('li'), name, m, el('span', 'num', num(x.active))));
       }
       box.replaceChildren(ol);
@@ -467,13 +474,14 @@
       if (origins.length) {
         const names = el('span', 'origins');
         names.append(joined(origins.slice(0, 3).map((o) => bdi(o)), ', '));
-        if (origins.length > 3) names.append(' +' + (origins.length - 3));
+        const more = Math.max(r.hosts || 0, origins.length) - Math.min(3, origins.length);
+        if (more > 0) names.append(' +' + more);
         f.append(' ', names);
       }
       return f;
     }
 
-    // ------------------------------------------------ bans table
+    // --- bans table
     let bansGen = 0;
     async function loadBans(after) {
       const gen = ++bansGen;
@@ -551,7 +559,7 @@
       }
     }
 
-    // ------------------------------------------------ latest events
+    // --- latest events
     let latest = [];                       // newest first
     const latestNodes = new Map();         // seq -> <li>
     function mergeLatest(list, fresh) {
@@ -607,7 +615,7 @@
       return li;
     }
 
-    // ------------------------------------------------ chart
+    // --- chart
     function colorOf(jail) {
       if (!color.has(jail)) color.set(jail, color.size % COLORS);
       return color.get(jail);
@@ -652,11 +660,12 @@
       if (!chartFrame) chartFrame = requestAnimationFrame(() => { chartFrame = 0; drawChart(); });
     }
 
-    function niceMax(v) {
-      if (v <= 4) return 4;
-      const p = Math.pow(10, Math.floor(Math.log10(v)));
-      for (const m of [1, 2, 2.5, 4, 5, 8, 10]) if (m * p >= v) return m * p;
-      return 10 * p;
+    // y axis: a round step (1, 2, 5 x 10^k) giving about five grid lines
+    function axis(peak) {
+      if (peak <= 4) return { top: 4, step: 1 };
+      const raw = peak / 5, p = Math.pow(10, Math.floor(Math.log10(raw)));
+      const step = Math.max(1, [1, 2, 5, 10].map((m) => m * p).find((v) => v >= raw));
+      return { top: Math.ceil(peak / step) * step, step };
     }
     function bucketLabel(ms, step) {
       const d = new Date(ms);
@@ -678,10 +687,10 @@
       const bucketSum = new Array(n).fill(0);
       for (const j of jails) for (let i = 0; i < n; i++) bucketSum[i] += s.jails[j][i] || 0;
       const peak = Math.max(0, ...bucketSum);
-      const top = niceMax(peak);
+      const { top, step } = axis(peak);
 
       const W = Math.max(320, Math.floor(box.clientWidth || 700));
-      const H = 230;
+      const H = 250;
       const m = { l: 44, r: 10, t: 10, b: 26 };
       const pw = W - m.l - m.r, ph = H - m.t - m.b;
       const bw = pw / n;
@@ -693,12 +702,11 @@
 
       // grid + y labels
       const g = svgEl('g', { class: 'grid' });
-      for (let k = 0; k <= 4; k++) {
-        const v = (top / 4) * k;
+      for (let v = 0; v <= top; v += step) {
         const yy = Math.round(y(v)) + 0.5;
-        g.append(svgEl('line', { x1: m.l, x2: W - m.r, y1: yy, y2: yy, class: k ? 'gl' : 'gl base' }));
+        g.append(svgEl('line', { x1: m.l, x2: W - m.r, y1: yy, y2: yy, class: v ? 'gl' : 'gl base' }));
         const t = svgEl('text', { x: m.l - 6, y: yy + 4, class: 'ylab' });
-        t.textContent = v >= 10000 ? (v / 1000) + 'k' : String(Math.round(v * 10) / 10);
+        t.textContent = v >= 10000 ? (v / 1000) + 'k' : String(v);
         g.append(t);
       }
       svg.append(g);
@@ -742,7 +750,7 @@
         }
         if (label === null) continue;
         const xx = m.l + i * bw;
-        if (xx > W - m.r - 16) continue;
+        if (xx > W - m.r - 48) continue; // leave room for "UTC"
         xl.append(svgEl('line', { x1: xx, x2: xx, y1: m.t + ph, y2: m.t + ph + 4, class: 'tick' }));
         const t = svgEl('text', { x: xx, y: H - 8, class: 'xlab' });
         t.textContent = label;
@@ -774,7 +782,7 @@
       drawChart();
     }
 
-    // ------------------------------------------------ wiring
+    // --- wiring
     $('range-hourly').addEventListener('click', () => setRange('hourly'));
     $('range-daily').addEventListener('click', () => setRange('daily'));
     let resizeTimer = null;
@@ -828,8 +836,11 @@
     onReconnected = () => scheduleRefresh(0, true);
     reloadAll = () => scheduleRefresh(0, true);
 
-    // health and "last seen" go stale without events: a quiet refresh every minute while visible
-    setInterval(() => { if (!document.hidden) scheduleRefresh(0, false); }, 60000);
+    document.addEventListener('visibilitychange', () => {
+      if (!document.hidden && R.hidden) { R.hidden = false; scheduleRefresh(0, true); }
+    });
+    // health and "last seen" go stale without events: a quiet refresh every minute
+    setInterval(() => scheduleRefresh(0, false), 60000);
 
     R.full = true;
     runRefresh();
@@ -837,6 +848,10 @@
 
   // The server's rules for q, checked before asking (a half-typed net is no error worth a 400).
   const V4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+  function isV6(text) {
+    if (!text.includes(':') || /[\s\/\[\]%]/.test(text)) return false;
+    try { new URL('http://[' + text + ']/'); return true; } catch (_) { return false; }
+  }
   function checkQuery(q) {
     if (!q) return '';
     if (q.includes('/')) {
@@ -844,7 +859,7 @@
       if (!m) return 'a net is address/length, e.g. 192.0.2.0/24';
       const v6 = m[1].includes(':');
       if (Number(m[2]) > (v6 ? 128 : 32)) return 'the length is at most ' + (v6 ? 128 : 32);
-      if (v6) { try { new URL('http://[' + m[1] + ']/'); } catch (_) { return 'not an IPv6 address'; } }
+      if (v6) { if (!isV6(m[1])) return 'not an IPv6 address'; }
       else if (!V4.test(m[1])) return 'not an IPv4 address';
       return '';
     }
@@ -872,13 +887,14 @@
       out.who = e.origin == null ? '' : e.origin;
       out.whoLabel = 'host ';
       out.jail = e.jail == null ? '' : e.jail;
-      if (a === 'ban' && typeof e.bantime === 'number') out.extra = dur(e.bantime);
+      if (a === 'ban' && typeof e.bantime === 'number') out.extra = e.bantime < 0 ? 'permanent' : 'for ' + dur(e.bantime);
     }
     return out;
   }
 
-  // ================================================================= story of one address
+  // === story of one address
   function story() {
+    document.querySelector('.top .total').hidden = true;
     $('overview').hidden = true;
     $('story').hidden = false;
     let raw = path.slice(4);
@@ -888,7 +904,15 @@
     document.title = ip + ' · Shared Fail2Ban';
 
     let canon = ip, busy = false, again = false, timer = null;
+    function notAddress() {
+      $('story-status').replaceChildren(el('p', 'verdict bad', 'Not an address the archive can look up.'));
+      $('story-orders').replaceChildren(el('p', 'muted', '—'));
+      const tr = el('tr'); const td = el('td', 'muted', '—'); td.colSpan = 7; tr.append(td);
+      $('story-events').tBodies[0].replaceChildren(tr);
+      markReady();
+    }
     async function load() {
+      if (!V4.test(ip) && !isV6(ip)) { notAddress(); return; }
       if (busy) { again = true; return; }
       busy = true;
       try {
@@ -898,13 +922,7 @@
         markReady();
       } catch (e) {
         showError(e, 'story');
-        if (e.status === 400) {
-          $('story-status').replaceChildren(el('p', 'verdict bad', 'Not an address the archive can look up.'));
-          $('story-orders').replaceChildren(el('p', 'muted', '—'));
-          const tb = $('story-events').tBodies[0];
-          const tr = el('tr'); const td = el('td', 'muted', '—'); td.colSpan = 7; tr.append(td); tb.replaceChildren(tr);
-          markReady();
-        }
+        if (e.status === 400) notAddress();
       } finally {
         busy = false;
         if (again) { again = false; schedule(); }
@@ -980,7 +998,7 @@
     load();
   }
 
-  // ================================================================= start
+  // === start
   $('token-form').addEventListener('submit', onTokenSubmit);
   $('error-close').addEventListener('click', () => { $('error').hidden = true; });
   setLive('connecting');
