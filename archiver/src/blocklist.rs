@@ -197,6 +197,11 @@ fn opt_ms(t: Option<SystemTime>) -> Option<i64> {
     t.map(ms)
 }
 
+/// Whether a ban ending at `end` (ms; `None` never) was still in force at `at`.
+fn in_force_at(end: Option<i64>, at: i64) -> bool {
+    end.is_none_or(|end| end >= at)
+}
+
 /// A ban's end: the later of two (`None`, permanent, outlasts any).
 fn later(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     a.zip(b).map(|(a, b)| a.max(b))
@@ -313,10 +318,22 @@ impl Snapshot {
             .iter_mut()
             .find(|h| h.origin == e.origin && h.jail == e.jail)
         {
+            // The held ban had ended before this one was made: a new run of bans begins.
+            Some(h) if !in_force_at(h.expires_ms, made) => {
+                *h = Held {
+                    expires_ms,
+                    first_ms: made,
+                    last_ms: made,
+                    ..h.clone()
+                };
+            }
             Some(h) => {
-                h.expires_ms = later(h.expires_ms, expires_ms);
-                h.first_ms = h.first_ms.min(made);
+                // A ban that had ended before the held run began does not date it back.
+                if in_force_at(expires_ms, h.first_ms) {
+                    h.first_ms = h.first_ms.min(made);
+                }
                 h.last_ms = h.last_ms.max(made);
+                h.expires_ms = later(h.expires_ms, expires_ms);
             }
             None => held.push(Held {
                 origin: e.origin.clone(),
@@ -611,6 +628,35 @@ mod tests {
 
     fn ips(list: &[Listed]) -> Vec<String> {
         list.iter().map(|l| l.ip.to_string()).collect()
+    }
+
+    /// A ban made at `secs` (the tests' epoch) for `bantime` seconds.
+    fn ban_at(seq: u64, origin: &str, ip: &str, secs: u64, bantime: i64) -> Stored {
+        let mut s = ban(seq, origin, "sshd", ip, bantime);
+        s.event.time = at(secs);
+        s.received = at(secs);
+        s
+    }
+
+    #[test]
+    fn first_and_last_seen_are_of_the_bans_in_force() {
+        let mut s = empty();
+        s.apply(
+            vec![
+                // An old ban that ended, then a run of two overlapping ones.
+                ban_at(1, "alice", "192.0.2.1", 0, 100),
+                ban_at(2, "alice", "192.0.2.1", 1000, 600),
+                ban_at(3, "alice", "192.0.2.1", 1500, 600),
+                // Back-dated and long over: it does not date the run back.
+                ban_at(4, "alice", "192.0.2.1", 10, 100),
+                ban_at(5, "bob", "192.0.2.1", 1200, 600),
+            ],
+            vec![],
+        );
+        let (list, _) = s.list(at(1600), &Filter::default());
+        assert_eq!(list[0].first_seen, Some(at(1000)));
+        assert_eq!(list[0].last_seen, Some(at(1500)));
+        assert_eq!(list[0].origins, ["alice", "bob"]);
     }
 
     #[test]

@@ -63,6 +63,9 @@ struct Cli {
     /// control, feeds, site (default: all).
     #[arg(long)]
     only: Option<String>,
+    /// Only write a screenshot of the site page over a made-up site here (the README's).
+    #[arg(long)]
+    site_screenshot: Option<std::path::PathBuf>,
     /// Also write the table as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -71,6 +74,10 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(path) = &cli.site_screenshot {
+        site::screenshot(path).await;
+        return Ok(());
+    }
     let mut report = report::Report::default();
     let wants = |group: &str| {
         cli.only

@@ -153,3 +153,100 @@ pub async fn run(report: &mut Report, active: usize, runs: usize) {
         "",
     );
 }
+
+/// Writes a screenshot of the page to `path` (the README's), over a made-up site: six hosts,
+/// four jails, about 7,000 bans spread over 90 days (more in the last two), some addresses
+/// banned by several hosts.
+pub async fn screenshot(path: &std::path::Path) {
+    use shared_f2b_tests::db::TestDb;
+    use shared_f2b_tests::host::Daemon;
+    use shared_f2b_tests::nats::NatsServer;
+    use shared_f2b_tests::{HostConfig, free_port, unique};
+    use std::time::SystemTime;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nats = NatsServer::start_in(dir.path());
+    let db = TestDb::mariadb();
+    let port = free_port();
+    let cfg = HostConfig::write(
+        dir.path(),
+        "archiver",
+        &nats.url(),
+        "f2b",
+        &unique("SHOT"),
+        &format!(
+            "[archiver]\ndatabase_url = {:?}\nhttp_listen = \"127.0.0.1:{port}\"\n",
+            db.url
+        ),
+    );
+    let _archiver = Daemon::archiver(&cfg.path, &dir.path().join("archiver.log"));
+    let hosts = ["web1", "web2", "mail", "git", "vpn", "login"];
+    let jails = [
+        ("sshd", 60),
+        ("nginx-botsearch", 20),
+        ("postfix-sasl", 12),
+        ("recidive", 8),
+    ];
+    // A fixed sequence, so the picture is the same each time.
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let now = SystemTime::now();
+    let mut events = Vec::new();
+    for i in 0..7000u64 {
+        // Two in five in the last 48 hours, the rest over 90 days.
+        let ago = if i % 5 < 2 {
+            next(48 * 3600)
+        } else {
+            next(90 * 86_400)
+        };
+        let mut pick = next(100);
+        let jail = jails
+            .iter()
+            .find(|(_, share)| {
+                let hit = pick < *share;
+                pick = pick.saturating_sub(*share);
+                hit
+            })
+            .map_or("sshd", |(j, _)| j);
+        let ip = if next(10) == 0 {
+            format!("2001:db8:{:x}::{:x}", next(16), next(4000))
+        } else {
+            Ipv4Addr::from(0xc612_0000 + next(3000) as u32).to_string()
+        };
+        let host = hosts[next(hosts.len() as u64) as usize];
+        let mut event = ban_event(host, jail, &ip);
+        event.time = now - Duration::from_secs(ago);
+        event.bantime = if jail == "recidive" {
+            7 * 86_400
+        } else {
+            86_400
+        };
+        events.push(event);
+    }
+    burst(&nats.url(), "f2b", &events).await;
+    while db.rows().await < events.len() as i64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut browser = Browser::launch(&dir.path().join("browser"));
+    browser.goto(&format!("http://127.0.0.1:{port}/"));
+    browser.wait("document.body.dataset.ready === '1'", WAIT);
+    // One ban arriving while the page is open, as it looks live.
+    burst(
+        &nats.url(),
+        "f2b",
+        &[ban_event("web1", "sshd", "198.51.100.23")],
+    )
+    .await;
+    browser.wait(
+        "!!document.querySelector('#latest li[data-seq]') && \
+         document.querySelector('#latest').textContent.includes('198.51.100.23')",
+        WAIT,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    browser.screenshot(path);
+}
