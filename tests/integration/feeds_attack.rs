@@ -358,7 +358,10 @@ async fn clients_without_the_token_read_nothing() {
         "/v1/history?ip=192.0.2.10&limit=1000",
         "/metrics",
         "/healthz",
-        "/",
+        "/v1/site/overview",
+        "/v1/site/bans?q=192.0.2.10",
+        "/v1/site/address?ip=192.0.2.10",
+        "/v1/site/live",
         "/v1",
         "/v1/",
         &format!("/v1/blocklist?{}", "a=b&".repeat(100_000)),
@@ -391,6 +394,13 @@ async fn clients_without_the_token_read_nothing() {
         "500 headers",
         exchange(port, &request("GET", "/v1/blocklist", &many)),
     );
+    // The site page itself is served to anyone: it holds no data.
+    for target in ["/", "/ip/192.0.2.10", "/assets/site.js"] {
+        match exchange(port, &request("GET", target, &[])) {
+            Some(got) if got.code == 200 && !got.text().contains(secret) => {}
+            got => problems.push(format!("GET {target}: {got:?}")),
+        }
+    }
     // The server still serves the token holder afterwards.
     let after = get(port, "/v1/blocklist", &[auth()]);
     if after.code != 200 || after.text() != "192.0.2.10\n" {
