@@ -13,7 +13,6 @@
 
 use crate::db::Db;
 use crate::query::{self, Stored, StoredControl};
-use crate::site::activity::Activity;
 use crate::store::ms;
 use ipnet::IpNet;
 use shared_f2b::control::{Control, ControlKind};
@@ -21,7 +20,7 @@ use shared_f2b::event::{Action, validate_jail};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The source of [`Snapshot`] generations.
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
@@ -157,15 +156,47 @@ pub async fn never_nets(config: &shared_f2b::Config) -> Vec<IpNet> {
     nets
 }
 
-/// A host's ban as held: by whom, in which jail, until when (ms; `None` permanent), and when
-/// the first and the last of its bans were made (ms).
+/// A host's bans of an address in one jail, as held: by whom, in which jail, and each ban in
+/// force (when it was made and when it ends, ms; `None` permanent).
 #[derive(Debug, Clone)]
 struct Held {
     origin: String,
     jail: String,
+    bans: Vec<Ban>,
+}
+
+/// One ban of a [`Held`].
+#[derive(Debug, Clone, Copy)]
+struct Ban {
+    made_ms: i64,
     expires_ms: Option<i64>,
-    first_ms: i64,
-    last_ms: i64,
+}
+
+/// The most bans kept per [`Held`] (a host banning an address over and over): beyond, the one
+/// ending first is forgotten.
+const BANS_HELD: usize = 8;
+
+impl Held {
+    /// When the last of its bans ends.
+    fn expires_ms(&self) -> Option<i64> {
+        self.bans
+            .iter()
+            .map(|b| b.expires_ms)
+            .reduce(later)
+            .flatten()
+    }
+
+    /// Takes a new ban, forgetting those that had ended before it was made.
+    fn add(&mut self, ban: Ban) {
+        self.bans.retain(|b| in_force_at(b.expires_ms, ban.made_ms));
+        self.bans.push(ban);
+        if self.bans.len() > BANS_HELD {
+            let soonest = (0..self.bans.len())
+                .min_by_key(|i| (self.bans[*i].expires_ms.is_none(), self.bans[*i].expires_ms))
+                .expect("not empty");
+            self.bans.remove(soonest);
+        }
+    }
 }
 
 /// An operator's order in force (pardon, allow or ban).
@@ -189,17 +220,15 @@ pub struct Snapshot {
     never: Vec<IpNet>,
     /// The longest a host's ban is listed (`[archiver] feed_max_bantime`).
     max_bantime: Duration,
-    /// The site page's counts, when it asked for them: kept up to the same mark.
-    activity: Option<Activity>,
 }
 
 fn opt_ms(t: Option<SystemTime>) -> Option<i64> {
     t.map(ms)
 }
 
-/// Whether a ban ending at `end` (ms; `None` never) was still in force at `at`.
+/// Whether a ban ending at `end` (ms; `None` never) is still in force at `at`.
 fn in_force_at(end: Option<i64>, at: i64) -> bool {
-    end.is_none_or(|end| end >= at)
+    end.is_none_or(|end| end > at)
 }
 
 /// A ban's end: the later of two (`None`, permanent, outlasts any).
@@ -226,7 +255,6 @@ impl Snapshot {
             orders: Vec::new(),
             never: never.to_vec(),
             max_bantime,
-            activity: None,
         };
         let mut after = 0;
         loop {
@@ -288,9 +316,6 @@ impl Snapshot {
             };
             if event_first {
                 let s = events.next().expect("peeked");
-                if let Some(activity) = &mut self.activity {
-                    activity.count(&s);
-                }
                 match s.event.action {
                     Action::Ban => self.hold(&s),
                     Action::Unban => self.release(&s),
@@ -312,35 +337,20 @@ impl Snapshot {
         clamped.clamp_time(s.received);
         let cap = ms(clamped.time) + self.max_bantime.as_millis() as i64;
         let expires_ms = Some(opt_ms(clamped.expires()).map_or(cap, |end| end.min(cap)));
-        let made = ms(clamped.time);
+        let ban = Ban {
+            made_ms: ms(clamped.time),
+            expires_ms,
+        };
         let held = self.bans.entry(e.ip).or_default();
         match held
             .iter_mut()
             .find(|h| h.origin == e.origin && h.jail == e.jail)
         {
-            // The held ban had ended before this one was made: a new run of bans begins.
-            Some(h) if !in_force_at(h.expires_ms, made) => {
-                *h = Held {
-                    expires_ms,
-                    first_ms: made,
-                    last_ms: made,
-                    ..h.clone()
-                };
-            }
-            Some(h) => {
-                // A ban that had ended before the held run began does not date it back.
-                if in_force_at(expires_ms, h.first_ms) {
-                    h.first_ms = h.first_ms.min(made);
-                }
-                h.last_ms = h.last_ms.max(made);
-                h.expires_ms = later(h.expires_ms, expires_ms);
-            }
+            Some(h) => h.add(ban),
             None => held.push(Held {
                 origin: e.origin.clone(),
                 jail: e.jail.clone(),
-                expires_ms,
-                first_ms: made,
-                last_ms: made,
+                bans: vec![ban],
             }),
         }
     }
@@ -393,20 +403,6 @@ impl Snapshot {
         self.generation
     }
 
-    /// The stream sequence it holds the archive up to.
-    pub fn mark(&self) -> u64 {
-        self.mark
-    }
-
-    /// The site page's counts, loaded up to the mark the first time they are asked for and
-    /// counted forward from then on.
-    pub async fn activity(&mut self, db: &Db) -> Result<&mut Activity, sqlx::Error> {
-        if self.activity.is_none() {
-            self.activity = Some(Activity::load(db, self.mark).await?);
-        }
-        Ok(self.activity.as_mut().expect("loaded above"))
-    }
-
     /// The operators' orders in force at `now` that cover `ip` (pardons, allows, bans).
     pub fn orders_covering(&self, ip: IpAddr, now: SystemTime) -> Vec<&Control> {
         let now_ms = ms(now);
@@ -429,7 +425,7 @@ impl Snapshot {
                 next = Some(next.map_or(end, |n| n.min(end)));
             }
         };
-        let live = |end: Option<i64>| end.is_none_or(|end| end > now_ms);
+        let live = |end: Option<i64>| in_force_at(end, now_ms);
         let mut shields = Vec::new();
         let mut operator_bans: HashMap<IpAddr, OperatorBan> = HashMap::new();
         for o in &self.orders {
@@ -464,8 +460,9 @@ impl Snapshot {
             let mut expires: Option<Option<i64>> = None;
             let mut seen: Option<(i64, i64)> = None;
             for h in held {
-                soonest(h.expires_ms);
-                if !live(h.expires_ms) || filter.jail.as_ref().is_some_and(|j| *j != h.jail) {
+                let end = h.expires_ms();
+                soonest(end);
+                if !live(end) || filter.jail.as_ref().is_some_and(|j| *j != h.jail) {
                     continue;
                 }
                 if !origins.contains(&h.origin) {
@@ -474,10 +471,13 @@ impl Snapshot {
                 if !jails.contains(&h.jail) {
                     jails.push(h.jail.clone());
                 }
-                expires = Some(expires.map_or(h.expires_ms, |e| later(e, h.expires_ms)));
-                seen = Some(seen.map_or((h.first_ms, h.last_ms), |(f, l)| {
-                    (f.min(h.first_ms), l.max(h.last_ms))
-                }));
+                expires = Some(expires.map_or(end, |e| later(e, end)));
+                // First and last seen: of the bans in force now.
+                for b in h.bans.iter().filter(|b| live(b.expires_ms)) {
+                    seen = Some(seen.map_or((b.made_ms, b.made_ms), |(f, l)| {
+                        (f.min(b.made_ms), l.max(b.made_ms))
+                    }));
+                }
             }
             // An operator's ban has no jail: a jail filter leaves it out.
             let operator = operator_bans.remove(ip).filter(|_| filter.jail.is_none());
@@ -513,7 +513,7 @@ impl Snapshot {
                 out.sort_by_key(|l| l.ip);
             }
         }
-        let next = next.map(|n| UNIX_EPOCH + Duration::from_millis(n as u64));
+        let next = next.map(query::time);
         (out, next)
     }
 }
@@ -550,10 +550,6 @@ struct OperatorBan<'a> {
     last_ms: i64,
 }
 
-fn at_ms(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
-}
-
 fn listed(
     ip: IpAddr,
     origins: Vec<String>,
@@ -567,10 +563,10 @@ fn listed(
         reporters: origins.len(),
         jails,
         operator: operator.map(|o| o.operator.to_owned()),
-        expires: expires.map(at_ms),
+        expires: expires.map(query::time),
         origins,
-        first_seen: Some(at_ms(first_ms)),
-        last_seen: Some(at_ms(last_ms)),
+        first_seen: Some(query::time(first_ms)),
+        last_seen: Some(query::time(last_ms)),
     }
 }
 
@@ -580,7 +576,7 @@ mod tests {
     use shared_f2b::event::Event;
 
     fn at(secs: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+        std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
     }
 
     fn stored(
@@ -622,7 +618,6 @@ mod tests {
             orders: Vec::new(),
             never: vec!["10.0.0.0/8".parse().unwrap()],
             max_bantime: Duration::from_secs(30 * 86_400),
-            activity: None,
         }
     }
 
@@ -639,7 +634,7 @@ mod tests {
     }
 
     #[test]
-    fn first_and_last_seen_are_of_the_bans_in_force() {
+    fn first_and_last_seen_are_of_the_bans_in_force_now() {
         let mut s = empty();
         s.apply(
             vec![
@@ -653,10 +648,18 @@ mod tests {
             ],
             vec![],
         );
-        let (list, _) = s.list(at(1600), &Filter::default());
+        let (list, _) = s.list(at(1550), &Filter::default());
         assert_eq!(list[0].first_seen, Some(at(1000)));
         assert_eq!(list[0].last_seen, Some(at(1500)));
         assert_eq!(list[0].origins, ["alice", "bob"]);
+        // Alice's first ban of the run ended: bob's is the first in force.
+        let (list, _) = s.list(at(1600), &Filter::default());
+        assert_eq!(list[0].first_seen, Some(at(1200)));
+        assert_eq!(list[0].last_seen, Some(at(1500)));
+        // Only alice's second is left.
+        let (list, _) = s.list(at(1900), &Filter::default());
+        assert_eq!(list[0].first_seen, Some(at(1500)));
+        assert_eq!(list[0].origins, ["alice"]);
     }
 
     #[test]

@@ -112,9 +112,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
     );
     if let Some(addr) = archiver.http_listen {
+        let live = site::live::subscribe(&conn.client, &config.nats.subject_prefix)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot subscribe to the live events: {e}"))?;
         let sources = feeds::Sources {
             db: db.clone(),
-            client: conn.client.clone(),
+            live,
             stream: stream.clone(),
             metrics: metrics.clone(),
             parts: site::Parts {

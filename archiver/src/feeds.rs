@@ -44,6 +44,8 @@ const RENDERED_BYTES: usize = 8 << 20;
 /// How often the committed stream sequence is asked of NATS (a new ban shows in the feeds
 /// this much later at most).
 const FLOOR_EVERY: Duration = Duration::from_millis(100);
+/// After a failed load, how long requests are answered 503 at once rather than trying again.
+const LOAD_RETRY: Duration = Duration::from_secs(5);
 /// The most history rows one request returns.
 const HISTORY_MAX: i64 = 1000;
 
@@ -56,6 +58,8 @@ pub enum HttpError {
     BadRequest(String),
     #[error("the archive cannot be read now; try again later")]
     Unavailable(#[from] sqlx::Error),
+    #[error("the archive could not be read a moment ago; try again later")]
+    NotYet,
 }
 
 impl IntoResponse for HttpError {
@@ -67,6 +71,7 @@ impl IntoResponse for HttpError {
                 tracing::warn!(error = %e, "feed request failed: the archive cannot be read");
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            HttpError::NotYet => StatusCode::SERVICE_UNAVAILABLE,
         };
         let mut response = (code, format!("{self}\n")).into_response();
         if code == StatusCode::UNAUTHORIZED {
@@ -87,19 +92,33 @@ struct ListRequest {
     name: String,
 }
 
-/// Parses `/v1/blocklist`'s parameters: each at most once, unknown ones refused.
-fn list_request(pairs: &[(String, String)]) -> Result<ListRequest, String> {
-    let mut seen: HashMap<&str, &str> = HashMap::new();
+/// A request's parameters by name: only the `known` ones, each at most once.
+pub(crate) fn parameters<'a>(
+    pairs: &'a [(String, String)],
+    known: &[&str],
+) -> Result<HashMap<&'a str, &'a str>, String> {
+    let mut seen = HashMap::new();
     for (key, value) in pairs {
-        if !["format", "jail", "min_reporters", "family", "name"].contains(&key.as_str()) {
-            return Err(format!(
-                "unknown parameter {key:?}: use format, jail, min_reporters, family, name"
-            ));
+        if !known.contains(&key.as_str()) {
+            return Err(if known.is_empty() {
+                format!("unknown parameter {key:?}: this takes none")
+            } else {
+                format!("unknown parameter {key:?}: use {}", known.join(", "))
+            });
         }
-        if seen.insert(key, value).is_some() {
+        if seen.insert(key.as_str(), value.as_str()).is_some() {
             return Err(format!("parameter {key:?} given twice"));
         }
     }
+    Ok(seen)
+}
+
+/// Parses `/v1/blocklist`'s parameters.
+fn list_request(pairs: &[(String, String)]) -> Result<ListRequest, String> {
+    let seen = parameters(
+        pairs,
+        &["format", "jail", "min_reporters", "family", "name"],
+    )?;
     let format = match seen.get("format") {
         None => Format::Plain,
         Some(word) => Format::parse(word).ok_or_else(|| {
@@ -174,6 +193,9 @@ pub struct Feeds {
     /// When that floor was last asked for, and what it was.
     floor: tokio::sync::Mutex<Option<(Instant, u64)>>,
     snapshot: tokio::sync::Mutex<Option<Snapshot>>,
+    /// When loading the snapshot last failed: requests meanwhile do not each wait for the
+    /// database's timeout again.
+    load_failed: Mutex<Option<Instant>>,
     rendered: Mutex<HashMap<ListRequest, Arc<Rendered>>>,
     metrics: Metrics,
     pub(crate) site: Site,
@@ -238,8 +260,15 @@ impl Feeds {
             None => false,
         };
         if !current {
+            let failed = |at: &Option<Instant>| at.is_some_and(|at| at.elapsed() < LOAD_RETRY);
+            if failed(&self.load_failed.lock().unwrap_or_else(|e| e.into_inner())) {
+                return Err(HttpError::NotYet);
+            }
             let started = Instant::now();
-            *guard = Some(Snapshot::load(&self.db, &self.never, self.max_bantime, upto).await?);
+            let loaded = Snapshot::load(&self.db, &self.never, self.max_bantime, upto).await;
+            *self.load_failed.lock().unwrap_or_else(|e| e.into_inner()) =
+                loaded.is_err().then(Instant::now);
+            *guard = Some(loaded?);
             tracing::info!(took = ?started.elapsed(), "blocklist loaded from the archive");
         }
         Ok(MutexGuard::map(guard, |s| {
@@ -435,7 +464,8 @@ async fn history(
 /// What the listener serves from.
 pub struct Sources {
     pub db: Db,
-    pub client: async_nats::Client,
+    /// The site page's subscription to the live events ([`site::live::subscribe`]).
+    pub live: async_nats::Subscriber,
     pub stream: Stream,
     pub metrics: Metrics,
     /// What the site page's health panel reads.
@@ -452,7 +482,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let Sources {
         db,
-        client,
+        live,
         stream,
         metrics,
         parts,
@@ -472,17 +502,18 @@ pub async fn serve(
         floor: tokio::sync::Mutex::new(None),
         db,
         snapshot: tokio::sync::Mutex::new(None),
+        load_failed: Mutex::new(None),
         rendered: Mutex::new(HashMap::new()),
         metrics,
         site: Site::new(parts, shutdown.clone()),
     });
-    let follow = tokio::spawn(feeds.site.live.clone().follow(
-        client,
+    let follow = feeds.site.live.clone().follow(
+        live,
         config.nats.subject_prefix.clone(),
         config.nats.stream.clone(),
         shutdown.clone(),
-    ));
-    tokio::spawn(warm(feeds.clone()));
+    );
+    let warm = keep_warm(feeds.clone(), shutdown.clone());
     let counted = feeds.clone();
     let app = axum::Router::new()
         .route("/v1/blocklist", get(blocklist))
@@ -500,28 +531,47 @@ pub async fn serve(
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     tracing::info!(%addr, "serving the feeds (/v1/blocklist, /v1/history) and the site page (/)");
-    let served = shared_f2b::http::serve(listener, app, shutdown).await;
-    follow.abort();
+    let served = shared_f2b::http::serve(listener, app, shutdown);
+    // The live events and the warming end with the listener (at shutdown).
+    let (served, (), ()) = tokio::join!(served, follow, warm);
     served
 }
 
-/// Loads the snapshot, the site page's counts and its latest events at start, so that the
-/// first request does not wait for them.
-async fn warm(feeds: Arc<Feeds>) {
+/// How often [`keep_warm`] brings the snapshot and the site page's counts forward.
+const WARM_EVERY: Duration = Duration::from_secs(20);
+
+/// Loads the latest events, the snapshot and the site page's counts at start, then keeps them
+/// current every [`WARM_EVERY`], so that a request seldom waits for a load (the periodic
+/// reload included).
+async fn keep_warm(feeds: Arc<Feeds>, shutdown: CancellationToken) {
     let started = Instant::now();
     if let Err(e) = feeds.site.fill_latest(&feeds.db).await {
         tracing::warn!(error = %e, "site page: cannot read the latest events yet");
     }
-    let warmed = async {
-        let mut snapshot = feeds.snapshot().await?;
-        feeds.site.warm(&snapshot);
-        snapshot.activity(&feeds.db).await?;
-        Ok::<_, HttpError>(())
-    };
-    match warmed.await {
-        Ok(()) => tracing::info!(took = ?started.elapsed(), "feeds and site page ready"),
-        Err(e) => {
-            tracing::warn!(error = %e, "feeds: cannot load the archive yet; the first request will")
+    let mut first = true;
+    loop {
+        let warmed = async {
+            let snapshot = feeds.snapshot().await?;
+            feeds.site.warm(&snapshot);
+            drop(snapshot);
+            let upto = feeds.committed().await?;
+            feeds
+                .site
+                .counts(&feeds.db, Some(upto), SystemTime::now())
+                .await;
+            Ok::<_, HttpError>(())
+        };
+        match warmed.await {
+            Ok(()) if first => {
+                tracing::info!(took = ?started.elapsed(), "feeds and site page ready");
+                first = false;
+            }
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "feeds: cannot read the archive now"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(WARM_EVERY) => {}
         }
     }
 }

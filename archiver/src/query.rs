@@ -22,7 +22,8 @@ pub struct Stored {
     pub event: Event,
 }
 
-fn time(ms: i64) -> SystemTime {
+/// The time `ms` milliseconds after the epoch (negative: the epoch).
+pub fn time(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 

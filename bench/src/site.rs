@@ -247,6 +247,7 @@ pub async fn screenshot(path: &std::path::Path) {
          document.querySelector('#latest').textContent.includes('198.51.100.23')",
         WAIT,
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // The highlight of the new event fades in.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     browser.screenshot(path);
 }

@@ -107,6 +107,12 @@ async fn the_site_page_serves_what_is_banned_and_streams_what_arrives() {
         assert!(got.header("www-authenticate").is_some(), "{path}");
     }
 
+    // Every event stored so far among the latest (the page follows them from the start).
+    wait_until(WAIT, "the six events among the latest", || {
+        data(port, "/v1/site/overview")["latest"]
+            .as_array()
+            .is_some_and(|l| l.len() == 6)
+    });
     let overview = data(port, "/v1/site/overview");
     assert_eq!(overview["active"], 3, "{overview}");
     let by_jail = &overview["by_jail"];
@@ -220,16 +226,17 @@ async fn the_site_page_serves_what_is_banned_and_streams_what_arrives() {
         .unwrap();
     let took = published.elapsed();
     let event: serde_json::Value = serde_json::from_str(&line["data: ".len()..]).unwrap();
+    // The page asks for the bans "after" the event it saw, at once: they hold it (the
+    // archiver waits for its archive to).
+    let seq = event["seq"].as_u64().unwrap();
+    let page = data(port, &format!("/v1/site/bans?q=192.0.2.77&after={seq}"));
+    assert_eq!(ips(&page), ["192.0.2.77"]);
     assert_eq!(event["ip"], "192.0.2.77");
     assert_eq!(event["origin"], "bob");
     assert_eq!(event["action"], "ban");
     assert!(took < Duration::from_secs(5), "{took:?}");
     let _ = follower.kill();
     let _ = follower.wait();
-    // The page asks for the bans "after" the event it saw: they hold it at once.
-    let seq = event["seq"].as_u64().unwrap();
-    let page = data(port, &format!("/v1/site/bans?q=192.0.2.77&after={seq}"));
-    assert_eq!(ips(&page), ["192.0.2.77"]);
 }
 
 /// A host whose name is markup, and an operator's reason that is: both must show as text.

@@ -1,9 +1,10 @@
 //! What the site page charts and the hosts it shows as reporting: ban events per jail per hour
 //! (48 hours) and per day (90 days), and per host what it reported in the last day.
 //!
-//! Loaded once with the blocklist snapshot (two grouped queries, up to the snapshot's mark) and
-//! then counted forward from the events the snapshot applies, so no page view queries the
-//! database for it.
+//! Loaded with three grouped queries up to the archive's mark (the stream sequence below which
+//! everything is committed, as the blocklist snapshot uses) and then counted forward from the
+//! events archived since, once per new mark whatever the number of pages open; loaded afresh
+//! every 10 minutes (retention) or when far behind.
 
 use crate::db::Db;
 use crate::query::{self, Stored};
@@ -11,7 +12,12 @@ use crate::store::ms;
 use serde_json::{Value, json};
 use shared_f2b::event::Action;
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+/// After this long the counts are loaded afresh (rows deleted by retention).
+const MAX_AGE: Duration = Duration::from_secs(600);
+/// More new rows than this since the mark: load afresh rather than count them one by one.
+const MAX_DELTA: u64 = 50_000;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
@@ -76,9 +82,11 @@ struct Reporting {
     bans: BTreeMap<i64, u64>,
 }
 
-/// The chart's counts and the hosts reporting, up to the snapshot's mark.
+/// The chart's counts and the hosts reporting, up to a mark.
 #[derive(Debug)]
 pub struct Activity {
+    mark: u64,
+    loaded: Instant,
     hourly: Series,
     daily: Series,
     hosts: HashMap<String, Reporting>,
@@ -89,6 +97,8 @@ impl Activity {
     pub async fn load(db: &Db, upto: u64) -> Result<Activity, sqlx::Error> {
         let now = SystemTime::now();
         let mut activity = Activity {
+            mark: upto,
+            loaded: Instant::now(),
             hourly: Series::new(HOUR_MS),
             daily: Series::new(DAY_MS),
             hosts: HashMap::new(),
@@ -112,8 +122,24 @@ impl Activity {
         Ok(activity)
     }
 
+    /// Counts the events archived up to stream sequence `upto` since its mark; `false` when
+    /// it is better loaded afresh (too old, too far behind).
+    pub async fn bring_forward(&mut self, db: &Db, upto: u64) -> Result<bool, sqlx::Error> {
+        if upto <= self.mark {
+            return Ok(self.loaded.elapsed() < MAX_AGE);
+        }
+        if upto - self.mark > MAX_DELTA || self.loaded.elapsed() >= MAX_AGE {
+            return Ok(false);
+        }
+        for s in query::events_between(db, self.mark, upto, MAX_DELTA as usize).await? {
+            self.count(&s);
+        }
+        self.mark = upto;
+        Ok(true)
+    }
+
     /// Counts an event archived after the load.
-    pub fn count(&mut self, s: &Stored) {
+    fn count(&mut self, s: &Stored) {
         let e = &s.event;
         let made = ms(e.time);
         let host = self.hosts.entry(e.origin.clone()).or_default();
@@ -202,6 +228,8 @@ mod tests {
     fn counts_bans_per_jail_and_bucket_and_hosts_per_day() {
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let mut a = Activity {
+            mark: 0,
+            loaded: Instant::now(),
             hourly: Series::new(HOUR_MS),
             daily: Series::new(DAY_MS),
             hosts: HashMap::new(),

@@ -10,7 +10,7 @@ use shared_f2b::inbound::{Received, decode_any};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -71,37 +71,36 @@ impl Live {
         recent.iter().rev().map(|r| r.json.clone()).collect()
     }
 
-    /// Follows `<prefix>.live.>` until `shutdown`, taking only what stream `stream` stored
-    /// (see [`stored`]).
+    /// Passes what `subscription` (to `<prefix>.live.>`, [`subscribe`]) receives to the pages
+    /// until `shutdown`, taking only what stream `stream` stored (see [`stored`]).
     pub async fn follow(
         self: Arc<Self>,
-        client: async_nats::Client,
+        mut subscription: async_nats::Subscriber,
         prefix: String,
         stream: String,
         shutdown: CancellationToken,
     ) {
-        let mut subscription = match client
-            .subscribe(shared_f2b::subject::live_subjects(&prefix))
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "site page: cannot follow the live events; it shows what is archived");
-                return;
-            }
-        };
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 m = subscription.next() => m,
             };
-            let Some(message) = message else { return };
+            let Some(message) = message else {
+                tracing::error!(
+                    "site page: the live subscription ended; pages get no live events until a restart"
+                );
+                return;
+            };
             let Some((seq, subject)) = stored(&message, &prefix, &stream) else {
                 tracing::debug!(subject = %message.subject, "site page: not a stored event; ignored");
                 continue;
             };
             let json = match decode_any(&prefix, &subject, &message.payload) {
-                Ok(Received::Event(event)) => shape::event(seq, &event),
+                Ok(Received::Event(mut event)) => {
+                    // As ingest archives it: a time far ahead counts from its arrival.
+                    event.clamp_time(SystemTime::now());
+                    shape::event(seq, &event)
+                }
                 Ok(Received::Control(control)) => shape::control(seq, &control),
                 Err(_) => continue, // kept in f2b_rejects by ingest, not shown
             };
@@ -143,6 +142,19 @@ impl Live {
         });
         Some(Body::from_stream(opening.chain(events)))
     }
+}
+
+/// Subscribes to the live subject, before the archiver says it runs, so no event stored from
+/// then on is missed.
+pub async fn subscribe(
+    client: &async_nats::Client,
+    prefix: &str,
+) -> Result<async_nats::Subscriber, async_nats::Error> {
+    let subscription = client
+        .subscribe(shared_f2b::subject::live_subjects(prefix))
+        .await?;
+    client.flush().await?;
+    Ok(subscription)
 }
 
 /// Counts a page following; uncounted when its stream is dropped.

@@ -17,13 +17,14 @@ mod view;
 
 use crate::feeds::{Feeds, HttpError};
 use crate::query::{self, HistoryFilter};
+use activity::Activity;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use live::{Item, Live};
-use serde_json::json;
+use serde_json::{Value, json};
 use shared_f2b::health::Check;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +47,8 @@ pub struct Parts {
 pub struct Site {
     pub live: Arc<Live>,
     views: Views,
+    /// The chart's counts and the hosts reporting; `None` until first read.
+    activity: tokio::sync::Mutex<Option<Activity>>,
     parts: Parts,
     started: SystemTime,
     shutdown: CancellationToken,
@@ -56,6 +59,7 @@ impl Site {
         Site {
             live: Live::new(),
             views: Views::default(),
+            activity: tokio::sync::Mutex::new(None),
             parts,
             started: SystemTime::now(),
             shutdown,
@@ -66,6 +70,39 @@ impl Site {
     pub fn warm(&self, snapshot: &crate::blocklist::Snapshot) {
         let view = self.views.current(snapshot, SystemTime::now());
         tokio::task::block_in_place(|| view.summary());
+    }
+
+    /// The chart (`timeline`) and the hosts reporting, brought up to stream sequence `upto`
+    /// (`None`: as they are). While the archive cannot be read: as last counted, or `null` and
+    /// no hosts when they never were.
+    pub async fn counts(
+        &self,
+        db: &crate::db::Db,
+        upto: Option<u64>,
+        now: SystemTime,
+    ) -> (Value, Value) {
+        let mut activity = self.activity.lock().await;
+        if let Some(upto) = upto {
+            let current = match activity.as_mut() {
+                Some(a) => a.bring_forward(db, upto).await,
+                None => Ok(false),
+            };
+            let loaded = match current {
+                Ok(true) => Ok(()),
+                Ok(false) => Activity::load(db, upto).await.map(|a| *activity = Some(a)),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = loaded {
+                tracing::warn!(error = %e, "site page: cannot count the archive's activity now");
+            }
+        }
+        match activity.as_mut() {
+            Some(a) => {
+                a.forget_old(now);
+                (a.timeline(now), a.hosts(now))
+            }
+            None => (Value::Null, json!([])),
+        }
     }
 
     /// Fills the latest events from the archive, for pages opened before anything new arrives.
@@ -167,26 +204,12 @@ fn data(value: serde_json::Value) -> Response {
     r
 }
 
-/// Each parameter at most once, only the known ones.
+/// The request's parameters ([`crate::feeds::parameters`]), a 400 when they are not right.
 fn parameters<'a>(
     pairs: &'a [(String, String)],
     known: &[&str],
 ) -> Result<std::collections::HashMap<&'a str, &'a str>, HttpError> {
-    let mut seen = std::collections::HashMap::new();
-    for (key, value) in pairs {
-        if !known.contains(&key.as_str()) {
-            return Err(HttpError::BadRequest(format!(
-                "unknown parameter {key:?}: use {}",
-                known.join(", ")
-            )));
-        }
-        if seen.insert(key.as_str(), value.as_str()).is_some() {
-            return Err(HttpError::BadRequest(format!(
-                "parameter {key:?} given twice"
-            )));
-        }
-    }
-    Ok(seen)
+    crate::feeds::parameters(pairs, known).map_err(HttpError::BadRequest)
 }
 
 fn number(
@@ -220,14 +243,13 @@ async fn overview(
     parameters(&pairs, &[])?;
     let site = &feeds.site;
     let now = SystemTime::now();
-    let (view, timeline, hosts) = {
+    let view = {
         // While the database is down: what was last read, and the health panel says why.
-        let mut snapshot = feeds.snapshot_or_last().await?;
-        let view = site.views.current(&snapshot, now);
-        let activity = snapshot.activity(&feeds.db).await?;
-        activity.forget_old(now);
-        (view, activity.timeline(now), activity.hosts(now))
+        let snapshot = feeds.snapshot_or_last().await?;
+        site.views.current(&snapshot, now)
     };
+    let upto = feeds.committed().await.ok();
+    let (timeline, hosts) = site.counts(&feeds.db, upto, now).await;
     let parts = &site.parts;
     let summary = tokio::task::block_in_place(|| view.summary());
     Ok(data(json!({
