@@ -285,11 +285,8 @@ impl Snapshot {
     /// Brings it to stream sequence `upto` with the rows archived since its mark; `false`
     /// when it is better loaded afresh (too old, too far behind).
     pub async fn refresh(&mut self, db: &Db, upto: u64) -> Result<bool, sqlx::Error> {
-        if upto == self.mark {
-            return Ok(self.loaded.elapsed() < MAX_AGE);
-        }
-        if upto < self.mark {
-            // Read before another request moved it on: nothing new for this one.
+        if upto <= self.mark {
+            // Nothing new (or read before another request moved it on).
             return Ok(self.loaded.elapsed() < MAX_AGE);
         }
         if upto - self.mark > MAX_DELTA || self.loaded.elapsed() >= MAX_AGE {
@@ -396,6 +393,12 @@ impl Snapshot {
         }
         let until_ms = opt_ms(control.until);
         self.orders.push(Order { control, until_ms });
+    }
+
+    /// Whether it holds the archive up to `upto` and is young enough: [`Snapshot::refresh`]
+    /// would not read the database.
+    pub fn holds(&self, upto: u64) -> bool {
+        upto <= self.mark && self.loaded.elapsed() < MAX_AGE
     }
 
     /// Changes with every change applied.

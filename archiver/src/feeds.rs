@@ -44,8 +44,23 @@ const RENDERED_BYTES: usize = 8 << 20;
 /// How often the committed stream sequence is asked of NATS (a new ban shows in the feeds
 /// this much later at most).
 const FLOOR_EVERY: Duration = Duration::from_millis(100);
-/// After a failed load, how long requests are answered 503 at once rather than trying again.
-const LOAD_RETRY: Duration = Duration::from_secs(5);
+/// After the database or NATS failed to answer, how long requests do without them (503 at
+/// once, or what the database holds) rather than wait for them again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long a request waits for the database or NATS to answer a probe or a question.
+const WAIT_FOR_ANSWER: Duration = Duration::from_secs(1);
+
+/// Whether `flag` says a failure less than [`RETRY_AFTER`] ago.
+fn recently(flag: &Mutex<Option<Instant>>) -> bool {
+    flag.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some_and(|at| at.elapsed() < RETRY_AFTER)
+}
+
+/// Records a failure now, or clears it.
+fn set_failed(flag: &Mutex<Option<Instant>>, failed: bool) {
+    *flag.lock().unwrap_or_else(|e| e.into_inner()) = failed.then(Instant::now);
+}
 /// The most history rows one request returns.
 const HISTORY_MAX: i64 = 1000;
 
@@ -74,6 +89,11 @@ impl IntoResponse for HttpError {
             HttpError::NotYet => StatusCode::SERVICE_UNAVAILABLE,
         };
         let mut response = (code, format!("{self}\n")).into_response();
+        // It may repeat what the request said: never to be taken for anything but text.
+        response.headers_mut().insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
         if code == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -193,9 +213,10 @@ pub struct Feeds {
     /// When that floor was last asked for, and what it was.
     floor: tokio::sync::Mutex<Option<(Instant, u64)>>,
     snapshot: tokio::sync::Mutex<Option<Snapshot>>,
-    /// When loading the snapshot last failed: requests meanwhile do not each wait for the
-    /// database's timeout again.
-    load_failed: Mutex<Option<Instant>>,
+    /// When the database or NATS last failed to answer: requests meanwhile do not each wait
+    /// for them again ([`RETRY_AFTER`]).
+    db_failed: Mutex<Option<Instant>>,
+    nats_failed: Mutex<Option<Instant>>,
     rendered: Mutex<HashMap<ListRequest, Arc<Rendered>>>,
     metrics: Metrics,
     pub(crate) site: Site,
@@ -238,15 +259,53 @@ impl Feeds {
         {
             return Ok(seq);
         }
-        let seq = match crate::consumer::committed(&self.stream, &self.consumer).await {
+        let nats_up = self
+            .site
+            .parts
+            .nats
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let asked = match nats_up && !recently(&self.nats_failed) {
+            true => tokio::time::timeout(
+                WAIT_FOR_ANSWER,
+                crate::consumer::committed(&self.stream, &self.consumer),
+            )
+            .await
+            .unwrap_or_else(|_| Err("no answer within 1 s".into())),
+            false => Err("NATS is away".into()),
+        };
+        let seq = match asked {
             Ok(seq) => seq,
             Err(e) => {
-                tracing::warn!(error = %e, "feeds: using what the database holds");
-                crate::blocklist::archived_seq(&self.db).await?
+                if nats_up {
+                    tracing::warn!(error = %e, "feeds: using what the database holds");
+                    set_failed(&self.nats_failed, true);
+                }
+                if !self.database_answers().await {
+                    return Err(HttpError::NotYet);
+                }
+                crate::blocklist::archived_seq(&self.db)
+                    .await
+                    .inspect_err(|_| set_failed(&self.db_failed, true))?
             }
         };
         *floor = Some((Instant::now(), seq));
         Ok(seq)
+    }
+
+    /// Whether the database answers now: not when it did not a moment ago ([`RETRY_AFTER`])
+    /// or its health probe says it is away, else as it answers a probe within 1 s. A request
+    /// asks before it reads, so that while the database is away none waits for the pool's
+    /// timeout.
+    pub(crate) async fn database_answers(&self) -> bool {
+        if recently(&self.db_failed) || !self.site.parts.database.get() {
+            return false;
+        }
+        let answered = matches!(
+            tokio::time::timeout(WAIT_FOR_ANSWER, self.db.ping()).await,
+            Ok(Ok(()))
+        );
+        set_failed(&self.db_failed, !answered);
+        answered
     }
 
     /// The snapshot brought up to what the archive committed (loaded afresh when it is too
@@ -255,20 +314,25 @@ impl Feeds {
         // Asked before queueing for the snapshot, so a slow NATS holds up no other request.
         let upto = self.committed().await?;
         let mut guard = self.snapshot.lock().await;
+        if guard.as_ref().is_some_and(|s| s.holds(upto)) {
+            return Ok(MutexGuard::map(guard, |s| s.as_mut().expect("checked")));
+        }
+        if !self.database_answers().await {
+            return Err(HttpError::NotYet);
+        }
         let current = match guard.as_mut() {
-            Some(snapshot) => snapshot.refresh(&self.db, upto).await?,
+            Some(snapshot) => snapshot
+                .refresh(&self.db, upto)
+                .await
+                .inspect_err(|_| set_failed(&self.db_failed, true))?,
             None => false,
         };
         if !current {
-            let failed = |at: &Option<Instant>| at.is_some_and(|at| at.elapsed() < LOAD_RETRY);
-            if failed(&self.load_failed.lock().unwrap_or_else(|e| e.into_inner())) {
-                return Err(HttpError::NotYet);
-            }
             let started = Instant::now();
-            let loaded = Snapshot::load(&self.db, &self.never, self.max_bantime, upto).await;
-            *self.load_failed.lock().unwrap_or_else(|e| e.into_inner()) =
-                loaded.is_err().then(Instant::now);
-            *guard = Some(loaded?);
+            let loaded = Snapshot::load(&self.db, &self.never, self.max_bantime, upto)
+                .await
+                .inspect_err(|_| set_failed(&self.db_failed, true))?;
+            *guard = Some(loaded);
             tracing::info!(took = ?started.elapsed(), "blocklist loaded from the archive");
         }
         Ok(MutexGuard::map(guard, |s| {
@@ -502,7 +566,8 @@ pub async fn serve(
         floor: tokio::sync::Mutex::new(None),
         db,
         snapshot: tokio::sync::Mutex::new(None),
-        load_failed: Mutex::new(None),
+        db_failed: Mutex::new(None),
+        nats_failed: Mutex::new(None),
         rendered: Mutex::new(HashMap::new()),
         metrics,
         site: Site::new(parts, shutdown.clone()),
@@ -538,11 +603,11 @@ pub async fn serve(
 }
 
 /// How often [`keep_warm`] brings the snapshot and the site page's counts forward.
-const WARM_EVERY: Duration = Duration::from_secs(20);
+const WARM_EVERY: Duration = Duration::from_secs(5);
 
 /// Loads the latest events, the snapshot and the site page's counts at start, then keeps them
 /// current every [`WARM_EVERY`], so that a request seldom waits for a load (the periodic
-/// reload included).
+/// reload included), and fills in the live events the site page missed.
 async fn keep_warm(feeds: Arc<Feeds>, shutdown: CancellationToken) {
     let started = Instant::now();
     if let Err(e) = feeds.site.fill_latest(&feeds.db).await {
@@ -559,6 +624,7 @@ async fn keep_warm(feeds: Arc<Feeds>, shutdown: CancellationToken) {
                 .site
                 .counts(&feeds.db, Some(upto), SystemTime::now())
                 .await;
+            feeds.site.catch_up(&feeds.db, upto).await?;
             Ok::<_, HttpError>(())
         };
         match warmed.await {

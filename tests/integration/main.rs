@@ -14,5 +14,6 @@ mod network;
 mod operations;
 mod publish;
 mod site;
+mod site_attack;
 mod subscribe;
 mod trust;

@@ -8,7 +8,7 @@ use axum::body::{Body, Bytes};
 use futures::StreamExt;
 use shared_f2b::inbound::{Received, decode_any};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
@@ -31,24 +31,94 @@ pub struct Item {
     pub json: serde_json::Value,
 }
 
+/// What the pages are sent.
+#[derive(Debug, Clone)]
+enum Update {
+    Event(Arc<Item>),
+    /// Events were missed: load afresh.
+    Reload,
+}
+
 /// The fan-out and the latest events.
 pub struct Live {
-    sender: broadcast::Sender<Arc<Item>>,
+    sender: broadcast::Sender<Update>,
     recent: Mutex<VecDeque<Arc<Item>>>,
+    /// The highest stream sequence seen (live or from the archive).
+    last_seq: AtomicU64,
+    /// Sequences skipped live (NATS was away): the first one missed and the one after them;
+    /// filled in from the archive once it holds them.
+    gap: Mutex<Option<(u64, u64)>>,
+    /// The ids of the events shown lately: a host reusing one is shown once.
+    shown: Mutex<VecDeque<uuid::Uuid>>,
     followers: AtomicUsize,
 }
+
+/// Event ids remembered to show each once.
+const SHOWN: usize = 4096;
 
 impl Live {
     pub fn new() -> Arc<Live> {
         Arc::new(Live {
             sender: broadcast::channel(BUFFER).0,
             recent: Mutex::new(VecDeque::with_capacity(RECENT + 1)),
+            last_seq: AtomicU64::new(0),
+            gap: Mutex::new(None),
+            shown: Mutex::new(VecDeque::with_capacity(SHOWN + 1)),
             followers: AtomicUsize::new(0),
         })
     }
 
+    /// The highest stream sequence seen.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::SeqCst)
+    }
+
+    /// Notes that everything up to `seq` was seen.
+    pub fn seen(&self, seq: u64) {
+        self.last_seq.fetch_max(seq, Ordering::SeqCst);
+    }
+
+    /// Notes `seq` received live: one beyond the next says some were missed.
+    fn received(&self, seq: u64) {
+        let last = self.last_seq.fetch_max(seq, Ordering::SeqCst);
+        if last > 0 && seq > last + 1 {
+            let mut gap = self.gap.lock().unwrap_or_else(|e| e.into_inner());
+            *gap = Some(gap.map_or((last + 1, seq), |(from, _)| (from, seq)));
+        }
+    }
+
+    /// Whether events before stream sequence `upto` + 1 were missed (a gap the archive now
+    /// holds, or more than was seen), forgetting a gap it answers.
+    pub fn missed(&self, upto: u64) -> bool {
+        let mut gap = self.gap.lock().unwrap_or_else(|e| e.into_inner());
+        let filled = gap.is_some_and(|(_, after)| upto + 1 >= after);
+        if filled {
+            *gap = None;
+        }
+        filled || upto > self.last_seq()
+    }
+
+    /// Whether the event with `id` was not shown yet (and now counts as shown).
+    fn first_showing(&self, id: uuid::Uuid) -> bool {
+        let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+        if shown.contains(&id) {
+            return false;
+        }
+        if shown.len() == SHOWN {
+            shown.pop_front();
+        }
+        shown.push_back(id);
+        true
+    }
+
+    /// Tells the pages to load afresh.
+    pub fn reload(&self) {
+        let _ = self.sender.send(Update::Reload);
+    }
+
     /// Keeps `item` among the latest (in stream order, once) and sends it to the pages.
     pub fn push(&self, item: Item) {
+        self.seen(item.seq);
         let item = Arc::new(item);
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -62,7 +132,7 @@ impl Live {
             }
         }
         // No page open is no error.
-        let _ = self.sender.send(item);
+        let _ = self.sender.send(Update::Event(item));
     }
 
     /// The latest events, newest first.
@@ -95,7 +165,10 @@ impl Live {
                 tracing::debug!(subject = %message.subject, "site page: not a stored event; ignored");
                 continue;
             };
+            self.received(seq);
             let json = match decode_any(&prefix, &subject, &message.payload) {
+                // A host reusing an event id: the archive keeps one, the page shows one.
+                Ok(Received::Event(event)) if !self.first_showing(event.id) => continue,
                 Ok(Received::Event(mut event)) => {
                     // As ingest archives it: a time far ahead counts from its arrival.
                     event.clamp_time(SystemTime::now());
@@ -127,12 +200,12 @@ impl Live {
             let chunk = tokio::select! {
                 _ = shutdown.cancelled() => return None,
                 _ = keepalive.tick() => Bytes::from_static(b": keepalive\n\n"),
-                item = receiver.recv() => match item {
-                    Ok(item) => Bytes::from(format!(
+                update = receiver.recv() => match update {
+                    Ok(Update::Event(item)) => Bytes::from(format!(
                         "id: {}\nevent: event\ndata: {}\n\n",
                         item.seq, item.json
                     )),
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Ok(Update::Reload) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         Bytes::from_static(b"event: lagged\ndata: {}\n\n")
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
@@ -209,6 +282,31 @@ mod tests {
         let recent = live.recent();
         assert_eq!(recent.len(), RECENT);
         assert_eq!(recent[0]["seq"], 99);
+    }
+
+    #[test]
+    fn skipped_sequences_are_missed_until_the_archive_holds_them() {
+        let live = Live::new();
+        live.received(1);
+        live.received(2);
+        assert!(!live.missed(2));
+        // 3 and 4 never arrived live.
+        live.received(5);
+        assert!(!live.missed(3), "the archive does not hold them yet");
+        assert!(live.missed(4));
+        assert!(!live.missed(5), "answered once");
+        // Stored after the last one seen, never received live.
+        assert!(live.missed(6));
+        live.seen(6);
+        assert!(!live.missed(6));
+    }
+
+    #[test]
+    fn an_event_id_shows_once() {
+        let live = Live::new();
+        let id = uuid::Uuid::from_u128(7);
+        assert!(live.first_showing(id));
+        assert!(!live.first_showing(id));
     }
 
     #[tokio::test]

@@ -34,6 +34,9 @@ use view::{Sort, Views};
 
 /// The longest `/v1/site/bans?after=SEQ` waits for the archive to hold that event.
 const AFTER_WAIT: Duration = Duration::from_secs(2);
+/// Requests that wait for `after` at once at most: more are answered without waiting, so that
+/// waiting requests cannot hold the listener's connections.
+const AFTER_WAITERS: usize = 8;
 /// The most events the address page lists.
 const STORY_MAX: i64 = 1000;
 
@@ -49,7 +52,9 @@ pub struct Site {
     views: Views,
     /// The chart's counts and the hosts reporting; `None` until first read.
     activity: tokio::sync::Mutex<Option<Activity>>,
-    parts: Parts,
+    /// Requests waiting for the archive to hold an event (`after`) at most at once.
+    waits: tokio::sync::Semaphore,
+    pub(crate) parts: Parts,
     started: SystemTime,
     shutdown: CancellationToken,
 }
@@ -60,6 +65,7 @@ impl Site {
             live: Live::new(),
             views: Views::default(),
             activity: tokio::sync::Mutex::new(None),
+            waits: tokio::sync::Semaphore::new(AFTER_WAITERS),
             parts,
             started: SystemTime::now(),
             shutdown,
@@ -103,6 +109,24 @@ impl Site {
             }
             None => (Value::Null, json!([])),
         }
+    }
+
+    /// Fills in what the live subscription missed (NATS was away, or the event was stored
+    /// before it began) once the archive holds it: the latest events from the archive, sent to
+    /// the pages too; with more missed than they hold, the pages are told to load afresh.
+    pub async fn catch_up(&self, db: &crate::db::Db, upto: u64) -> Result<(), sqlx::Error> {
+        let seen = self.live.last_seq();
+        if !self.live.missed(upto) {
+            return Ok(());
+        }
+        tracing::info!(seen, upto, "site page: filling in the live events missed");
+        self.fill_latest(db).await?;
+        // More missed than the pages keep, or a gap within what they saw: load afresh.
+        if upto.saturating_sub(seen) > live::RECENT as u64 || upto <= seen {
+            self.live.reload();
+        }
+        self.live.seen(upto);
+        Ok(())
     }
 
     /// Fills the latest events from the archive, for pages opened before anything new arrives.
@@ -248,7 +272,10 @@ async fn overview(
         let snapshot = feeds.snapshot_or_last().await?;
         site.views.current(&snapshot, now)
     };
-    let upto = feeds.committed().await.ok();
+    let upto = match feeds.database_answers().await {
+        true => feeds.committed().await.ok(),
+        false => None,
+    };
     let (timeline, hosts) = site.counts(&feeds.db, upto, now).await;
     let parts = &site.parts;
     let summary = tokio::task::block_in_place(|| view.summary());
@@ -303,10 +330,16 @@ async fn bans(
     let limit = number(p.get("limit"), "limit", 1..=500, 50)? as usize;
     if p.contains_key("after") {
         let after = number(p.get("after"), "after", 0..=u64::MAX, 0)?;
-        // The page saw the event live: answer once the archive holds it (or soon anyway).
-        let started = Instant::now();
-        while feeds.committed().await? < after && started.elapsed() < AFTER_WAIT {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // The page saw the event live: answer once the archive holds it (or soon anyway) —
+        // only for an event that was seen live, and a few requests at a time.
+        let seen = after <= feeds.site.live.last_seq();
+        if let Ok(_waiting) = feeds.site.waits.try_acquire()
+            && seen
+        {
+            let started = Instant::now();
+            while feeds.committed().await? < after && started.elapsed() < AFTER_WAIT {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
     let now = SystemTime::now();
@@ -340,6 +373,9 @@ async fn address(
             .collect();
         (feeds.site.views.current(&snapshot, now), orders)
     };
+    if !feeds.database_answers().await {
+        return Err(HttpError::NotYet);
+    }
     let filter = HistoryFilter {
         ip: Some(ip),
         limit: STORY_MAX,
