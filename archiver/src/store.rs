@@ -66,6 +66,41 @@ fn skip_duplicate_ids(backend: Backend) -> &'static str {
     }
 }
 
+/// The tail that makes an event insert keep, of two events with one id (a host reusing an id,
+/// or replaying its own old event under a new message id), the one the stream stored first,
+/// whichever batch commits first (batches are written two at a time): the lower sequence
+/// replaces a higher one, anything else is left as it is. What reads the archive only up to
+/// the committed mark (the feeds, the site page) never sees the other: the mark passes the
+/// later one only once the earlier one is committed too.
+fn first_stored_wins(backend: Backend) -> &'static str {
+    match backend {
+        // Assignments run left to right: the sequence is compared before it changes.
+        Backend::MySql => {
+            " ON DUPLICATE KEY UPDATE \
+             origin = IF(VALUES(stream_seq) < stream_seq, VALUES(origin), origin), \
+             jail = IF(VALUES(stream_seq) < stream_seq, VALUES(jail), jail), \
+             ip = IF(VALUES(stream_seq) < stream_seq, VALUES(ip), ip), \
+             ip_text = IF(VALUES(stream_seq) < stream_seq, VALUES(ip_text), ip_text), \
+             action = IF(VALUES(stream_seq) < stream_seq, VALUES(action), action), \
+             event_time_ms = IF(VALUES(stream_seq) < stream_seq, VALUES(event_time_ms), event_time_ms), \
+             bantime = IF(VALUES(stream_seq) < stream_seq, VALUES(bantime), bantime), \
+             expires_ms = IF(VALUES(stream_seq) < stream_seq, VALUES(expires_ms), expires_ms), \
+             failures = IF(VALUES(stream_seq) < stream_seq, VALUES(failures), failures), \
+             received_ms = IF(VALUES(stream_seq) < stream_seq, VALUES(received_ms), received_ms), \
+             stream_seq = LEAST(VALUES(stream_seq), stream_seq)"
+        }
+        Backend::Sqlite => {
+            " ON CONFLICT (event_id) DO UPDATE SET origin = excluded.origin, \
+             jail = excluded.jail, ip = excluded.ip, ip_text = excluded.ip_text, \
+             action = excluded.action, event_time_ms = excluded.event_time_ms, \
+             bantime = excluded.bantime, expires_ms = excluded.expires_ms, \
+             failures = excluded.failures, received_ms = excluded.received_ms, \
+             stream_seq = excluded.stream_seq \
+             WHERE excluded.stream_seq < f2b_events.stream_seq"
+        }
+    }
+}
+
 /// Inserts a batch in one transaction; events and control events already archived (same id)
 /// are left as they are. Returns how many of each were new.
 pub async fn insert(
@@ -98,7 +133,7 @@ pub async fn insert(
                 .push_bind(received);
         });
         // Idempotent without INSERT IGNORE, which would also hide every other error.
-        q.push(skip_duplicate_ids(db.backend));
+        q.push(first_stored_wins(db.backend));
         inserted.events += q.build().execute(&mut *tx).await?.rows_affected();
     }
     for chunk in controls.chunks(ROWS_PER_INSERT) {
@@ -143,6 +178,9 @@ pub async fn insert(
         q.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
+    // MySQL counts a row replaced by an earlier one twice (the rare reused id): new rows are
+    // never more than the batch.
+    inserted.events = inserted.events.min(events.len() as u64);
     Ok(inserted)
 }
 

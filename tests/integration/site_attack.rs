@@ -415,9 +415,6 @@ async fn a_host_cannot_fake_or_misattribute_live_events() {
 /// so the stream stores both): the archive keeps the first only (duplicate event id). The
 /// page's live feed and its latest events must not show the second as a stored ban.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known: ingest keeps whichever of two events sharing an id commits first (two \
-            writers), the page shows the first stored; the page shows one of them only (see \
-            live::tests::an_event_id_shows_once)"]
 async fn a_reused_event_id_does_not_show_a_ban_the_archive_refused() {
     let site = Site::new();
     let follower = Follower::open(site.port).await;
