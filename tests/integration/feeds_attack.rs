@@ -935,6 +935,8 @@ async fn many_list_names_do_not_fill_the_archiver_s_memory() {
     site.wait_rows("f2b_events", N as i64).await;
     let one = get(site.port, "/v1/blocklist?format=mikrotik", &[auth()]);
     assert_eq!(one.code, 200);
+    // The site page's listing of these bans is made once (at start, or now): not per name.
+    assert_eq!(get(site.port, "/v1/site/overview", &[auth()]).code, 200);
     let pid = site.archiver.pid();
     let before = rss_kib(pid);
     for i in 0..63 {
