@@ -11,7 +11,7 @@ use shared_f2b::event::{Action, Event};
 use shared_f2b::subject::event_subject;
 use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::host::Daemon;
-use shared_f2b_tests::http::Got;
+use shared_f2b_tests::http::{self, Got, request};
 use shared_f2b_tests::nats::{NatsServer, ban_event};
 use shared_f2b_tests::site::{self, Admin};
 use shared_f2b_tests::{HostConfig, bin, free_port, repo_root, wait_for, wait_until};
@@ -194,62 +194,10 @@ fn ban_for(origin: &str, ip: &str, bantime: i64) -> Event {
 // ---------------------------------------------------------------------------------------------
 // A raw HTTP client: exactly the bytes an attacker chooses (curl normalises paths).
 
-/// Sends `request` as is to the feed's port and reads the answer to its end; `None` when the
-/// server closed without one (or gave none within 10 s).
+/// Sends `request` as is to the feed's port ([`http::exchange`]); `None` when the server
+/// closed without an answer (or gave none within 10 s).
 fn exchange(port: u16, request: &[u8]) -> Option<Got> {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    conn.set_write_timeout(Some(Duration::from_secs(10))).ok()?;
-    // A server may answer (and close) before it read everything.
-    let _ = conn.write_all(request);
-    let mut raw = Vec::new();
-    let _ = conn.read_to_end(&mut raw);
-    parse(&raw)
-}
-
-/// The answer in `raw`, its body de-chunked.
-fn parse(raw: &[u8]) -> Option<Got> {
-    let mut got = Got::parse(raw)?;
-    if got
-        .header("transfer-encoding")
-        .is_some_and(|v| v.contains("chunked"))
-    {
-        got.body = dechunk(&got.body);
-    }
-    Some(got)
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(
-            String::from_utf8_lossy(&data[..end])
-                .split(';')
-                .next()
-                .unwrap_or("0")
-                .trim(),
-            16,
-        )
-        .unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        let start = end + 2;
-        out.extend_from_slice(&data[start..(start + size).min(data.len())]);
-        data = &data[(start + size + 2).min(data.len())..];
-    }
-    out
-}
-
-/// `method target` with `headers`, HTTP/1.1, closing after the answer.
-fn request(method: &str, target: &str, headers: &[(&str, String)]) -> Vec<u8> {
-    let mut text =
-        format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
-    }
-    text.push_str("\r\n");
-    text.into_bytes()
+    http::exchange(port, request, Duration::from_secs(10))
 }
 
 /// A GET that must be answered.
