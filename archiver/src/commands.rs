@@ -1,9 +1,10 @@
 //! The operator commands: `migrate`, `history`, `active`, `export`, `stats`.
 
+use crate::blocklist::format::{self, Format, Naming};
 use crate::blocklist::{self, Family, Filter, Listed, Snapshot};
 use crate::db::Db;
 use crate::query::{self, HistoryFilter};
-use crate::report::{self, Format, Naming};
+use crate::report;
 use shared_f2b::Config;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -31,7 +32,7 @@ pub async fn history(db: &Db, filter: &HistoryFilter, json: bool) -> anyhow::Res
 
 /// The bans active now that `filter` wants.
 async fn active_list(db: &Db, config: &Config, filter: &Filter) -> anyhow::Result<Vec<Listed>> {
-    filter.check().map_err(anyhow::Error::msg)?;
+    filter.check()?;
     let upto = blocklist::archived_seq(db).await?;
     let never = blocklist::never_nets(config).await;
     let snapshot = Snapshot::load(db, &never, config.archiver.feed_max_bantime, upto).await?;
@@ -44,7 +45,7 @@ pub async fn active(db: &Db, config: &Config, json: bool) -> anyhow::Result<()> 
     if json {
         print!(
             "{}",
-            report::export(Format::Json, &bans, &Naming::default())
+            format::render(Format::Json, &bans, &Naming::default())
         );
     } else {
         print!("{}", report::active_table(&bans));
@@ -80,18 +81,18 @@ pub async fn export(
         name: name.to_owned(),
         public_url: config.archiver.public_url.clone(),
     };
-    print!("{}", report::export(format, &list, &naming));
+    print!("{}", format::render(format, &list, &naming));
     Ok(())
 }
 
 /// A `--family` value.
-pub fn family(text: &str) -> Result<Family, String> {
+pub fn family(text: &str) -> Result<Family, blocklist::BadFilter> {
     Family::parse(text)
 }
 
 /// A `--name` value.
-pub fn list_name(text: &str) -> Result<String, String> {
-    report::check_list_name(text).map(|()| text.to_owned())
+pub fn list_name(text: &str) -> Result<String, format::BadListName> {
+    format::check_list_name(text).map(|()| text.to_owned())
 }
 
 /// Prints events per day, origin and jail.

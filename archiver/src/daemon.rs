@@ -3,7 +3,7 @@
 
 use crate::db::Db;
 use crate::metrics::Metrics;
-use crate::{consumer, feeds, ingest, serve, site, store};
+use crate::{catchup_service, consumer, http, ingest, store};
 use anyhow::Context;
 use shared_f2b::Config;
 use shared_f2b::health::{self, Check, Health};
@@ -64,7 +64,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             database.clone(),
             move || {
                 let db = pinged.clone();
-                async move { db.ping().await.map_err(|e| e.to_string()) }
+                async move { db.ping().await }
             },
             shutdown.clone(),
         ),
@@ -95,12 +95,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             shutdown.clone(),
         ),
     );
-    let requests = serve::listen(&conn.client, &prefix)
+    let requests = catchup_service::listen(&conn.client, &prefix)
         .await
         .context("cannot subscribe to catch-up requests")?;
     tasks.spawn(
         "catch-up service",
-        serve::run(
+        catchup_service::run(
             requests,
             db.clone(),
             conn.client.clone(),
@@ -112,23 +112,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
     );
     if let Some(addr) = archiver.http_listen {
-        let live = site::live::subscribe(&conn.client, &config.nats.subject_prefix)
+        let live = http::site::live::subscribe(&conn.client, &config.nats.subject_prefix)
             .await
             .map_err(|e| anyhow::anyhow!("cannot subscribe to the live events: {e}"))?;
-        let sources = feeds::Sources {
+        let sources = http::Sources {
             db: db.clone(),
             live,
             stream: stream.clone(),
             metrics: metrics.clone(),
-            parts: site::Parts {
+            parts: http::shared::Parts {
                 database: database.clone(),
                 nats: conn.up.clone(),
             },
         };
-        tasks.spawn(
-            "feeds",
-            feeds::serve(addr, sources, config.clone(), shutdown.clone()),
-        );
+        http::spawn(&mut tasks, addr, sources, &config, &shutdown).await;
     }
     if let Some(keep) = archiver.retention {
         tasks.spawn("retention", retain(db.clone(), keep, shutdown.clone()));

@@ -116,7 +116,7 @@ async fn archive(
                 let claimed = event.time;
                 if event.clamp_time(SystemTime::now()) {
                     tracing::warn!(origin = %event.origin, seq,
-                        claimed = %crate::report::when(claimed),
+                        claimed = %crate::text::when(claimed),
                         "event stamped in the future (clock skew or a hostile host); archived as made now");
                 }
                 events.push(Archived { event, seq })

@@ -4,9 +4,9 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shared_f2b::{Config, config, shutdown, telemetry};
+use shared_f2b_archiver::blocklist::format::Format;
 use shared_f2b_archiver::blocklist::{Family, Filter};
 use shared_f2b_archiver::query::HistoryFilter;
-use shared_f2b_archiver::report::Format;
 use shared_f2b_archiver::{commands, daemon, db::Db};
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -91,23 +91,25 @@ pub const DOWN_AFTER: u32 = 2;
 /// Sets `check` every [`PROBE_EVERY`] from `probe` (which should give up within that time)
 /// until `shutdown`: up at the first success, away after [`DOWN_AFTER`] failures in a row (or
 /// at once if it never answered); logs when it goes away and comes back.
-pub async fn keep_probing<F, Fut>(
+pub async fn keep_probing<F, Fut, E>(
     name: &'static str,
     check: Check,
     mut probe: F,
     shutdown: CancellationToken,
 ) where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), String>>,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
     let mut failures = 0u32;
     let mut first = true;
     loop {
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = tokio::time::timeout(PROBE_EVERY, probe()) => {
-                r.unwrap_or_else(|_| Err(format!("no answer within {PROBE_EVERY:?}")))
-            }
+            r = tokio::time::timeout(PROBE_EVERY, probe()) => match r {
+                Ok(answer) => answer.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {PROBE_EVERY:?}")),
+            },
         };
         let was = check.get();
         match result {

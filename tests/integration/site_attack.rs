@@ -1,5 +1,5 @@
 //! Red team against the site page on `[archiver] http_listen` (`/`, `/ip/<addr>`, `/assets/*`,
-//! `/v1/site/overview|bans|address|live`, archiver/src/site/API.md).
+//! `/v1/site/overview|bans|address|live`, archiver/src/http/site/API.md).
 //!
 //! Attackers: (a) a compromised host publishing with its own NATS credentials on the shipped
 //! site config (stock client: forged `Nats-*` headers, reply subjects naming `f2b.live.*`,

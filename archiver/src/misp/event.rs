@@ -265,7 +265,7 @@ pub fn event_hashes(event: &Value) -> Vec<[u8; 16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::hex;
+    use crate::text::hex;
     use shared_f2b::event::{Action, Event};
 
     fn config() -> MispConfig {

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const MANIFEST: &str = "manifest.json";
 const HASHES: &str = "hashes.csv";
 
-use crate::report::hex;
+use crate::text::hex;
 
 /// A `hashes.csv` hash read back.
 fn unhex(text: &str) -> Option<[u8; 16]> {

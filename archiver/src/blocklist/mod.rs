@@ -22,6 +22,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+pub mod format;
+
 /// The source of [`Snapshot`] generations.
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
@@ -36,6 +38,17 @@ const MAX_AGE: Duration = Duration::from_secs(600);
 /// More new rows than this since the mark: load afresh rather than apply them one by one.
 const MAX_DELTA: u64 = 50_000;
 
+/// A list filter's value that is not one.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadFilter {
+    #[error("family {0:?}: use 4 or 6")]
+    Family(String),
+    #[error("jail: {0}")]
+    Jail(shared_f2b::event::EventError),
+    #[error("min_reporters {0}: use 1 to 1000")]
+    MinReporters(usize),
+}
+
 /// An address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -45,11 +58,11 @@ pub enum Family {
 
 impl Family {
     /// `4` or `6`.
-    pub fn parse(text: &str) -> Result<Family, String> {
+    pub fn parse(text: &str) -> Result<Family, BadFilter> {
         match text {
             "4" => Ok(Family::V4),
             "6" => Ok(Family::V6),
-            _ => Err(format!("family {text:?}: use 4 or 6")),
+            _ => Err(BadFilter::Family(text.to_owned())),
         }
     }
 
@@ -83,15 +96,12 @@ impl Default for Filter {
 
 impl Filter {
     /// Checks the values a request or the command line gave.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), BadFilter> {
         if let Some(jail) = &self.jail {
-            validate_jail(jail).map_err(|e| format!("jail: {e}"))?;
+            validate_jail(jail).map_err(BadFilter::Jail)?;
         }
         if !(1..=1000).contains(&self.min_reporters) {
-            return Err(format!(
-                "min_reporters {}: use 1 to 1000",
-                self.min_reporters
-            ));
+            return Err(BadFilter::MinReporters(self.min_reporters));
         }
         Ok(())
     }

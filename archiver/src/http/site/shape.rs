@@ -1,4 +1,4 @@
-//! The shapes the site page reads (`archiver/src/site/API.md`): times in milliseconds since
+//! The shapes the site page reads (`archiver/src/http/site/API.md`): times in milliseconds since
 //! the epoch, names as given (the page shows them as text).
 
 use crate::blocklist::Listed;

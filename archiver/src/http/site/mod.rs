@@ -7,27 +7,28 @@
 //!   (`API.md` beside this file), answered from the blocklist snapshot the feeds keep;
 //! - `GET /v1/site/live`: the latest events as server-sent events ([`live`]).
 //!
-//! The data needs the feeds' bearer token when `http_tokens` is set; the page itself holds no
-//! data and asks for the token.
+//! The data needs the feeds' bearer token when `http_tokens` is set ([`super::auth`]); the
+//! page itself holds no data and asks for the token. [`warm`] keeps what it shows loaded.
 
 pub mod activity;
 pub mod live;
 mod shape;
 mod view;
+pub mod warm;
 
-use crate::feeds::{Feeds, HttpError};
+use super::error::HttpError;
+use super::params::{self, BadParameter};
+use super::shared::Shared;
 use crate::query::{self, HistoryFilter};
 use activity::Activity;
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use live::{Item, Live};
 use serde_json::{Value, json};
-use shared_f2b::health::Check;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 use view::{Sort, Views};
@@ -40,33 +41,28 @@ const AFTER_WAITERS: usize = 8;
 /// The most events the address page lists.
 const STORY_MAX: i64 = 1000;
 
-/// What the health panel reads.
-pub struct Parts {
-    pub database: Check,
-    pub nats: Arc<AtomicBool>,
-}
-
 /// The page's state beside the feeds'.
 pub struct Site {
+    shared: Arc<Shared>,
     pub live: Arc<Live>,
     views: Views,
     /// The chart's counts and the hosts reporting; `None` until first read.
     activity: tokio::sync::Mutex<Option<Activity>>,
     /// Requests waiting for the archive to hold an event (`after`) at most at once.
     waits: tokio::sync::Semaphore,
-    pub(crate) parts: Parts,
     started: SystemTime,
     shutdown: CancellationToken,
 }
 
 impl Site {
-    pub fn new(parts: Parts, shutdown: CancellationToken) -> Site {
+    /// Stops its live streams at `shutdown`.
+    pub fn new(shared: Arc<Shared>, shutdown: CancellationToken) -> Site {
         Site {
+            shared,
             live: Live::new(),
             views: Views::default(),
             activity: tokio::sync::Mutex::new(None),
             waits: tokio::sync::Semaphore::new(AFTER_WAITERS),
-            parts,
             started: SystemTime::now(),
             shutdown,
         }
@@ -81,12 +77,8 @@ impl Site {
     /// The chart (`timeline`) and the hosts reporting, brought up to stream sequence `upto`
     /// (`None`: as they are). While the archive cannot be read: as last counted, or `null` and
     /// no hosts when they never were.
-    pub async fn counts(
-        &self,
-        db: &crate::db::Db,
-        upto: Option<u64>,
-        now: SystemTime,
-    ) -> (Value, Value) {
+    pub async fn counts(&self, upto: Option<u64>, now: SystemTime) -> (Value, Value) {
+        let db = &self.shared.db;
         let mut activity = self.activity.lock().await;
         if let Some(upto) = upto {
             let current = match activity.as_mut() {
@@ -114,13 +106,13 @@ impl Site {
     /// Fills in what the live subscription missed (NATS was away, or the event was stored
     /// before it began) once the archive holds it: the latest events from the archive, sent to
     /// the pages too; with more missed than they hold, the pages are told to load afresh.
-    pub async fn catch_up(&self, db: &crate::db::Db, upto: u64) -> Result<(), sqlx::Error> {
+    pub async fn catch_up(&self, upto: u64) -> Result<(), sqlx::Error> {
         let seen = self.live.last_seq();
         if !self.live.missed(upto) {
             return Ok(());
         }
         tracing::info!(seen, upto, "site page: filling in the live events missed");
-        self.fill_latest(db).await?;
+        self.fill_latest().await?;
         // More missed than the pages keep, or a gap within what they saw: load afresh.
         if upto.saturating_sub(seen) > live::RECENT as u64 || upto <= seen {
             self.live.reload();
@@ -130,7 +122,8 @@ impl Site {
     }
 
     /// Fills the latest events from the archive, for pages opened before anything new arrives.
-    pub async fn fill_latest(&self, db: &crate::db::Db) -> Result<(), sqlx::Error> {
+    pub async fn fill_latest(&self) -> Result<(), sqlx::Error> {
+        let db = &self.shared.db;
         let filter = HistoryFilter {
             limit: live::RECENT as i64,
             ..HistoryFilter::default()
@@ -151,18 +144,24 @@ impl Site {
     }
 }
 
-/// The routes of the page and its data.
-pub fn routes() -> axum::Router<Arc<Feeds>> {
+/// The page and its assets: served to anyone, they hold no data.
+pub fn page_routes() -> axum::Router {
     axum::Router::new()
         .route("/", get(page))
         .route("/ip/{*addr}", get(page))
         .route("/assets/site.js", get(script))
         .route("/assets/site.css", get(style))
         .route("/assets/favicon.svg", get(icon))
+}
+
+/// What the page shows, as JSON (behind the token layer, [`super::auth`]).
+pub fn data_routes(site: Arc<Site>) -> axum::Router {
+    axum::Router::new()
         .route("/v1/site/overview", get(overview))
         .route("/v1/site/bans", get(bans))
         .route("/v1/site/address", get(address))
         .route("/v1/site/live", get(follow))
+        .with_state(site)
 }
 
 /// Nothing but this origin's script and style; no framing, no forms, no inline code.
@@ -228,56 +227,23 @@ fn data(value: serde_json::Value) -> Response {
     r
 }
 
-/// The request's parameters ([`crate::feeds::parameters`]), a 400 when they are not right.
-fn parameters<'a>(
-    pairs: &'a [(String, String)],
-    known: &[&str],
-) -> Result<std::collections::HashMap<&'a str, &'a str>, HttpError> {
-    crate::feeds::parameters(pairs, known).map_err(HttpError::BadRequest)
-}
-
-fn number(
-    value: Option<&&str>,
-    name: &str,
-    range: std::ops::RangeInclusive<u64>,
-    default: u64,
-) -> Result<u64, HttpError> {
-    let Some(value) = value else {
-        return Ok(default);
-    };
-    value
-        .parse()
-        .ok()
-        .filter(|n| range.contains(n))
-        .ok_or_else(|| {
-            HttpError::BadRequest(format!(
-                "{name} {value:?}: use a number from {} to {}",
-                range.start(),
-                range.end()
-            ))
-        })
-}
-
 async fn overview(
-    State(feeds): State<Arc<Feeds>>,
-    headers: HeaderMap,
+    State(site): State<Arc<Site>>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, HttpError> {
-    feeds.authorise(&headers)?;
-    parameters(&pairs, &[])?;
-    let site = &feeds.site;
+    params::parameters(&pairs, &[])?;
+    let shared = &site.shared;
     let now = SystemTime::now();
     let view = {
         // While the database is down: what was last read, and the health panel says why.
-        let snapshot = feeds.snapshot_or_last().await?;
+        let snapshot = shared.snapshot_or_last().await?;
         site.views.current(&snapshot, now)
     };
-    let upto = match feeds.database_answers().await {
-        true => feeds.committed().await.ok(),
+    let upto = match shared.database_answers().await {
+        true => shared.committed().await.ok(),
         false => None,
     };
-    let (timeline, hosts) = site.counts(&feeds.db, upto, now).await;
-    let parts = &site.parts;
+    let (timeline, hosts) = site.counts(upto, now).await;
     let summary = tokio::task::block_in_place(|| view.summary());
     Ok(data(json!({
         "now": crate::store::ms(now),
@@ -293,87 +259,85 @@ async fn overview(
                 "version": env!("CARGO_PKG_VERSION"),
                 "started": crate::store::ms(site.started),
             },
-            "database": {"ok": parts.database.get(), "backend": feeds.db.backend.name()},
-            "nats": {"ok": parts.nats.load(Ordering::Relaxed)},
+            "database": {"ok": shared.parts.database.get(), "backend": shared.db.backend.name()},
+            "nats": {"ok": shared.nats_up()},
             "hosts": hosts,
         },
     })))
 }
 
 async fn bans(
-    State(feeds): State<Arc<Feeds>>,
-    headers: HeaderMap,
+    State(site): State<Arc<Site>>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, HttpError> {
-    feeds.authorise(&headers)?;
-    let p = parameters(&pairs, &["q", "sort", "order", "offset", "limit", "after"])?;
-    let search = view::Search::parse(p.get("q").copied().unwrap_or_default())
-        .map_err(HttpError::BadRequest)?;
+    let p = params::parameters(&pairs, &["q", "sort", "order", "offset", "limit", "after"])?;
+    let search = view::Search::parse(p.get("q").copied().unwrap_or_default())?;
     let sort = match p.get("sort") {
         None => Sort::LastSeen,
         Some(word) => Sort::parse(word).ok_or_else(|| {
-            HttpError::BadRequest(format!(
-                "sort {word:?}: use ip, jails, hosts, first_seen, last_seen or expires"
-            ))
+            BadParameter::value(
+                "sort",
+                word,
+                "use ip, jails, hosts, first_seen, last_seen or expires",
+            )
         })?,
     };
     let descending = match p.get("order").copied() {
         None | Some("desc") => true,
         Some("asc") => false,
-        Some(word) => {
-            return Err(HttpError::BadRequest(format!(
-                "order {word:?}: use asc or desc"
-            )));
-        }
+        Some(word) => return Err(BadParameter::value("order", word, "use asc or desc").into()),
     };
-    let offset = number(p.get("offset"), "offset", 0..=10_000_000, 0)? as usize;
-    let limit = number(p.get("limit"), "limit", 1..=500, 50)? as usize;
+    let offset = params::number(p.get("offset"), "offset", 0..=10_000_000, 0)? as usize;
+    let limit = params::number(p.get("limit"), "limit", 1..=500, 50)? as usize;
     if p.contains_key("after") {
-        let after = number(p.get("after"), "after", 0..=u64::MAX, 0)?;
-        // The page saw the event live: answer once the archive holds it (or soon anyway) —
-        // only for an event that was seen live, and a few requests at a time.
-        let seen = after <= feeds.site.live.last_seq();
-        if let Ok(_waiting) = feeds.site.waits.try_acquire()
-            && seen
-        {
-            let started = Instant::now();
-            while feeds.committed().await? < after && started.elapsed() < AFTER_WAIT {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        let after = params::number(p.get("after"), "after", 0..=u64::MAX, 0)?;
+        site.wait_for(after).await?;
     }
     let now = SystemTime::now();
     let view = {
-        let snapshot = feeds.snapshot_or_last().await?;
-        feeds.site.views.current(&snapshot, now)
+        let snapshot = site.shared.snapshot_or_last().await?;
+        site.views.current(&snapshot, now)
     };
     let page = tokio::task::block_in_place(|| view.page(&search, sort, descending, offset, limit));
     Ok(data(page))
 }
 
+impl Site {
+    /// Waits (at most [`AFTER_WAIT`]) until the archive holds event `after`, which the page saw
+    /// live — only for an event that was seen live, and a few requests at a time
+    /// ([`AFTER_WAITERS`]); the others are answered at once.
+    async fn wait_for(&self, after: u64) -> Result<(), HttpError> {
+        let seen = after <= self.live.last_seq();
+        if let Ok(_waiting) = self.waits.try_acquire()
+            && seen
+        {
+            let started = Instant::now();
+            while self.shared.committed().await? < after && started.elapsed() < AFTER_WAIT {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn address(
-    State(feeds): State<Arc<Feeds>>,
-    headers: HeaderMap,
+    State(site): State<Arc<Site>>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, HttpError> {
-    feeds.authorise(&headers)?;
-    let p = parameters(&pairs, &["ip"])?;
-    let text = p
-        .get("ip")
-        .ok_or_else(|| HttpError::BadRequest("ip is required: ?ip=ADDR".into()))?;
-    let ip = shared_f2b::event::parse_ip(text)
-        .map_err(|e| HttpError::BadRequest(format!("ip {text:?}: {e}")))?;
+    let p = params::parameters(&pairs, &["ip"])?;
+    let ip = params::ip(p.get("ip"))?;
+    let shared = &site.shared;
     let now = SystemTime::now();
     let (view, orders) = {
-        let snapshot = feeds.snapshot().await?;
+        let snapshot = shared.snapshot().await?;
         let orders: Vec<serde_json::Value> = snapshot
             .orders_covering(ip, now)
             .into_iter()
             .map(|c| shape::control(0, c))
             .collect();
-        (feeds.site.views.current(&snapshot, now), orders)
+        (site.views.current(&snapshot, now), orders)
     };
-    if !feeds.database_answers().await {
+    if !shared.database_answers().await {
         return Err(HttpError::NotYet);
     }
     let filter = HistoryFilter {
@@ -381,7 +345,7 @@ async fn address(
         limit: STORY_MAX,
         ..HistoryFilter::default()
     };
-    let events: Vec<serde_json::Value> = query::history(&feeds.db, &filter)
+    let events: Vec<serde_json::Value> = query::history(&shared.db, &filter)
         .await?
         .iter()
         .map(|s| shape::event(s.seq, &s.event))
@@ -394,18 +358,11 @@ async fn address(
     })))
 }
 
-async fn follow(
-    State(feeds): State<Arc<Feeds>>,
-    headers: HeaderMap,
-) -> Result<Response, HttpError> {
-    feeds.authorise(&headers)?;
-    let Some(body) = feeds.site.live.stream(feeds.site.shutdown.clone()) else {
-        return Ok((
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many pages follow the live events; try again later\n",
-        )
-            .into_response());
-    };
+async fn follow(State(site): State<Arc<Site>>) -> Result<Response, HttpError> {
+    let body = site
+        .live
+        .stream(site.shutdown.clone())
+        .ok_or(HttpError::TooManyFollowers)?;
     let mut r = body.into_response();
     let h = r.headers_mut();
     h.insert(

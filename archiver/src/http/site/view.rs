@@ -4,6 +4,7 @@
 
 use super::shape;
 use crate::blocklist::{Filter, Listed, Snapshot};
+use crate::http::params::BadParameter;
 use ipnet::IpNet;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -52,7 +53,7 @@ pub enum Search {
 }
 
 impl Search {
-    pub fn parse(q: &str) -> Result<Search, String> {
+    pub fn parse(q: &str) -> Result<Search, BadParameter> {
         let q = q.trim();
         if q.is_empty() {
             return Ok(Search::All);
@@ -62,7 +63,11 @@ impl Search {
                 .parse::<IpNet>()
                 .map(|n| Search::Net(n.trunc()))
                 .map_err(|_| {
-                    format!("q {q:?}: not a net (use e.g. 192.0.2.0/24 or 2001:db8::/32)")
+                    BadParameter::value(
+                        "q",
+                        q,
+                        "not a net (use e.g. 192.0.2.0/24 or 2001:db8::/32)",
+                    )
                 });
         }
         if q.len() > 45
@@ -70,8 +75,10 @@ impl Search {
                 .chars()
                 .all(|c| c.is_ascii_hexdigit() || c == '.' || c == ':')
         {
-            return Err(format!(
-                "q {q:?}: type the start of an address (digits, a-f, '.' and ':'), an address or a net"
+            return Err(BadParameter::value(
+                "q",
+                q,
+                "type the start of an address (digits, a-f, '.' and ':'), an address or a net",
             ));
         }
         let ip = shared_f2b::event::parse_ip(q).ok();

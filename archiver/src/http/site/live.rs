@@ -24,6 +24,11 @@ const BUFFER: usize = 1024;
 /// A comment this often keeps proxies and the listener's idle timer from closing a quiet page.
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
+/// The live subscription ended before shutdown.
+#[derive(Debug, thiserror::Error)]
+#[error("the site page's live subscription ended")]
+pub struct SubscriptionEnded;
+
 /// One event as a page gets it.
 #[derive(Debug)]
 pub struct Item {
@@ -142,24 +147,23 @@ impl Live {
     }
 
     /// Passes what `subscription` (to `<prefix>.live.>`, [`subscribe`]) receives to the pages
-    /// until `shutdown`, taking only what stream `stream` stored (see [`stored`]).
+    /// until `shutdown`, taking only what stream `stream` stored (see [`stored`]). A
+    /// subscription that ends before is this task's failure: the daemon stops and is restarted
+    /// rather than serve pages that get no live events.
     pub async fn follow(
         self: Arc<Self>,
         mut subscription: async_nats::Subscriber,
         prefix: String,
         stream: String,
         shutdown: CancellationToken,
-    ) {
+    ) -> Result<(), SubscriptionEnded> {
         loop {
             let message = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return Ok(()),
                 m = subscription.next() => m,
             };
             let Some(message) = message else {
-                tracing::error!(
-                    "site page: the live subscription ended; pages get no live events until a restart"
-                );
-                return;
+                return Err(SubscriptionEnded);
             };
             let Some((seq, subject)) = stored(&message, &prefix, &stream) else {
                 tracing::debug!(subject = %message.subject, "site page: not a stored event; ignored");
