@@ -8,7 +8,7 @@ use shared_f2b::Event;
 use shared_f2b_archiver::db::Db;
 use shared_f2b_archiver::query::{self, HistoryFilter};
 use shared_f2b_archiver::store::{self, Archived};
-use shared_f2b_subscriber::fail2ban::Fail2Ban as Socket;
+use shared_f2b_subscriber::apply::fail2ban::Fail2Ban as Socket;
 use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::host::{Daemon, Host, HostSpec};
 use shared_f2b_tests::nats::{NatsServer, ban_event, burst};

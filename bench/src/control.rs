@@ -6,7 +6,7 @@
 use crate::report::{Report, percentiles};
 use shared_f2b::control::{Control, parse_net};
 use shared_f2b::subject::control_subject;
-use shared_f2b_subscriber::fail2ban::Fail2Ban as Socket;
+use shared_f2b_subscriber::apply::fail2ban::Fail2Ban as Socket;
 use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::host::Host;
 use shared_f2b_tests::site;

@@ -3,7 +3,7 @@
 
 use crate::report::{Report, percentiles};
 use shared_f2b::Event;
-use shared_f2b_subscriber::fail2ban::{Fail2Ban as Socket, Value};
+use shared_f2b_subscriber::apply::fail2ban::{Fail2Ban as Socket, Value};
 use shared_f2b_tests::host::{Daemon, Host, HostSpec};
 use shared_f2b_tests::nats::{EventSender, NatsServer, ban_event, burst};
 use shared_f2b_tests::{HostConfig, bin, unique};

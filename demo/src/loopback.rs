@@ -4,7 +4,7 @@
 //! milliseconds later, while alice does not get her own ban back. Everything runs in a temporary
 //! directory and is removed.
 
-use shared_f2b_subscriber::fail2ban::Fail2Ban as Socket;
+use shared_f2b_subscriber::apply::fail2ban::Fail2Ban as Socket;
 use shared_f2b_tests::host::{Host, HostSpec};
 use shared_f2b_tests::nats::{NatsServer, read_stream};
 use std::time::{Duration, Instant};

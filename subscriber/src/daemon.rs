@@ -4,14 +4,14 @@
 
 use crate::admission::Admission;
 use crate::apply::Applier;
-use crate::catchup::{self, Fetched, Plan};
-use crate::fail2ban::Fail2Ban;
-use crate::follow::{self, Incoming, Seen, Tracker};
+use crate::apply::fail2ban::Fail2Ban;
+use crate::intake::catchup::{self, Asker, Fetched};
+use crate::intake::follow::{self, Incoming};
+use crate::intake::schedule::{Schedule, Step};
 use crate::metrics::Metrics;
 use crate::state::State;
 use crate::watch::watch;
-use crate::worker::{Flow, Worker};
-use anyhow::Context;
+use crate::worker::{Flow, NotRecorded, Worker};
 use futures::{FutureExt, StreamExt};
 use shared_f2b::config::ApplyMode;
 use shared_f2b::config::Config;
@@ -20,8 +20,9 @@ use shared_f2b::metrics::{notify_ready, notify_stopping, spawn_server};
 use shared_f2b::nats;
 use shared_f2b::publish::Sender;
 use shared_f2b::spool::Spool;
-use shared_f2b::tasks::Tasks;
-use std::time::Duration;
+use shared_f2b::tasks::{TaskEnded, Tasks};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -33,59 +34,40 @@ const HELD_EVERY: Duration = Duration::from_secs(5);
 /// How often the archiver is asked whether the stream moved past what arrived live (the last
 /// event before a quiet spell may have been lost with nothing after it to show the gap).
 const CHECK_EVERY: Duration = Duration::from_secs(30);
-/// Longest wait between catch-up attempts while the archiver does not answer.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// When the next catch-up is due, and how the last attempts went.
-struct Due {
-    /// A catch-up is wanted.
-    wanted: bool,
-    /// Not before this (backoff after failures).
-    not_before: Instant,
-    failures: u32,
+/// Why the subscriber stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot use state_dir {}: {source}", dir.display())]
+    StateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Connect(#[from] nats::ConnectError),
+    #[error("cannot subscribe to the live subject: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+    #[error(transparent)]
+    NotRecorded(#[from] NotRecorded),
+    #[error("cannot record the operators' orders in state_dir: {0}")]
+    Orders(std::io::Error),
+    #[error("the live subscription ended")]
+    LiveEnded,
+    #[error(transparent)]
+    PartStopped(#[from] TaskEnded),
 }
 
-impl Due {
-    fn want(&mut self) {
-        self.wanted = true;
-    }
-
-    fn now(&self) -> bool {
-        self.wanted && Instant::now() >= self.not_before
-    }
-
-    /// A catch-up starts: it covers what was wanted so far.
-    fn start(&mut self) {
-        self.wanted = false;
-    }
-
-    /// It failed: wanted again, after a backoff.
-    fn failed(&mut self) -> Duration {
-        self.failures += 1;
-        self.wanted = true;
-        let delay = Duration::from_secs(1 << self.failures.min(6)).min(MAX_BACKOFF);
-        self.not_before = Instant::now() + delay;
-        delay
-    }
-
-    /// It worked; true when earlier attempts had failed.
-    fn succeeded(&mut self) -> bool {
-        let recovered = self.failures > 0;
-        self.failures = 0;
-        self.not_before = Instant::now();
-        recovered
-    }
-}
-
-/// Runs until `shutdown` is cancelled; the batch in flight is finished first.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs until `shutdown` is cancelled; the batch in flight is finished first. However it
+/// ends, the epilogue runs: systemd hears STOPPING, the applier closes, the tasks are joined.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let sub = &config.subscriber;
-    let stream = config.nats.stream.clone();
-    let prefix = config.nats.subject_prefix.clone();
-    let mut state = State::open(&sub.state_dir, sub.max_bantime)
-        .with_context(|| format!("cannot use state_dir {}", sub.state_dir.display()))?;
+    let state =
+        State::open(&sub.state_dir, sub.max_bantime).map_err(|source| DaemonError::StateDir {
+            dir: sub.state_dir.clone(),
+            source,
+        })?;
     tracing::info!(host = ?config.host_id, holdings = state.holdings.len(),
-        cursor = ?state.cursor(&stream), "subscriber starting");
+        cursor = ?state.cursor(&config.nats.stream), "subscriber starting");
 
     // `/healthz` answers from the start: 503 (`starting`, and what is away) until following.
     let (metrics, registry) = Metrics::new();
@@ -101,12 +83,39 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 health.check("fail2ban"),
                 move || {
                     let socket = socket.clone();
-                    async move { Fail2Ban::ping(&socket).await.map_err(|e| e.to_string()) }
+                    async move { Fail2Ban::ping(&socket).await }
                 },
                 shutdown.clone(),
             ),
         );
     }
+    let result = follow(&config, state, &metrics, &health, &mut tasks, &shutdown).await;
+    notify_stopping();
+    health.started(false);
+    shutdown.cancel();
+    tasks.join().await;
+    if let Err(DaemonError::PartStopped(ended)) = &result {
+        tracing::error!(error = %ended, "subscriber stopping: a part of it stopped");
+    }
+    tracing::info!(
+        received = metrics.received.get(),
+        applied = metrics.applied.get(),
+        "subscriber stopped"
+    );
+    result
+}
+
+/// Connects, subscribes and follows until shutdown or a failure; closes the applier either way.
+async fn follow(
+    config: &Config,
+    state: State,
+    metrics: &Metrics,
+    health: &Health,
+    tasks: &mut Tasks,
+    shutdown: &CancellationToken,
+) -> Result<(), DaemonError> {
+    let sub = &config.subscriber;
+    let prefix = config.nats.subject_prefix.clone();
     let conn = nats::connect(
         &config.nats,
         &config.host_id,
@@ -126,233 +135,193 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             shutdown.clone(),
         ),
     );
-
     // Subscribed before catching up, so nothing published meanwhile is missed.
-    let live = follow::live(&conn.client, &prefix)
-        .await
-        .context("cannot subscribe to the live subject")?;
+    let live = follow::live(&conn.client, &prefix).await?;
     let mut live = live.ready_chunks(MAX_BATCH);
-    let mut worker = Worker {
-        config: &config,
-        admission: Admission::new(&config, nats_servers),
-        applier: Applier::new(
-            sub.apply,
-            Fail2Ban::new(&sub.fail2ban_socket),
-            sub.log_file.clone(),
-            &sub.state_dir,
-        ),
-        metrics: metrics.clone(),
-        held_changed: true,
-        shutdown: shutdown.clone(),
-    };
-    if let Err(e) = worker.applier.restore_bantimes().await {
-        tracing::warn!(error = %e, "cannot put a jail's bantime back yet; retrying with the next batch");
-    }
-    let mut backfilled = state.cursor(&stream).is_some();
-    // Escalation's memory of earlier bans is read once per start, with the first catch-up.
-    let mut history_due = true;
-    let mut tracker = Tracker::at(state.cursor(&stream).unwrap_or(0));
-    let mut due = Due {
-        wanted: true,
-        not_before: Instant::now(),
-        failures: 0,
-    };
-    let asker = catchup::Asker {
-        client: conn.client.clone(),
-        prefix: prefix.clone(),
-        jails: sub.jails.clone(),
-        exclude_origin: (!sub.include_own).then(|| config.host_id.clone()),
-        history: sub
-            .escalation
-            .as_ref()
-            .filter(|e| e.repeat_factor > 1.0)
-            .map(|e| e.memory),
-    };
     // Pages from a catch-up in the background; two in hand at most.
     let (pages_tx, mut pages) = mpsc::channel(2);
-    let mut fetching: Option<tokio::task::JoinHandle<()>> = None;
+    let mut running = Running {
+        schedule: Schedule::new(
+            config.nats.stream.clone(),
+            state.cursor(&config.nats.stream),
+        ),
+        state,
+        worker: Worker {
+            config,
+            admission: Admission::new(config, nats_servers),
+            applier: Applier::new(
+                sub.apply,
+                Fail2Ban::new(&sub.fail2ban_socket),
+                sub.log_file.clone(),
+                &sub.state_dir,
+            ),
+            metrics: metrics.clone(),
+            held_changed: true,
+            shutdown: shutdown.clone(),
+        },
+        asker: Asker {
+            client: conn.client.clone(),
+            prefix: prefix.clone(),
+            jails: sub.jails.clone(),
+            exclude_origin: (!sub.include_own).then(|| config.host_id.clone()),
+            history: sub
+                .escalation
+                .as_ref()
+                .filter(|e| e.repeat_factor > 1.0)
+                .map(|e| e.memory),
+        },
+        pages_tx,
+        fetch: None,
+        prefix,
+        health,
+        metrics,
+    };
+    if let Err(e) = running.worker.applier.restore_bantimes().await {
+        tracing::warn!(error = %e, "cannot put a jail's bantime back yet; retrying with the next batch");
+    }
     // The first connect stored a permit; only later reconnects mean something may be missed.
     let _ = conn.connected.notified().now_or_never();
     let mut held_tick = tokio::time::interval(HELD_EVERY);
     let mut check_tick = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
-    let mut failed = None;
-    tracing::info!(apply = ?sub.apply, jails = ?sub.jails, cursor = ?state.cursor(&stream),
-        "following");
+    tracing::info!(apply = ?sub.apply, jails = ?sub.jails,
+        cursor = ?running.state.cursor(&config.nats.stream), "following");
     // systemd hears READY once live events flow; `/healthz` says `starting` until the first
     // catch-up ended (a large backfill must not run into the unit's start timeout).
     notify_ready();
-    loop {
-        // A catch-up task that ended without its last word (it panicked) counts as failed.
-        if fetching.as_ref().is_some_and(|f| f.is_finished()) && pages.is_empty() {
-            fetching = None;
-            health.started(true);
-            let retry = due.failed();
-            tracing::error!(?retry, "the catch-up task ended without a result; retrying");
-        }
-        if due.now() && fetching.is_none() {
-            let plan = if backfilled {
-                Plan::Since(tracker.done)
-            } else {
-                Plan::Backfill
-            };
-            due.start();
-            fetching = Some(asker.spawn(plan, history_due, pages_tx.clone()));
-        }
-        let retry_at = due.not_before;
-        let msgs = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            ended = tasks.ended() => {
-                // Tasks end when told to stop; before that, an end is a failure.
-                if !shutdown.is_cancelled() {
-                    tracing::error!(error = %ended, "subscriber stopping: a part of it stopped");
-                    failed = Some(ended);
-                }
-                break;
-            }
+    let result = loop {
+        running.start_fetch(&pages);
+        let retry_at = running.schedule.retry_at();
+        let flow = tokio::select! {
+            _ = shutdown.cancelled() => Ok(Flow::Stop),
+            // Tasks end when told to stop; before that, an end is a failure.
+            ended = tasks.ended() => match shutdown.is_cancelled() {
+                true => Ok(Flow::Stop),
+                false => Err(ended.into()),
+            },
             // Reconnected or messages dropped: live delivery may have missed events.
-            _ = conn.connected.notified() => { due.want(); continue }
-            _ = conn.lagged.notified() => { due.want(); continue }
-            _ = check_tick.tick() => { due.want(); continue }
-            _ = tokio::time::sleep_until(retry_at), if due.wanted && fetching.is_none() => continue,
-            _ = held_tick.tick() => {
-                worker.publish_held(&state);
-                state
-                    .prune_standing(std::time::SystemTime::now())
-                    .context("cannot record the operators' orders in state_dir")?;
-                continue;
-            }
+            _ = conn.connected.notified() => running.want(),
+            _ = conn.lagged.notified() => running.want(),
+            _ = check_tick.tick() => running.want(),
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)),
+                if retry_at.is_some() => Ok(Flow::Continue),
+            _ = held_tick.tick() => running.upkeep(),
             fetched = pages.recv() => {
-                let fetched = fetched.expect("the daemon holds a sender");
-                let (batch, cursor) = match fetched {
-                    Fetched::Page { events, through } => {
-                        if let Some(seq) = through {
-                            tracker.caught_up(seq);
-                        }
-                        (events, through.map(|_| tracker.done))
-                    }
-                    Fetched::History(bans) => {
-                        for (ip, time, end) in bans {
-                            worker.admission.remember(ip, time, end);
-                        }
-                        continue;
-                    }
-                    Fetched::Controls { controls, high } => {
-                        let new = state.standing.reconcile(controls, high);
-                        state.standing_changed();
-                        let items: Vec<Incoming> = new
-                            .iter()
-                            .filter_map(|c| catchup::control_item(&prefix, c))
-                            .collect();
-                        if !items.is_empty() {
-                            tracing::info!(orders = items.len(), "operators' orders caught up");
-                        }
-                        (items, None)
-                    }
-                    Fetched::Done { plan, high, events } => {
-                        history_due = false;
-                        fetching = None;
-                        health.started(true);
-                        tracker.caught_up(high);
-                        if !due.wanted {
-                            // No jump, reconnect or drop since the fetch began: what came live
-                            // after its end came in order.
-                            tracker.caught_up(tracker.seen);
-                        }
-                        if due.succeeded() {
-                            tracing::info!("the archiver answers again");
-                        }
-                        match plan {
-                            // Then what came after the archive's end, from the stream.
-                            Plan::Backfill => {
-                                backfilled = true;
-                                due.want();
-                                tracing::info!(applied = events, up_to_seq = high,
-                                    "backfill of active bans done");
-                            }
-                            Plan::Since(_) if events > 0 => {
-                                tracing::info!(events, up_to_seq = high, "caught up");
-                            }
-                            Plan::Since(_) => {}
-                        }
-                        (Vec::new(), Some(tracker.done))
-                    }
-                    Fetched::Reset { last } => {
-                        fetching = None;
-                        health.started(true);
-                        tracing::warn!(cursor = tracker.done, stream_last = last, stream = %stream,
-                            "the stream was re-created; following it from its start");
-                        tracker = Tracker::at(0);
-                        due.succeeded();
-                        due.want();
-                        (Vec::new(), Some(0))
-                    }
-                    Fetched::Failed(e) => {
-                        fetching = None;
-                        health.started(true);
-                        let retry = due.failed();
-                        if due.failures == 1 {
-                            tracing::warn!(error = %e, "cannot catch up now; applying live \
-                                events and retrying with backoff (logged again once it works)");
-                        } else {
-                            tracing::debug!(error = %e, ?retry, "catch-up retry failed");
-                        }
-                        continue;
-                    }
-                };
-                metrics.consumer_pending.set(tracker.missing() as i64);
-                if worker.handle(batch, cursor, &mut state).await? == Flow::Stop {
-                    break;
-                }
-                continue;
+                running.on_fetched(fetched.expect("the daemon holds a sender")).await
             }
-            msgs = live.next() => msgs,
+            msgs = live.next() => match msgs {
+                Some(msgs) => running.on_live(msgs).await,
+                None => Err(DaemonError::LiveEnded),
+            },
         };
-        let Some(msgs) = msgs else {
-            anyhow::bail!("the live subscription ended");
-        };
-        let mut batch = Vec::with_capacity(msgs.len());
-        for msg in msgs {
-            let msg = Incoming::live(msg, &prefix);
-            if let (Some(seq), Some(name)) = (msg.seq, msg.stream.as_deref())
-                && name == stream
-            {
-                match tracker.on_live(seq) {
-                    Seen::InOrder => {}
-                    Seen::Gap => due.want(),
-                    Seen::Old => {
-                        // Handled already (by a catch-up), unless the stream was re-created:
-                        // the periodic check finds that out.
-                        metrics.skip("old_sequence");
-                        continue;
-                    }
-                }
-            }
-            batch.push(msg);
+        match flow {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Stop) => break Ok(()),
+            Err(e) => break Err(e),
         }
-        metrics.consumer_pending.set(tracker.missing() as i64);
-        let cursor = backfilled.then_some(tracker.done);
-        if worker.handle(batch, cursor, &mut state).await? == Flow::Stop {
-            break;
+    };
+    running.close().await;
+    result
+}
+
+/// The following daemon's parts, between events.
+struct Running<'a> {
+    state: State,
+    worker: Worker<'a>,
+    schedule: Schedule,
+    asker: Asker,
+    pages_tx: mpsc::Sender<Fetched>,
+    /// The running fetch, while [`Schedule::fetching`].
+    fetch: Option<tokio::task::JoinHandle<()>>,
+    prefix: String,
+    health: &'a Health,
+    metrics: &'a Metrics,
+}
+
+impl Running<'_> {
+    /// Starts the catch-up that is due, if one is; a fetch that ended without its last word
+    /// (it panicked) counts as failed.
+    fn start_fetch(&mut self, pages: &mpsc::Receiver<Fetched>) {
+        if self.fetch.as_ref().is_some_and(|f| f.is_finished()) && pages.is_empty() {
+            self.fetch = None;
+            self.health.started(true);
+            self.schedule.on_lost();
+        }
+        if let Some((plan, history)) = self.schedule.start() {
+            self.fetch = Some(self.asker.spawn(plan, history, self.pages_tx.clone()));
         }
     }
-    if let Some(fetch) = fetching {
-        fetch.abort();
+
+    fn want(&mut self) -> Result<Flow, DaemonError> {
+        self.schedule.want();
+        Ok(Flow::Continue)
     }
-    notify_stopping();
-    health.started(false);
-    shutdown.cancel();
-    worker.applier.close().await;
-    tasks.join().await;
-    let (by_origin, by_jail) = state.holdings.counts();
-    tracing::info!(
-        received = metrics.received.get(),
-        applied = metrics.applied.get(),
-        ?by_origin,
-        ?by_jail,
-        "subscriber stopped"
-    );
-    match failed {
-        Some(ended) => Err(ended.into()),
-        None => Ok(()),
+
+    /// The bans-held gauges, and the operators' orders that ended forgotten.
+    fn upkeep(&mut self) -> Result<Flow, DaemonError> {
+        self.worker.publish_held(&self.state);
+        self.state
+            .prune_standing(SystemTime::now())
+            .map_err(DaemonError::Orders)?;
+        Ok(Flow::Continue)
+    }
+
+    async fn on_live(&mut self, msgs: Vec<async_nats::Message>) -> Result<Flow, DaemonError> {
+        let incoming = msgs
+            .into_iter()
+            .map(|m| Incoming::live(m, &self.prefix))
+            .collect();
+        let (batch, cursor) = self.schedule.on_live(incoming, self.metrics);
+        self.apply(batch, cursor).await
+    }
+
+    async fn on_fetched(&mut self, fetched: Fetched) -> Result<Flow, DaemonError> {
+        let step = self.schedule.on_fetched(fetched);
+        if !self.schedule.fetching() {
+            self.fetch = None;
+            self.health.started(true);
+        }
+        match step {
+            Step::Apply { batch, cursor } => self.apply(batch, cursor).await,
+            Step::Remember(bans) => {
+                for (ip, time, end) in bans {
+                    self.worker.admission.remember(ip, time, end);
+                }
+                Ok(Flow::Continue)
+            }
+            Step::Controls { controls, high } => {
+                let new = self.state.standing.reconcile(controls, high);
+                self.state.standing_changed();
+                let items: Vec<Incoming> = new
+                    .iter()
+                    .filter_map(|c| catchup::control_item(&self.prefix, c))
+                    .collect();
+                if !items.is_empty() {
+                    tracing::info!(orders = items.len(), "operators' orders caught up");
+                }
+                self.apply(items, None).await
+            }
+            Step::Nothing => Ok(Flow::Continue),
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        batch: Vec<Incoming>,
+        cursor: Option<u64>,
+    ) -> Result<Flow, DaemonError> {
+        self.metrics
+            .consumer_pending
+            .set(self.schedule.missing() as i64);
+        Ok(self.worker.handle(batch, cursor, &mut self.state).await?)
+    }
+
+    /// Stops the fetch and closes the applier.
+    async fn close(mut self) {
+        if let Some(fetch) = self.fetch {
+            fetch.abort();
+        }
+        self.worker.applier.close().await;
+        let (by_origin, by_jail) = self.state.holdings.counts();
+        tracing::info!(?by_origin, ?by_jail, "bans held at stop");
     }
 }

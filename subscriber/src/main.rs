@@ -33,9 +33,13 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => daemon::run(config, shutdown::on_signals()).await,
-        Command::Status => status::run(config.subscriber.metrics_listen).await,
+    let result: anyhow::Result<()> = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => daemon::run(config, shutdown::on_signals())
+            .await
+            .map_err(Into::into),
+        Command::Status => status::run(config.subscriber.metrics_listen)
+            .await
+            .map_err(Into::into),
     };
     shared_f2b::cli::exit_code(result)
 }

@@ -94,14 +94,24 @@ pub fn render(series: &Series, now_secs: f64) -> String {
     out
 }
 
+/// Why `status` could not show the daemon's state.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("status reads the daemon's metrics: set [subscriber] metrics_listen")]
+    NoMetricsListen,
+    #[error("cannot reach the subscriber at {addr}: {source} (is it running?)")]
+    Unreachable {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
 /// Prints the running daemon's status.
-pub async fn run(addr: Option<SocketAddr>) -> anyhow::Result<()> {
-    let addr = addr.ok_or_else(|| {
-        anyhow::anyhow!("status reads the daemon's metrics: set [subscriber] metrics_listen")
-    })?;
-    let series = scrape(addr).await.map_err(|e| {
-        anyhow::anyhow!("cannot reach the subscriber at {addr}: {e} (is it running?)")
-    })?;
+pub async fn run(addr: Option<SocketAddr>) -> Result<(), StatusError> {
+    let addr = addr.ok_or(StatusError::NoMetricsListen)?;
+    let series = scrape(addr)
+        .await
+        .map_err(|source| StatusError::Unreachable { addr, source })?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

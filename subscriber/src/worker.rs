@@ -1,14 +1,14 @@
-//! Handling one batch: ask [`Admission`] about each event, hand the admitted ones to Fail2Ban in
-//! the configured mode, record the batch in the state, count everything. Only I/O here.
+//! Handling one batch: ask [`Admission`] about each event, log and count each decision, fold
+//! them ([`crate::batch`]), hand the result to Fail2Ban in the configured mode, record the
+//! batch in the state. The decisions and the fold are pure; the I/O is here.
 
 use crate::admission::{Admission, Decision};
-use crate::apply::{Applier, ApplyError, Op, PlannedBan};
-use crate::follow::Incoming;
+use crate::apply::{Applier, Op, PlannedBan};
+use crate::batch::Folded;
+use crate::intake::follow::Incoming;
 use crate::metrics::Metrics;
 use crate::state::State;
-use anyhow::Context;
 use shared_f2b::config::Config;
-use shared_f2b::control::overlap;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +22,12 @@ pub enum Flow {
     Continue,
     Stop,
 }
+
+/// The applied events could not be recorded in `state_dir`: the daemon stops rather than
+/// apply what it could not remember.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot record applied events in state_dir: {0}")]
+pub struct NotRecorded(#[from] pub std::io::Error);
 
 pub struct Worker<'a> {
     pub(crate) config: &'a Config,
@@ -42,103 +48,24 @@ impl Worker<'_> {
         batch: Vec<Incoming>,
         cursor: Option<u64>,
         state: &mut State,
-    ) -> anyhow::Result<Flow> {
+    ) -> Result<Flow, NotRecorded> {
         let started = Instant::now();
         let now = SystemTime::now();
-        let (mut bans, mut unbans, mut lifts) = (Vec::new(), Vec::new(), Vec::new());
-        // The batch's net effect per (jail, address): a later ban or unban replaces an earlier
-        // one, since bans are planned before unbans.
-        let mut touched = std::collections::HashSet::new();
-        let mut rejected = 0;
+        let mut folded = Folded::default();
         for msg in &batch {
             self.metrics.received.inc();
-            match self.admission.decide(msg, state, now) {
-                Decision::Ban {
-                    jail,
-                    event,
-                    target,
-                    bantime,
-                    escalated,
-                    aggregate,
-                } => {
-                    tracing::debug!(id = %event.id, origin = ?event.origin, ip = %event.ip,
-                        %target, jail = %jail, "ban admitted");
-                    if let Some(e) = &escalated {
-                        self.metrics.escalated(e.rule.label());
-                        tracing::info!(id = %event.id, %target, %jail, rule = e.rule.label(),
-                            count = e.count, bantime = e.bantime, asked = event.bantime,
-                            "ban escalated");
-                    } else if bantime.is_some() {
-                        self.metrics.order("ban");
-                        tracing::info!(id = %event.id, %target, %jail, bantime,
-                            "operator's ban applied");
-                    }
-                    if !touched.insert((jail.clone(), target)) {
-                        unbans.retain(|(j, t)| !(*j == jail && *t == target));
-                    }
-                    if let Some(net) = aggregate {
-                        self.metrics.aggregated.inc();
-                        tracing::info!(%net, %jail, last = %event.ip, "prefix banned: enough \
-                            of its addresses were banned within aggregate_window");
-                        bans.push(PlannedBan {
-                            jail: jail.clone(),
-                            target: net,
-                            event: event.clone(),
-                            bantime,
-                        });
-                    }
-                    bans.push(PlannedBan {
-                        jail,
-                        target,
-                        event,
-                        bantime,
-                    });
-                }
-                Decision::Unban {
-                    jail,
-                    target,
-                    event,
-                } => {
-                    tracing::debug!(id = %event.id, origin = ?event.origin, %target, jail = %jail,
-                        "unban admitted");
-                    if !touched.insert((jail.clone(), target)) {
-                        bans.retain(|b| !(b.jail == jail && b.target == target));
-                    }
-                    unbans.push((jail, target));
-                }
-                Decision::Lift { net, held, control } => {
-                    // Operators' words may hold anything: escaped.
-                    tracing::info!(id = %control.id, kind = control.kind.as_str(), %net,
-                        operator = ?control.operator, reason = ?control.reason,
-                        until = ?control.until.map(humantime::format_rfc3339_seconds),
-                        "operator's order: lifting everywhere here");
-                    self.metrics.order(control.kind.as_str());
-                    bans.retain(|b| !overlap(&net, &b.target) && !net.contains(&b.event.ip));
-                    lifts.push(net);
-                    lifts.extend(held);
-                }
-                Decision::Ended { control, ended } => {
-                    self.metrics.order("revoke");
-                    tracing::info!(id = %control.id, ended = %ended.id,
-                        kind = ended.kind.as_str(), net = ?ended.net,
-                        operator = ?control.operator, reason = ?control.reason,
-                        "operator's order revoked");
-                }
-                Decision::Drop { reason, detail } if reason.is_rejection() => {
-                    rejected += 1;
-                    self.metrics.reject(reason.label());
-                    // Subjects and details may hold anything a bad host put there: escaped.
-                    tracing::warn!(subject = ?msg.subject, seq = ?msg.seq, reason = reason.label(),
-                        detail = ?detail, "event rejected");
-                }
-                Decision::Drop { reason, detail } => {
-                    self.metrics.skip(reason.label());
-                    tracing::debug!(subject = ?msg.subject, seq = ?msg.seq, reason = reason.label(),
-                        detail = ?detail, "event not applied");
-                }
-            }
+            let decision = self.admission.decide(msg, state, now);
+            self.observe(msg, &decision);
+            folded.add(decision);
         }
-        let ops = self.applier.plan(&bans, &unbans, &lifts);
+        let Folded {
+            bans,
+            unbans,
+            lifts,
+            rejected,
+            ..
+        } = &folded;
+        let ops = self.applier.plan(bans, unbans, lifts);
         if let Err(e) = self.applier.restore_bantimes().await {
             tracing::warn!(error = %e, "cannot put a jail's bantime back yet; retrying with the next batch");
         }
@@ -152,9 +79,7 @@ impl Worker<'_> {
         if let Some(seq) = cursor {
             state.advance(&self.config.nats.stream, seq);
         }
-        state
-            .commit()
-            .context("cannot record applied events in state_dir")?;
+        state.commit()?;
         if !bans.is_empty() {
             let done = SystemTime::now();
             self.metrics.last_applied_seconds.set(
@@ -162,7 +87,7 @@ impl Worker<'_> {
                     .unwrap_or_default()
                     .as_secs_f64(),
             );
-            for PlannedBan { event: e, .. } in &bans {
+            for PlannedBan { event: e, .. } in bans {
                 let latency = done.duration_since(e.time).unwrap_or_default();
                 self.metrics
                     .event_latency_seconds
@@ -171,10 +96,10 @@ impl Worker<'_> {
         }
         // Last, so that a scrape that sees the batch applied sees its latencies too.
         self.metrics.applied.inc_by(applied as u64);
-        if !bans.is_empty() || !unbans.is_empty() || !lifts.is_empty() {
+        if folded.changes() {
             self.held_changed = true;
         }
-        if !bans.is_empty() || !unbans.is_empty() || !lifts.is_empty() || rejected > 0 {
+        if folded.changes() || *rejected > 0 {
             tracing::info!(
                 bans = bans.len(),
                 unbans = unbans.len(),
@@ -187,6 +112,73 @@ impl Worker<'_> {
             );
         }
         Ok(Flow::Continue)
+    }
+
+    /// Logs and counts one decision: a line per event at debug, every rejection at warn with
+    /// its reason, operators' orders and escalations at info.
+    fn observe(&self, msg: &Incoming, decision: &Decision) {
+        match decision {
+            Decision::Ban {
+                jail,
+                event,
+                target,
+                bantime,
+                escalated,
+                aggregate,
+            } => {
+                tracing::debug!(id = %event.id, origin = ?event.origin, ip = %event.ip,
+                    %target, jail = %jail, "ban admitted");
+                if let Some(e) = escalated {
+                    self.metrics.escalated(e.rule.label());
+                    tracing::info!(id = %event.id, %target, %jail, rule = e.rule.label(),
+                        count = e.count, bantime = e.bantime, asked = event.bantime,
+                        "ban escalated");
+                } else if bantime.is_some() {
+                    self.metrics.order("ban");
+                    tracing::info!(id = %event.id, %target, %jail, bantime,
+                        "operator's ban applied");
+                }
+                if let Some(net) = aggregate {
+                    self.metrics.aggregated.inc();
+                    tracing::info!(%net, %jail, last = %event.ip, "prefix banned: enough \
+                        of its addresses were banned within aggregate_window");
+                }
+            }
+            Decision::Unban {
+                jail,
+                target,
+                event,
+            } => {
+                tracing::debug!(id = %event.id, origin = ?event.origin, %target, jail = %jail,
+                    "unban admitted");
+            }
+            Decision::Lift { net, control, .. } => {
+                // Operators' words may hold anything: escaped.
+                tracing::info!(id = %control.id, kind = control.kind.as_str(), %net,
+                    operator = ?control.operator, reason = ?control.reason,
+                    until = ?control.until.map(humantime::format_rfc3339_seconds),
+                    "operator's order: lifting everywhere here");
+                self.metrics.order(control.kind.as_str());
+            }
+            Decision::Ended { control, ended } => {
+                self.metrics.order("revoke");
+                tracing::info!(id = %control.id, ended = %ended.id,
+                    kind = ended.kind.as_str(), net = ?ended.net,
+                    operator = ?control.operator, reason = ?control.reason,
+                    "operator's order revoked");
+            }
+            Decision::Drop { reason, detail } if reason.is_rejection() => {
+                self.metrics.reject(reason.label());
+                // Subjects and details may hold anything a bad host put there: escaped.
+                tracing::warn!(subject = ?msg.subject, seq = ?msg.seq, reason = reason.label(),
+                    detail = ?detail, "event rejected");
+            }
+            Decision::Drop { reason, detail } => {
+                self.metrics.skip(reason.label());
+                tracing::debug!(subject = ?msg.subject, seq = ?msg.seq, reason = reason.label(),
+                    detail = ?detail, "event not applied");
+            }
+        }
     }
 
     /// Recomputes the bans-held gauges when the holdings changed (it walks every holding).
@@ -216,16 +208,14 @@ impl Worker<'_> {
                     return Some(n);
                 }
                 // A Fail2Ban that is starting answers before its jails exist: give it a while.
-                Err(ApplyError::Refused(e))
-                    if e.contains("UnknownJail") && delay < JAIL_PATIENCE =>
-                {
+                Err(e) if e.is_unknown_jail() && delay < JAIL_PATIENCE => {
                     tracing::debug!(error = %e, "target jail not there (yet); retrying");
                 }
-                Err(ApplyError::Refused(e)) => {
+                Err(e) if !e.is_retry() => {
                     tracing::error!(error = %e, ?op, "Fail2Ban refused; check the target jail");
                     return Some(0);
                 }
-                Err(ApplyError::Retry(e)) => {
+                Err(e) => {
                     if !warned {
                         tracing::warn!(error = %e, "cannot apply now; retrying until it works");
                         warned = true;

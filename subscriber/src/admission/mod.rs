@@ -10,16 +10,19 @@
 //! allowlist; the origin is within its rate (bans and unbans alike); a ban has its quorum; an
 //! unban lifts only what this host holds for that origin alone.
 
-use crate::escalation::{Escalated, Escalation};
-use crate::follow::{Incoming, Source};
+pub mod escalation;
+pub mod limits;
 mod orders;
+pub mod prefixes;
 
-use crate::holdings::Unbanned;
-use crate::limits::{Admit, Limits};
-use crate::prefixes::Prefixes;
+use crate::intake::follow::{Incoming, Source};
 use crate::state::State;
+use crate::state::holdings::Unbanned;
+use escalation::{Escalated, Escalation};
 use ipnet::IpNet;
+use limits::{Admit, Limits};
 pub use orders::operator_holder;
+use prefixes::Prefixes;
 use shared_f2b::config::Config;
 use shared_f2b::control::{Control, ControlKind, host_net as host, overlap};
 use shared_f2b::event::{Action, Event};
@@ -269,7 +272,7 @@ impl Admission {
         }
         // Older than max_bantime: no ban of that age is still held here, and the replay guard
         // has forgotten it.
-        let too_old = crate::guard::id_time(event.id)
+        let too_old = crate::state::guard::id_time(event.id)
             .unwrap_or(event.time)
             .min(event.time)
             + self.max_bantime

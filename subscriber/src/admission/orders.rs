@@ -4,7 +4,7 @@
 //! view.
 
 use super::{Admission, Decision, Reason, drop};
-use crate::follow::Incoming;
+use crate::intake::follow::Incoming;
 use crate::state::State;
 use shared_f2b::control::{Control, ControlKind, host_net as host};
 use shared_f2b::event::{Action, Event};

@@ -40,6 +40,12 @@ impl Fail2BanError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Fail2BanError::Unavailable { .. })
     }
+
+    /// Whether Fail2Ban refused because it has no such jail (`UnknownJailException`).
+    pub fn is_unknown_jail(&self) -> bool {
+        matches!(self, Fail2BanError::Refused { message, .. }
+            if message.starts_with("UnknownJailException"))
+    }
 }
 
 /// A connection to one Fail2Ban server, reopened after any failure.

@@ -1,6 +1,8 @@
 //! Handing remote bans to the local Fail2Ban in the configured `apply` mode, batched.
 
-use crate::fail2ban::{Fail2Ban, Fail2BanError};
+pub mod fail2ban;
+
+use fail2ban::{Fail2Ban, Fail2BanError};
 use ipnet::IpNet;
 use shared_f2b::config::ApplyMode;
 use shared_f2b::control::overlap;
@@ -64,21 +66,35 @@ pub fn text(net: &IpNet) -> String {
 /// Why an op did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// Fail2Ban (or the log file) is not there right now: wait and retry the op.
-    #[error("{0}")]
-    Retry(String),
-    /// Fail2Ban refused the op (e.g. the target jail does not exist): retrying cannot help.
-    #[error("{0}")]
-    Refused(String),
+    /// Fail2Ban was unavailable, refused or answered what could not be read.
+    #[error(transparent)]
+    Fail2Ban(#[from] Fail2BanError),
+    /// A file of the subscriber's (the log mode's file, the bantimes to put back).
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A jail's bantime that is not a number.
+    #[error("{jail}: bantime {value}")]
+    Bantime { jail: String, value: String },
 }
 
-impl From<Fail2BanError> for ApplyError {
-    fn from(e: Fail2BanError) -> Self {
-        if e.is_unavailable() {
-            ApplyError::Retry(e.to_string())
-        } else {
-            ApplyError::Refused(e.to_string())
+impl ApplyError {
+    /// Whether Fail2Ban (or the log file) is not there right now: wait and retry the op. Else
+    /// it was refused (e.g. the target jail does not exist) and retrying cannot help.
+    pub fn is_retry(&self) -> bool {
+        match self {
+            ApplyError::Fail2Ban(e) => e.is_unavailable(),
+            ApplyError::Write { .. } => true,
+            ApplyError::Bantime { .. } => false,
         }
+    }
+
+    /// Whether Fail2Ban does not know the target jail (yet: a starting Fail2Ban answers
+    /// before its jails exist).
+    pub fn is_unknown_jail(&self) -> bool {
+        matches!(self, ApplyError::Fail2Ban(e) if e.is_unknown_jail())
     }
 }
 
@@ -166,8 +182,9 @@ impl Applier {
                     std::fs::rename(&tmp, &self.restore_file)
                 })
         };
-        result.map_err(|e| {
-            ApplyError::Retry(format!("cannot write {}: {e}", self.restore_file.display()))
+        result.map_err(|source| ApplyError::Write {
+            path: self.restore_file.clone(),
+            source,
         })
     }
 
@@ -281,7 +298,7 @@ impl Applier {
             }
             Op::Lift { nets } => match self.lift(nets).await {
                 // As for unbans: in `log` mode the socket is optional.
-                Err(ApplyError::Retry(e)) if self.mode == ApplyMode::Log => {
+                Err(e) if e.is_retry() && self.mode == ApplyMode::Log => {
                     tracing::warn!(?nets, error = %e, "log mode: operator's lift not delivered");
                     Ok(0)
                 }
@@ -305,8 +322,9 @@ impl Applier {
                     .append(true)
                     .open(&self.log_file)
                     .and_then(|mut f| f.write_all(lines.as_bytes()).map(|_| f))
-                    .map_err(|e| {
-                        ApplyError::Retry(format!("cannot write {}: {e}", self.log_file.display()))
+                    .map_err(|source| ApplyError::Write {
+                        path: self.log_file.clone(),
+                        source,
                     })?;
                 let _ = file.flush();
                 Ok(lines.lines().count())
@@ -393,8 +411,9 @@ impl Applier {
             Some(bantime) => *bantime,
             None => {
                 let reply = self.f2b.command(&["get", jail, "bantime"]).await?;
-                reply.as_int().ok_or_else(|| {
-                    ApplyError::Refused(format!("{jail}: bantime {:?}", reply.value))
+                reply.as_int().ok_or_else(|| ApplyError::Bantime {
+                    jail: jail.to_owned(),
+                    value: format!("{:?}", reply.value),
                 })?
             }
         };

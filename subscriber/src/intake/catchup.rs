@@ -5,7 +5,7 @@
 //! to the stream's last sequence; live events after that arrive on the live subject. Pages are
 //! fetched in the background, so an archiver that is slow or away never holds up live events.
 
-use crate::follow::{Incoming, Source};
+use super::follow::{Incoming, Source};
 use shared_f2b::control::Control;
 use shared_f2b::replay::{
     MAX_PAGE, ReplayKind, ReplayPage, ReplayRequest, ReplayedControl, replay_subject,

@@ -7,7 +7,7 @@
 //! Bounded: an entry is kept as long as an event of its age could still matter (`keep`, the
 //! subscriber's `max_bantime`); anything older is refused as expired before it gets here.
 
-use crate::names::Names;
+use super::names::Names;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

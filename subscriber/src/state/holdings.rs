@@ -4,7 +4,7 @@
 //! Kept compact, since a host may hold hundreds of thousands of remote bans: names are interned
 //! as small numbers, ends are milliseconds, and the usual single holder is stored inline.
 
-use crate::names::Names;
+use super::names::Names;
 use ipnet::IpNet;
 use shared_f2b::control::overlap;
 use std::collections::{BTreeMap, HashMap};

@@ -6,8 +6,12 @@
 //! before the batch counts as done), rewritten as a single snapshot line at start-up and when it
 //! grows large. A torn last line from a crash is ignored.
 
-use crate::guard::Guard;
-use crate::holdings::{Holdings, Unbanned, Until};
+pub mod guard;
+pub mod holdings;
+mod names;
+
+use guard::Guard;
+use holdings::{Holdings, Unbanned, Until};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use shared_f2b::standing::{self, Standing};
