@@ -1,6 +1,6 @@
 //! Property tests (the fuzzing that runs in CI): hostile input to every decoder gets an error,
 //! never a panic, and every encoding round-trips. `PROPTEST_CASES` raises the case count for a
-//! longer run (see README, "Fuzzing").
+//! longer run (see docs/testing.md, "Fuzzing").
 
 use proptest::prelude::*;
 use shared_f2b::Config;

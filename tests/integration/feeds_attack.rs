@@ -456,7 +456,7 @@ async fn token_holders_cannot_inject_or_read_past_the_feeds() {
 
 /// A host bans the firewall's own loopback, link-local (cloud metadata) and the site's nets:
 /// never on a list, also when the operator set `feed_allowlist` to the site's own nets as the
-/// README says ("add your own networks").
+/// docs/feeds.md says ("add your own networks").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_cannot_list_loopback_link_local_or_the_site_s_nets() {
     let site = Site::new("feed_allowlist = [\"10.0.0.0/8\", \"2001:db8:5170::/48\"]\n");
@@ -1387,7 +1387,7 @@ fn misp_export(config: &Path, out: &Path) -> std::process::Output {
 }
 
 /// A host's bans of the site's own nets, loopback, multicast and the like never reach the MISP
-/// feed as `to_ids` indicators (README: left out, as for the blocklists).
+/// feed as `to_ids` indicators (docs/feeds.md: left out, as for the blocklists).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_misp_feed_leaves_out_what_no_firewall_should_drop() {
     let misp = format!("[archiver.misp]\norg_name = \"Example\"\norg_uuid = {ORG_UUID:?}\n");
