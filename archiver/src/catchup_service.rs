@@ -87,7 +87,7 @@ pub async fn run(
         answering.spawn(async move {
             let page = match serde_json::from_slice::<ReplayRequest>(&msg.payload) {
                 Ok(req) => source.answer(req).await,
-                Err(e) => error_page(format!("bad replay request: {e}")),
+                Err(e) => error_page(ReplayError::BadRequest(e)),
             };
             let body = serde_json::to_vec(&page).expect("pages serialise");
             if let Err(e) = client.publish(reply, body.into()).await {
@@ -109,7 +109,25 @@ pub async fn run(
 /// Catch-up requests answered at once.
 const ANSWERING: usize = 8;
 
-fn error_page(error: String) -> ReplayPage {
+/// Why a replay request got an error page instead (its text is the page's `error`).
+#[derive(Debug, thiserror::Error)]
+enum ReplayError {
+    #[error("bad replay request: {0}")]
+    BadRequest(serde_json::Error),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot read the stream: {0}")]
+    Stream(async_nats::Error),
+    #[error(transparent)]
+    Committed(#[from] crate::consumer::ConsumerError),
+    #[error("a history request needs since_ms")]
+    NoSince,
+    #[error("the stream returned nothing after sequence {after} (up to {high})")]
+    NothingRead { after: u64, high: u64 },
+}
+
+fn error_page(error: ReplayError) -> ReplayPage {
+    let error = error.to_string();
     tracing::warn!(%error, "replay request not answered");
     ReplayPage {
         events: Vec::new(),
@@ -170,65 +188,60 @@ impl Source {
 
     /// Where a database-served replay ends: the client's `until_seq`, never past what the
     /// archive has committed.
-    async fn high(&self, req: &ReplayRequest) -> Result<u64, String> {
+    async fn high(&self, req: &ReplayRequest) -> Result<u64, ReplayError> {
         let committed = self.committed_seq().await?;
         Ok(req.until_seq.map_or(committed, |seq| seq.min(committed)))
     }
 
     /// Everything up to the archiver consumer's ack floor is committed to the database.
-    async fn committed_seq(&self) -> Result<u64, String> {
-        crate::consumer::committed(&self.stream, &self.consumer_name).await
+    async fn committed_seq(&self) -> Result<u64, ReplayError> {
+        Ok(crate::consumer::committed(&self.stream, &self.consumer_name).await?)
     }
 
-    async fn active(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, String> {
+    async fn active(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, ReplayError> {
         let high = self.high(req).await?;
         let exclude = req.exclude_origin.as_deref();
         let now = SystemTime::now();
-        let db_error = |e: sqlx::Error| format!("database error: {e}");
         let total = if req.until_seq.is_none() {
             query::active_count(&self.db, now, &req.jails, exclude, high)
                 .await
-                .map_err(db_error)?
+                .map_err(ReplayError::Database)?
         } else {
             0
         };
         let rows = query::active_page(&self.db, now, &req.jails, exclude, req.after, high, limit)
             .await
-            .map_err(db_error)?;
+            .map_err(ReplayError::Database)?;
         Ok(rows_page(rows, req, limit, high, total))
     }
 
     /// Every ban from `since_ms` on (ended ones too), committed up to `high_seq`, paged by row
     /// id like `active`: a new host's memory of earlier bans for escalation.
-    async fn history(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, String> {
-        let since = req
-            .since_ms
-            .ok_or("a history request needs since_ms")?
-            .max(0);
+    async fn history(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, ReplayError> {
+        let since = req.since_ms.ok_or(ReplayError::NoSince)?.max(0);
         let high = self.high(req).await?;
         let since = std::time::UNIX_EPOCH + Duration::from_millis(since as u64);
         let rows = query::bans_page(&self.db, since, &req.jails, req.after, high, limit)
             .await
-            .map_err(|e| format!("database error: {e}"))?;
+            .map_err(ReplayError::Database)?;
         Ok(rows_page(rows, req, limit, high, 0))
     }
 
     /// The control events in force now, committed up to `high_seq`, paged by row id like
     /// `active`.
-    async fn controls(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, String> {
+    async fn controls(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, ReplayError> {
         let high = self.high(req).await?;
         let now = SystemTime::now();
-        let db_error = |e: sqlx::Error| format!("database error: {e}");
         let total = if req.until_seq.is_none() {
             query::controls_count(&self.db, now, high)
                 .await
-                .map_err(db_error)?
+                .map_err(ReplayError::Database)?
         } else {
             0
         };
         let rows = query::controls_page(&self.db, now, req.after, high, limit)
             .await
-            .map_err(db_error)?;
+            .map_err(ReplayError::Database)?;
         Ok(ReplayPage {
             events: Vec::new(),
             done: rows.len() < limit,
@@ -246,12 +259,12 @@ impl Source {
         })
     }
 
-    async fn since(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, String> {
+    async fn since(&self, req: &ReplayRequest, limit: usize) -> Result<ReplayPage, ReplayError> {
         let mut stream = self.stream.clone();
         let state = stream
             .info()
             .await
-            .map_err(|e| format!("cannot read the stream: {e}"))?
+            .map_err(|e| ReplayError::Stream(e.into()))?
             .state
             .clone();
         let after = req.after;
@@ -295,7 +308,7 @@ impl Source {
                 limit,
             )
             .await
-            .map_err(|e| format!("database error: {e}"))?;
+            .map_err(ReplayError::Database)?;
             let next = if rows.len() < limit {
                 until
             } else {
@@ -321,7 +334,12 @@ impl Source {
 
     /// Up to `limit` stored messages after `after` (and not past `high`), through a short-lived
     /// consumer; returns the events, the control events and the last sequence read.
-    async fn read_stream(&self, after: u64, high: u64, limit: usize) -> Result<StreamRead, String> {
+    async fn read_stream(
+        &self,
+        after: u64,
+        high: u64,
+        limit: usize,
+    ) -> Result<StreamRead, ReplayError> {
         let want = (high - after).min(limit as u64) as usize;
         let consumer = self
             .stream
@@ -335,17 +353,17 @@ impl Source {
                 ..Default::default()
             })
             .await
-            .map_err(|e| format!("cannot read the stream: {e}"))?;
+            .map_err(|e| ReplayError::Stream(e.into()))?;
         let mut batch = consumer
             .fetch()
             .max_messages(want)
             .expires(Duration::from_secs(2))
             .messages()
             .await
-            .map_err(|e| format!("cannot read the stream: {e}"))?;
+            .map_err(|e| ReplayError::Stream(e.into()))?;
         let (mut events, mut controls, mut next) = (Vec::with_capacity(want), Vec::new(), after);
         while let Some(msg) = batch.next().await {
-            let msg = msg.map_err(|e| format!("cannot read the stream: {e}"))?;
+            let msg = msg.map_err(ReplayError::Stream)?;
             let Ok(info) = msg.info() else { continue };
             let seq = info.stream_sequence;
             if seq > high {
@@ -364,9 +382,7 @@ impl Source {
         }
         if next == after {
             // Never skip ahead on a read that returned nothing: the client retries.
-            return Err(format!(
-                "the stream returned nothing after sequence {after} (up to {high})"
-            ));
+            return Err(ReplayError::NothingRead { after, high });
         }
         Ok((events, controls, next))
     }

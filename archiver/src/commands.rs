@@ -9,15 +9,52 @@ use shared_f2b::Config;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+/// Why an operator command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("cannot read the archive: {0}")]
+    Read(sqlx::Error),
+    #[error(transparent)]
+    Filter(#[from] blocklist::BadFilter),
+    #[error(transparent)]
+    Misp(#[from] crate::misp::MispError),
+    #[error("cannot write JSON: {0}")]
+    Json(serde_json::Error),
+    #[error(
+        "--all lists every address ever banned (with its number of bans), for research: use \
+         --format plain, csv or json"
+    )]
+    AllNotAList,
+    #[error(
+        "the MISP feed needs [archiver.misp] in the config, with at least org_name (your \
+         organisation's name) and org_uuid (its uuid in MISP); see config.example.toml"
+    )]
+    NoMisp,
+}
+
+impl From<sqlx::Error> for CommandError {
+    fn from(e: sqlx::Error) -> CommandError {
+        CommandError::Read(e)
+    }
+}
+
+impl From<serde_json::Error> for CommandError {
+    fn from(e: serde_json::Error) -> CommandError {
+        CommandError::Json(e)
+    }
+}
+
 /// Applies the schema migrations.
-pub async fn migrate(db: &Db) -> anyhow::Result<()> {
+pub async fn migrate(db: &Db) -> Result<(), CommandError> {
     db.migrate().await?;
     println!("schema up to date");
     Ok(())
 }
 
 /// Prints events matching the filter.
-pub async fn history(db: &Db, filter: &HistoryFilter, json: bool) -> anyhow::Result<()> {
+pub async fn history(db: &Db, filter: &HistoryFilter, json: bool) -> Result<(), CommandError> {
     let rows = query::history(db, filter).await?;
     if json {
         println!(
@@ -31,7 +68,11 @@ pub async fn history(db: &Db, filter: &HistoryFilter, json: bool) -> anyhow::Res
 }
 
 /// The bans active now that `filter` wants.
-async fn active_list(db: &Db, config: &Config, filter: &Filter) -> anyhow::Result<Vec<Listed>> {
+async fn active_list(
+    db: &Db,
+    config: &Config,
+    filter: &Filter,
+) -> Result<Vec<Listed>, CommandError> {
     filter.check()?;
     let upto = blocklist::archived_seq(db).await?;
     let never = blocklist::never_nets(config).await;
@@ -40,7 +81,7 @@ async fn active_list(db: &Db, config: &Config, filter: &Filter) -> anyhow::Resul
 }
 
 /// Prints the active bans with how many hosts reported each.
-pub async fn active(db: &Db, config: &Config, json: bool) -> anyhow::Result<()> {
+pub async fn active(db: &Db, config: &Config, json: bool) -> Result<(), CommandError> {
     let bans = active_list(db, config, &Filter::default()).await?;
     if json {
         print!(
@@ -61,14 +102,12 @@ pub async fn export(
     all: bool,
     filter: &Filter,
     name: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), CommandError> {
     let list: Vec<Listed> = if all {
         // A research list, not a blocklist: nothing a firewall should load.
-        anyhow::ensure!(
-            matches!(format, Format::Plain | Format::Csv | Format::Json),
-            "--all lists every address ever banned (with its number of bans), for research: \
-             use --format plain, csv or json"
-        );
+        if !matches!(format, Format::Plain | Format::Csv | Format::Json) {
+            return Err(CommandError::AllNotAList);
+        }
         query::all_banned(db)
             .await?
             .into_iter()
@@ -96,7 +135,7 @@ pub fn list_name(text: &str) -> Result<String, format::BadListName> {
 }
 
 /// Prints events per day, origin and jail.
-pub async fn stats(db: &Db, json: bool) -> anyhow::Result<()> {
+pub async fn stats(db: &Db, json: bool) -> Result<(), CommandError> {
     let (days, origins, jails) = query::stats(db).await?;
     if json {
         println!(
@@ -117,8 +156,8 @@ pub fn since(text: &str) -> Result<SystemTime, String> {
 }
 
 /// An `--ip` value, normalised like events are.
-pub fn ip(text: &str) -> Result<IpAddr, String> {
-    shared_f2b::event::parse_ip(text).map_err(|e| e.to_string())
+pub fn ip(text: &str) -> Result<IpAddr, shared_f2b::event::EventError> {
+    shared_f2b::event::parse_ip(text)
 }
 
 /// Writes (or updates in place) the MISP feed in `out`.
@@ -127,7 +166,7 @@ pub async fn misp_feed(
     config: &shared_f2b::Config,
     out: &std::path::Path,
     since: Option<SystemTime>,
-) -> anyhow::Result<()> {
+) -> Result<(), CommandError> {
     let misp = misp_config(config)?;
     let s =
         crate::misp::write_feed(db, misp, &blocklist::never_nets(config).await, out, since).await?;
@@ -145,13 +184,10 @@ pub async fn misp_feed(
 }
 
 /// `[archiver.misp]`, or an error saying what to add.
-fn misp_config(config: &shared_f2b::Config) -> anyhow::Result<&shared_f2b::config::MispConfig> {
-    config.archiver.misp.as_ref().ok_or_else(|| {
-        anyhow::anyhow!(
-            "the MISP feed needs [archiver.misp] in the config, with at least org_name (your \
-             organisation's name) and org_uuid (its uuid in MISP); see config.example.toml"
-        )
-    })
+fn misp_config(
+    config: &shared_f2b::Config,
+) -> Result<&shared_f2b::config::MispConfig, CommandError> {
+    config.archiver.misp.as_ref().ok_or(CommandError::NoMisp)
 }
 
 /// Sends the MISP feed's events of the days since `since` to a MISP instance.
@@ -161,7 +197,7 @@ pub async fn misp_push(
     url: &str,
     key_file: &std::path::Path,
     since: SystemTime,
-) -> anyhow::Result<()> {
+) -> Result<(), CommandError> {
     let misp = misp_config(config)?;
     let target = crate::misp::Target::new(url, key_file)?;
     let s = crate::misp::push(

@@ -5,9 +5,30 @@
 
 use crate::metrics::Metrics;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::stream::Stream;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// What failed about the archiver's durable consumer.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("cannot read the consumer {name}: {error}")]
+    Read {
+        name: String,
+        error: async_nats::Error,
+    },
+    #[error("cannot delete the changed consumer {name}: {error}")]
+    Delete {
+        name: String,
+        error: async_nats::Error,
+    },
+    #[error("cannot re-create the consumer {name}: {error}")]
+    Create {
+        name: String,
+        error: async_nats::Error,
+    },
+}
 
 /// How often the consumer is checked.
 pub const CHECK_EVERY: Duration = Duration::from_secs(60);
@@ -53,11 +74,14 @@ pub fn differences(have: &consumer::Config, want: &pull::Config) -> Vec<&'static
 /// The stream sequence below which everything is in the database: the durable consumer's ack
 /// floor (an archiver acks a message only after its batch committed, and a duplicate or a
 /// reject is acked too, so there are no holes below it).
-pub async fn committed(stream: &Stream, name: &str) -> Result<u64, String> {
+pub async fn committed(stream: &Stream, name: &str) -> Result<u64, ConsumerError> {
     let info = stream
         .consumer_info(name)
         .await
-        .map_err(|e| format!("cannot read the archiver consumer: {e}"))?;
+        .map_err(|e| ConsumerError::Read {
+            name: name.to_owned(),
+            error: e.into(),
+        })?;
     Ok(info.ack_floor.stream_sequence)
 }
 
@@ -68,18 +92,23 @@ pub async fn check(
     name: &str,
     floor: u64,
     metrics: &Metrics,
-) -> Result<u64, String> {
+) -> Result<u64, ConsumerError> {
     let want = config(name);
     let info = match stream.consumer_info(name).await {
         Ok(info) => info,
-        Err(e) if e.to_string().to_lowercase().contains("not found") => {
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
             metrics.consumer_repairs.inc();
             tracing::error!(consumer = %name, resume_after = floor,
                 "the archiver consumer is gone (deleted behind our back?); re-creating it");
             recreate(stream, name, floor).await?;
             return Ok(floor);
         }
-        Err(e) => return Err(format!("cannot read the consumer {name}: {e}")),
+        Err(e) => {
+            return Err(ConsumerError::Read {
+                name: name.to_owned(),
+                error: e.into(),
+            });
+        }
     };
     let floor = info.ack_floor.stream_sequence.max(floor);
     let changed = differences(&info.config, &want);
@@ -94,13 +123,16 @@ pub async fn check(
         stream
             .delete_consumer(name)
             .await
-            .map_err(|e| format!("cannot delete the changed consumer {name}: {e}"))?;
+            .map_err(|e| ConsumerError::Delete {
+                name: name.to_owned(),
+                error: e.into(),
+            })?;
         recreate(stream, name, floor).await?;
     }
     Ok(floor)
 }
 
-async fn recreate(stream: &Stream, name: &str, floor: u64) -> Result<(), String> {
+async fn recreate(stream: &Stream, name: &str, floor: u64) -> Result<(), ConsumerError> {
     let mut cfg = config(name);
     if floor > 0 {
         cfg.deliver_policy = DeliverPolicy::ByStartSequence {
@@ -111,7 +143,10 @@ async fn recreate(stream: &Stream, name: &str, floor: u64) -> Result<(), String>
         .create_consumer(cfg)
         .await
         .map(|_| ())
-        .map_err(|e| format!("cannot re-create the consumer {name}: {e}"))
+        .map_err(|e| ConsumerError::Create {
+            name: name.to_owned(),
+            error: e.into(),
+        })
 }
 
 /// Checks the consumer every [`CHECK_EVERY`] until `shutdown`.

@@ -1,15 +1,14 @@
 //! The archiver daemon: migrate, then archive the stream, answer replay requests and apply
 //! retention until told to stop.
 
-use crate::db::Db;
+use crate::db::{Db, DbError};
 use crate::metrics::Metrics;
 use crate::{catchup_service, consumer, http, ingest, store};
-use anyhow::Context;
 use shared_f2b::Config;
 use shared_f2b::health::{self, Check, Health};
 use shared_f2b::metrics::{notify_ready, notify_stopping, spawn_server};
 use shared_f2b::nats;
-use shared_f2b::tasks::Tasks;
+use shared_f2b::tasks::{TaskEnded, Tasks};
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
@@ -30,32 +29,102 @@ pub async fn connect_db(url: &str, shutdown: &CancellationToken) -> Option<Db> {
     }
 }
 
-/// Runs until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let archiver = &config.archiver;
+/// Why the archiver stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(
+        "cannot migrate the archive schema (or set auto_migrate = false and run \
+         `shared-f2b-archiver migrate` as a user that may): {0}"
+    )]
+    Migrate(DbError),
+    #[error(transparent)]
+    Connect(#[from] nats::ConnectError),
+    #[error("cannot create the consumer {name}: {error}")]
+    CreateConsumer {
+        name: String,
+        error: async_nats::jetstream::stream::ConsumerError,
+    },
+    #[error(transparent)]
+    Consumer(#[from] consumer::ConsumerError),
+    #[error("cannot subscribe to catch-up requests: {0}")]
+    CatchupRequests(async_nats::SubscribeError),
+    #[error("cannot subscribe to the live events: {0}")]
+    LiveEvents(async_nats::Error),
+    #[error(transparent)]
+    PartStopped(#[from] TaskEnded),
+}
+
+/// Runs until `shutdown` is cancelled. However it ends, the epilogue runs: systemd hears
+/// STOPPING and every task is joined.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     // `/healthz` answers from the start: 503 (`starting`, and what is away) until running.
     let (metrics, registry) = Metrics::new();
     let health = Health::default();
     let mut tasks = Tasks::default();
     spawn_server(
         &mut tasks,
-        archiver.metrics_listen,
+        config.archiver.metrics_listen,
         registry,
         &health,
         &shutdown,
     );
+    let result = serve(&config, &shutdown, &metrics, &health, &mut tasks).await;
+    shutdown.cancel();
+    notify_stopping();
+    tasks.join().await;
+    match &result {
+        Err(DaemonError::PartStopped(ended)) => {
+            tracing::error!(error = %ended, "archiver stopping: a part of it stopped");
+        }
+        Err(_) => {}
+        Ok(()) => tracing::info!("archiver stopped"),
+    }
+    result
+}
+
+/// Starts, spawns every part as a task of `tasks`, and waits for shutdown or a part's end.
+async fn serve(
+    config: &Config,
+    shutdown: &CancellationToken,
+    metrics: &Metrics,
+    health: &Health,
+    tasks: &mut Tasks,
+) -> Result<(), DaemonError> {
     let database = health.check("database");
     // Until it runs, a task that dies (e.g. the listener's port is taken) ends it too.
     let started = tokio::select! {
-        started = start(&config, &shutdown, &metrics, &health, &database) => started?,
-        ended = tasks.ended() => {
-            tracing::error!(error = %ended, "archiver stopping: a part of it stopped");
-            return Err(ended.into());
-        }
+        started = start(config, shutdown, metrics, health, &database) => started?,
+        ended = tasks.ended() => return Err(ended.into()),
     };
-    let Some(Connected { db, conn, stream }) = started else {
+    let Some(connected) = started else {
         return Ok(());
     };
+    spawn_parts(connected, config, shutdown, metrics, &database, tasks).await?;
+    health.started(true);
+    notify_ready();
+
+    tokio::select! {
+        _ = shutdown.cancelled() => Ok(()),
+        // Tasks end when told to stop; before that, an end is a failure.
+        ended = tasks.ended() => match shutdown.is_cancelled() {
+            true => Ok(()),
+            false => Err(ended.into()),
+        },
+    }
+}
+
+/// Spawns the running archiver's parts, each a task of `tasks`: the database probe, the
+/// connection gauge, the consumer keeper, ingest, the catch-up service, the HTTP side and
+/// retention.
+async fn spawn_parts(
+    Connected { db, conn, stream }: Connected,
+    config: &Config,
+    shutdown: &CancellationToken,
+    metrics: &Metrics,
+    database: &Check,
+    tasks: &mut Tasks,
+) -> Result<(), DaemonError> {
+    let archiver = &config.archiver;
     let pinged = db.clone();
     tasks.spawn(
         "database probe",
@@ -97,7 +166,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     let requests = catchup_service::listen(&conn.client, &prefix)
         .await
-        .context("cannot subscribe to catch-up requests")?;
+        .map_err(DaemonError::CatchupRequests)?;
     tasks.spawn(
         "catch-up service",
         catchup_service::run(
@@ -114,7 +183,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(addr) = archiver.http_listen {
         let live = http::site::live::subscribe(&conn.client, &config.nats.subject_prefix)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot subscribe to the live events: {e}"))?;
+            .map_err(DaemonError::LiveEvents)?;
         let sources = http::Sources {
             db: db.clone(),
             live,
@@ -125,27 +194,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 nats: conn.up.clone(),
             },
         };
-        http::spawn(&mut tasks, addr, sources, &config, &shutdown).await;
+        http::spawn(tasks, addr, sources, config, shutdown).await;
     }
     if let Some(keep) = archiver.retention {
         tasks.spawn("retention", retain(db.clone(), keep, shutdown.clone()));
     }
-    health.started(true);
-    notify_ready();
-
-    let ended = tokio::select! {
-        _ = shutdown.cancelled() => None,
-        // Tasks end when told to stop; before that, an end is a failure.
-        ended = tasks.ended() => (!shutdown.is_cancelled()).then_some(ended),
-    };
-    shutdown.cancel();
-    notify_stopping();
-    tasks.join().await;
-    if let Some(ended) = ended {
-        tracing::error!(error = %ended, "archiver stopping: a part of it stopped");
-        return Err(ended.into());
-    }
-    tracing::info!("archiver stopped");
     Ok(())
 }
 
@@ -164,16 +217,14 @@ async fn start(
     metrics: &Metrics,
     health: &Health,
     database: &Check,
-) -> anyhow::Result<Option<Connected>> {
+) -> Result<Option<Connected>, DaemonError> {
     let archiver = &config.archiver;
     let Some(db) = connect_db(archiver.database_url.expose(), shutdown).await else {
         return Ok(None);
     };
     database.set(true);
     if archiver.auto_migrate {
-        db.migrate()
-            .await
-            .context("cannot migrate the archive schema (or set auto_migrate = false and run `shared-f2b-archiver migrate` as a user that may)")?;
+        db.migrate().await.map_err(DaemonError::Migrate)?;
     }
     let Some((conn, stream)) =
         nats::connect_daemon(&config.nats, &config.host_id, shutdown).await?
@@ -188,15 +239,11 @@ async fn start(
             consumer::config(&archiver.archiver_consumer),
         )
         .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the consumer {}: {e}",
-                archiver.archiver_consumer
-            )
+        .map_err(|error| DaemonError::CreateConsumer {
+            name: archiver.archiver_consumer.clone(),
+            error,
         })?;
-    consumer::check(&stream, &archiver.archiver_consumer, 0, metrics)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    consumer::check(&stream, &archiver.archiver_consumer, 0, metrics).await?;
     tracing::info!(backend = ?db.backend, stream = %config.nats.stream,
         consumer = %archiver.archiver_consumer, "archiver running");
     Ok(Some(Connected { db, conn, stream }))

@@ -82,17 +82,15 @@ pub async fn run(
 async fn open(
     stream: &Stream,
     name: &str,
-) -> Result<async_nats::jetstream::consumer::pull::Stream, String> {
+) -> Result<async_nats::jetstream::consumer::pull::Stream, async_nats::Error> {
     let consumer = stream
         .get_or_create_consumer(name, crate::consumer::config(name))
-        .await
-        .map_err(|e| e.to_string())?;
-    consumer
+        .await?;
+    Ok(consumer
         .stream()
         .max_messages_per_batch(BATCH)
         .messages()
-        .await
-        .map_err(|e| e.to_string())
+        .await?)
 }
 
 /// Stores one batch and acks it. When shutdown comes while the database is down, the batch is

@@ -112,7 +112,9 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => daemon::run(config, shutdown::on_signals()).await,
+        Command::Run => daemon::run(config, shutdown::on_signals())
+            .await
+            .map_err(Into::into),
         command => operator(&config, command).await,
     };
     shared_f2b::cli::exit_code(result)
@@ -135,7 +137,7 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
         let url = database_url
             .as_deref()
             .unwrap_or(config.archiver.database_url.expose());
-        return commands::migrate(&Db::connect(url).await?).await;
+        return Ok(commands::migrate(&Db::connect(url).await?).await?);
     }
     let db = Db::connect(config.archiver.database_url.expose()).await?;
     match command {
@@ -157,9 +159,9 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
                 since,
                 limit,
             };
-            commands::history(&db, &filter, json).await
+            Ok(commands::history(&db, &filter, json).await?)
         }
-        Command::Active { json } => commands::active(&db, config, json).await,
+        Command::Active { json } => Ok(commands::active(&db, config, json).await?),
         Command::Export {
             format: Format::MispFeed,
             out,
@@ -174,7 +176,7 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
                 "--all, --jail and --family are for the lists; the MISP feed holds every ban"
             );
             let out = out.ok_or_else(|| anyhow::anyhow!("--format misp-feed needs --out DIR"))?;
-            commands::misp_feed(&db, config, &out, since).await
+            Ok(commands::misp_feed(&db, config, &out, since).await?)
         }
         Command::Export {
             format,
@@ -195,13 +197,13 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
                 min_reporters,
                 family,
             };
-            commands::export(&db, config, format, all, &filter, &name).await
+            Ok(commands::export(&db, config, format, all, &filter, &name).await?)
         }
         Command::MispPush {
             url,
             key_file,
             since,
-        } => commands::misp_push(&db, config, &url, &key_file, since).await,
-        Command::Stats { json } => commands::stats(&db, json).await,
+        } => Ok(commands::misp_push(&db, config, &url, &key_file, since).await?),
+        Command::Stats { json } => Ok(commands::stats(&db, json).await?),
     }
 }

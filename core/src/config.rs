@@ -29,7 +29,24 @@ pub enum ConfigError {
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid config file {path}: {what}")]
-    Invalid { path: PathBuf, what: String },
+    Invalid { path: PathBuf, what: Invalid },
+}
+
+/// What is wrong with a config's values, naming the key and what it takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl From<String> for Invalid {
+    fn from(what: String) -> Invalid {
+        Invalid(what)
+    }
+}
+
+impl From<&str> for Invalid {
+    fn from(what: &str) -> Invalid {
+        Invalid(what.to_owned())
+    }
 }
 
 /// A string that is never shown in `Debug` output.
@@ -260,32 +277,36 @@ impl Default for SubscriberConfig {
 }
 
 impl SubscriberConfig {
-    fn check_prefixes(&self) -> Result<(), String> {
+    fn check_prefixes(&self) -> Result<(), Invalid> {
         let wants_prefix = self.ipv6_prefix.is_some() || self.aggregate_count > 0;
         if wants_prefix && self.apply == ApplyMode::Log {
-            return Err(
+            return Err(Invalid::from(
                 "subscriber.ipv6_prefix and aggregate_count need apply = \"ban\" or \
-                        \"attempt\" (a log line names one address)"
-                    .into(),
-            );
+                        \"attempt\" (a log line names one address)",
+            ));
         }
         if self.ipv6_prefix.is_some_and(|n| !(16..=128).contains(&n)) {
-            return Err("subscriber.ipv6_prefix must be between 16 and 128".into());
+            return Err(Invalid::from(
+                "subscriber.ipv6_prefix must be between 16 and 128",
+            ));
         }
         if !(16..=31).contains(&self.aggregate_ipv4_prefix) {
-            return Err("subscriber.aggregate_ipv4_prefix must be between 16 and 31".into());
+            return Err(Invalid::from(
+                "subscriber.aggregate_ipv4_prefix must be between 16 and 31",
+            ));
         }
         if !(32..=127).contains(&self.aggregate_ipv6_prefix) {
-            return Err("subscriber.aggregate_ipv6_prefix must be between 32 and 127".into());
+            return Err(Invalid::from(
+                "subscriber.aggregate_ipv6_prefix must be between 32 and 127",
+            ));
         }
         if self.aggregate_count == 1
             || (self.aggregate_count > 1 && self.aggregate_window.is_zero())
         {
-            return Err(
+            return Err(Invalid::from(
                 "subscriber.aggregate_count must be 0 (off) or 2 or more, with an \
-                 aggregate_window above 0s"
-                    .into(),
-            );
+                 aggregate_window above 0s",
+            ));
         }
         Ok(())
     }
@@ -376,53 +397,56 @@ fn default_misp_info() -> String {
 }
 
 impl MispConfig {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Invalid> {
         if self.org_name.trim().is_empty() || self.org_name.chars().any(char::is_control) {
-            return Err("archiver.misp.org_name: give the organisation's name".into());
+            return Err(Invalid::from(
+                "archiver.misp.org_name: give the organisation's name",
+            ));
         }
         if self.distribution > 3 {
-            return Err(format!(
+            return Err(Invalid::from(format!(
                 "archiver.misp.distribution {}: use 0 (your organisation), 1 (this community), \
                  2 (connected communities) or 3 (all communities)",
                 self.distribution
-            ));
+            )));
         }
         if !TLP_TAGS.contains(&self.tlp.as_str()) {
-            return Err(format!(
+            return Err(Invalid::from(format!(
                 "archiver.misp.tlp {:?}: use one of {}",
                 self.tlp,
                 TLP_TAGS.join(", ")
-            ));
+            )));
         }
         if self.info.trim().is_empty() || self.info.chars().any(char::is_control) {
-            return Err("archiver.misp.info: give the events' title".into());
+            return Err(Invalid::from("archiver.misp.info: give the events' title"));
         }
         Ok(())
     }
 }
 
 impl ArchiverConfig {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Invalid> {
         if self.feed_max_bantime.is_zero() {
-            return Err("archiver.feed_max_bantime must be longer than 0s".into());
+            return Err(Invalid::from(
+                "archiver.feed_max_bantime must be longer than 0s",
+            ));
         }
         for token in &self.http_tokens {
             let t = token.expose();
             if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(
+                return Err(Invalid::from(
                     "archiver.http_tokens: each token needs 16 or more printable \
-                            characters without spaces (e.g. `openssl rand -hex 32`)"
-                        .into(),
-                );
+                            characters without spaces (e.g. `openssl rand -hex 32`)",
+                ));
             }
         }
         if let Some(url) = &self.public_url {
             let ok = (url.starts_with("https://") || url.starts_with("http://"))
                 && !url.chars().any(|c| c.is_whitespace() || c.is_control());
             if !ok {
-                return Err(format!(
+                return Err(Invalid::from(format!(
                     "archiver.public_url {url:?}: give an http:// or https:// URL"
-                ));
+                )));
             }
         }
         if let Some(misp) = &self.misp {
@@ -504,15 +528,18 @@ impl Config {
         Ok(config)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Invalid> {
         if self.host_id.is_empty() {
-            return Err("host_id is not set and the hostname could not be read".into());
+            return Err(Invalid::from(
+                "host_id is not set and the hostname could not be read",
+            ));
         }
-        validate_host(&self.host_id).map_err(|e| format!("host_id: {e}"))?;
+        validate_host(&self.host_id).map_err(|e| Invalid::from(format!("host_id: {e}")))?;
         let nats = &self.nats;
-        validate_prefix(&nats.subject_prefix).map_err(|e| format!("nats.subject_prefix: {e}"))?;
+        validate_prefix(&nats.subject_prefix)
+            .map_err(|e| Invalid::from(format!("nats.subject_prefix: {e}")))?;
         if nats.servers.is_empty() {
-            return Err("nats.servers: list at least one server URL".into());
+            return Err(Invalid::from("nats.servers: list at least one server URL"));
         }
         let stream_ok = !nats.stream.is_empty()
             && nats
@@ -520,25 +547,30 @@ impl Config {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !stream_ok {
-            return Err(format!(
+            return Err(Invalid::from(format!(
                 "nats.stream {:?}: use letters, digits, '_' and '-'",
                 nats.stream
+            )));
+        }
+        validate_prefix(&nats.inbox_prefix)
+            .map_err(|e| Invalid::from(format!("nats.inbox_prefix: {e}")))?;
+        if nats.stream_max_bytes < 1 << 20 {
+            return Err(Invalid::from(
+                "nats.stream_max_bytes must be at least 1048576 (1 MiB)",
             ));
         }
-        validate_prefix(&nats.inbox_prefix).map_err(|e| format!("nats.inbox_prefix: {e}"))?;
-        if nats.stream_max_bytes < 1 << 20 {
-            return Err("nats.stream_max_bytes must be at least 1048576 (1 MiB)".into());
-        }
         if nats.stream_max_age.is_zero() {
-            return Err("nats.stream_max_age must be longer than 0s".into());
+            return Err(Invalid::from("nats.stream_max_age must be longer than 0s"));
         }
         if nats.user.is_some() != nats.password.is_some() {
-            return Err("nats.user and nats.password go together: set both or neither".into());
+            return Err(Invalid::from(
+                "nats.user and nats.password go together: set both or neither",
+            ));
         }
         if nats.tls_cert_file.is_some() != nats.tls_key_file.is_some() {
-            return Err(
-                "nats.tls_cert_file and nats.tls_key_file go together: set both or neither".into(),
-            );
+            return Err(Invalid::from(
+                "nats.tls_cert_file and nats.tls_key_file go together: set both or neither",
+            ));
         }
         let methods = [
             nats.user.is_some(),
@@ -547,51 +579,53 @@ impl Config {
             nats.creds_file.is_some(),
         ];
         if methods.iter().filter(|m| **m).count() > 1 {
-            return Err(
-                "nats: choose one of user+password, token, nkey_seed_file or creds_file".into(),
-            );
+            return Err(Invalid::from(
+                "nats: choose one of user+password, token, nkey_seed_file or creds_file",
+            ));
         }
         if self.publisher.timeout.is_zero() {
-            return Err("publisher.timeout must be longer than 0s".into());
+            return Err(Invalid::from("publisher.timeout must be longer than 0s"));
         }
         let sub = &self.subscriber;
         for jail in &sub.jails {
             if jail != "*" {
-                validate_jail(jail).map_err(|e| format!("subscriber.jails: {e}"))?;
+                validate_jail(jail).map_err(|e| Invalid::from(format!("subscriber.jails: {e}")))?;
             }
         }
-        validate_jail(&sub.target_jail).map_err(|e| format!("subscriber.target_jail: {e}"))?;
+        validate_jail(&sub.target_jail)
+            .map_err(|e| Invalid::from(format!("subscriber.target_jail: {e}")))?;
         if sub.max_bans_per_minute == 0 || sub.max_bantime.is_zero() || sub.min_reporters == 0 {
-            return Err(
-                "subscriber.max_bans_per_minute, max_bantime and min_reporters must be above 0"
-                    .into(),
-            );
+            return Err(Invalid::from(
+                "subscriber.max_bans_per_minute, max_bantime and min_reporters must be above 0",
+            ));
         }
         for origin in &sub.trusted_origins {
-            validate_host(origin).map_err(|e| format!("subscriber.trusted_origins: {e}"))?;
+            validate_host(origin)
+                .map_err(|e| Invalid::from(format!("subscriber.trusted_origins: {e}")))?;
         }
         for (remote, local) in &sub.jail_map {
-            validate_jail(remote).map_err(|e| format!("subscriber.jail_map: {e}"))?;
-            validate_jail(local).map_err(|e| format!("subscriber.jail_map: {e}"))?;
+            validate_jail(remote)
+                .map_err(|e| Invalid::from(format!("subscriber.jail_map: {e}")))?;
+            validate_jail(local).map_err(|e| Invalid::from(format!("subscriber.jail_map: {e}")))?;
         }
         sub.check_prefixes()?;
         self.archiver.check()?;
         if let Some(esc) = &sub.escalation {
             if sub.apply != ApplyMode::Ban {
-                return Err(
+                return Err(Invalid::from(
                     "subscriber.escalation needs apply = \"ban\" (in the other modes \
-                            the local jail decides the bantime)"
-                        .into(),
-                );
+                            the local jail decides the bantime)",
+                ));
             }
             if !esc.repeat_factor.is_finite() || esc.repeat_factor < 1.0 {
-                return Err("subscriber.escalation.repeat_factor must be 1 or more".into());
+                return Err(Invalid::from(
+                    "subscriber.escalation.repeat_factor must be 1 or more",
+                ));
             }
             if esc.window.is_zero() || esc.bantime.is_zero() || esc.max_bantime.is_zero() {
-                return Err(
-                    "subscriber.escalation: window, bantime and max_bantime must be above 0s"
-                        .into(),
-                );
+                return Err(Invalid::from(
+                    "subscriber.escalation: window, bantime and max_bantime must be above 0s",
+                ));
             }
         }
         Ok(())

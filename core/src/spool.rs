@@ -123,13 +123,10 @@ impl Spool {
                     report.stopped = Some("time limit reached".into());
                     break 'passes;
                 }
-                let event = match fs::read(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|bytes| Event::decode(&bytes).map_err(|e| e.to_string()))
-                {
+                let event = match read_entry(&path) {
                     Ok(event) => event,
-                    Err(reason) => {
-                        self.set_aside(&path, CORRUPT_DIR, &reason)?;
+                    Err(e) => {
+                        self.set_aside(&path, CORRUPT_DIR, &e.to_string())?;
                         report.set_aside += 1;
                         continue;
                     }
@@ -162,6 +159,19 @@ impl Spool {
             "spool entry set aside");
         fs::rename(path, dir.join(name))
     }
+}
+
+/// Why a spooled entry cannot be sent: set aside, never retried.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    #[error("{0}")]
+    Read(#[from] io::Error),
+    #[error("{0}")]
+    Decode(#[from] crate::event::EventError),
+}
+
+fn read_entry(path: &Path) -> Result<Event, Unreadable> {
+    Ok(Event::decode(&fs::read(path)?)?)
 }
 
 #[cfg(test)]

@@ -212,11 +212,9 @@ fn nats_config_with(name: &str) -> anyhow::Result<String> {
 }
 
 /// One TCP connection attempt from `from` to `to`: `Ok` when accepted, else why not.
-fn connect(from: &Netns, to: SocketAddr) -> Result<(), String> {
+fn connect(from: &Netns, to: SocketAddr) -> std::io::Result<()> {
     in_netns(&from.name, move || {
-        TcpStream::connect_timeout(&to, PROBE)
-            .map(drop)
-            .map_err(|e| e.to_string())
+        TcpStream::connect_timeout(&to, PROBE).map(drop)
     })
 }
 

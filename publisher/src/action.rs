@@ -18,7 +18,7 @@ pub async fn run(config: &Config, action: Action, args: &EventArgs) -> Outcome {
     let event = match build_event(config, action, args) {
         Ok(Some(event)) => event,
         Ok(None) => return Outcome::Done,
-        Err(why) => return Outcome::Usage(why),
+        Err(why) => return Outcome::Usage(why.to_string()),
     };
     let spool = Spool::new(&config.publisher.spool_dir);
     let timeout = config.publisher.timeout;
@@ -65,15 +65,19 @@ pub async fn run(config: &Config, action: Action, args: &EventArgs) -> Outcome {
 }
 
 /// Builds the event, or `None` when the ticket is one that must not be published.
-fn build_event(config: &Config, action: Action, args: &EventArgs) -> Result<Option<Event>, String> {
-    let ip = event::parse_ip(&args.ip).map_err(|e| e.to_string())?;
-    event::validate_jail(&args.jail).map_err(|e| e.to_string())?;
+fn build_event(
+    config: &Config,
+    action: Action,
+    args: &EventArgs,
+) -> Result<Option<Event>, event::EventError> {
+    let ip = event::parse_ip(&args.ip)?;
+    event::validate_jail(&args.jail)?;
     let time = match &args.time {
-        Some(text) => event::parse_epoch(text).map_err(|e| e.to_string())?,
+        Some(text) => event::parse_epoch(text)?,
         None => SystemTime::now(),
     };
     if let Some(bantime) = args.bantime {
-        event::validate_bantime(bantime).map_err(|e| e.to_string())?;
+        event::validate_bantime(bantime)?;
     }
     if args.restored == 1 {
         tracing::info!(jail = %args.jail, %ip, "skipped: ban restored by Fail2Ban at start-up");
@@ -106,7 +110,6 @@ fn build_event(config: &Config, action: Action, args: &EventArgs) -> Result<Opti
         args.failures,
     )
     .map(Some)
-    .map_err(|e| e.to_string())
 }
 
 /// The operator's pardon or allow in force that covers `ip`, as the subscriber on this host

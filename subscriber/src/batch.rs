@@ -84,7 +84,8 @@ impl Folded {
 }
 
 /// Folds `decisions`, in order.
-pub fn fold(decisions: impl IntoIterator<Item = Decision>) -> Folded {
+#[cfg(test)]
+fn fold(decisions: impl IntoIterator<Item = Decision>) -> Folded {
     let mut folded = Folded::default();
     decisions.into_iter().for_each(|d| folded.add(d));
     folded

@@ -38,15 +38,12 @@ const CHECK_EVERY: Duration = Duration::from_secs(30);
 /// Why the subscriber stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("cannot use state_dir {}: {source}", dir.display())]
-    StateDir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot use state_dir {}: {error}", dir.display())]
+    StateDir { dir: PathBuf, error: std::io::Error },
     #[error(transparent)]
     Connect(#[from] nats::ConnectError),
     #[error("cannot subscribe to the live subject: {0}")]
-    Subscribe(#[from] async_nats::SubscribeError),
+    Subscribe(async_nats::SubscribeError),
     #[error(transparent)]
     NotRecorded(#[from] NotRecorded),
     #[error("cannot record the operators' orders in state_dir: {0}")]
@@ -62,9 +59,9 @@ pub enum DaemonError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let sub = &config.subscriber;
     let state =
-        State::open(&sub.state_dir, sub.max_bantime).map_err(|source| DaemonError::StateDir {
+        State::open(&sub.state_dir, sub.max_bantime).map_err(|error| DaemonError::StateDir {
             dir: sub.state_dir.clone(),
-            source,
+            error,
         })?;
     tracing::info!(host = ?config.host_id, holdings = state.holdings.len(),
         cursor = ?state.cursor(&config.nats.stream), "subscriber starting");
@@ -90,6 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         );
     }
     let result = follow(&config, state, &metrics, &health, &mut tasks, &shutdown).await;
+    // Also when `follow` failed before its own epilogue ran (a second time is harmless).
     notify_stopping();
     health.started(false);
     shutdown.cancel();
@@ -97,11 +95,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     if let Err(DaemonError::PartStopped(ended)) = &result {
         tracing::error!(error = %ended, "subscriber stopping: a part of it stopped");
     }
-    tracing::info!(
-        received = metrics.received.get(),
-        applied = metrics.applied.get(),
-        "subscriber stopped"
-    );
     result
 }
 
@@ -136,46 +129,19 @@ async fn follow(
         ),
     );
     // Subscribed before catching up, so nothing published meanwhile is missed.
-    let live = follow::live(&conn.client, &prefix).await?;
+    let live = follow::live(&conn.client, &prefix)
+        .await
+        .map_err(DaemonError::Subscribe)?;
     let mut live = live.ready_chunks(MAX_BATCH);
-    // Pages from a catch-up in the background; two in hand at most.
-    let (pages_tx, mut pages) = mpsc::channel(2);
-    let mut running = Running {
-        schedule: Schedule::new(
-            config.nats.stream.clone(),
-            state.cursor(&config.nats.stream),
-        ),
+    let (mut running, mut pages) = Running::new(
+        config,
         state,
-        worker: Worker {
-            config,
-            admission: Admission::new(config, nats_servers),
-            applier: Applier::new(
-                sub.apply,
-                Fail2Ban::new(&sub.fail2ban_socket),
-                sub.log_file.clone(),
-                &sub.state_dir,
-            ),
-            metrics: metrics.clone(),
-            held_changed: true,
-            shutdown: shutdown.clone(),
-        },
-        asker: Asker {
-            client: conn.client.clone(),
-            prefix: prefix.clone(),
-            jails: sub.jails.clone(),
-            exclude_origin: (!sub.include_own).then(|| config.host_id.clone()),
-            history: sub
-                .escalation
-                .as_ref()
-                .filter(|e| e.repeat_factor > 1.0)
-                .map(|e| e.memory),
-        },
-        pages_tx,
-        fetch: None,
-        prefix,
+        Admission::new(config, nats_servers),
+        conn.client.clone(),
         health,
         metrics,
-    };
+        shutdown,
+    );
     if let Err(e) = running.worker.applier.restore_bantimes().await {
         tracing::warn!(error = %e, "cannot put a jail's bantime back yet; retrying with the next batch");
     }
@@ -219,7 +185,7 @@ async fn follow(
             Err(e) => break Err(e),
         }
     };
-    running.close().await;
+    running.close(shutdown).await;
     result
 }
 
@@ -235,6 +201,60 @@ struct Running<'a> {
     prefix: String,
     health: &'a Health,
     metrics: &'a Metrics,
+}
+
+impl<'a> Running<'a> {
+    /// The parts, before anything is fetched or applied, and where the fetches' pages arrive.
+    fn new(
+        config: &'a Config,
+        state: State,
+        admission: Admission,
+        client: async_nats::Client,
+        health: &'a Health,
+        metrics: &'a Metrics,
+        shutdown: &CancellationToken,
+    ) -> (Running<'a>, mpsc::Receiver<Fetched>) {
+        let sub = &config.subscriber;
+        // Pages from a catch-up in the background; two in hand at most.
+        let (pages_tx, pages) = mpsc::channel(2);
+        let running = Running {
+            schedule: Schedule::new(
+                config.nats.stream.clone(),
+                state.cursor(&config.nats.stream),
+            ),
+            state,
+            worker: Worker {
+                config,
+                admission,
+                applier: Applier::new(
+                    sub.apply,
+                    Fail2Ban::new(&sub.fail2ban_socket),
+                    sub.log_file.clone(),
+                    &sub.state_dir,
+                ),
+                metrics: metrics.clone(),
+                held_changed: true,
+                shutdown: shutdown.clone(),
+            },
+            asker: Asker {
+                client,
+                prefix: config.nats.subject_prefix.clone(),
+                jails: sub.jails.clone(),
+                exclude_origin: (!sub.include_own).then(|| config.host_id.clone()),
+                history: sub
+                    .escalation
+                    .as_ref()
+                    .filter(|e| e.repeat_factor > 1.0)
+                    .map(|e| e.memory),
+            },
+            pages_tx,
+            fetch: None,
+            prefix: config.nats.subject_prefix.clone(),
+            health,
+            metrics,
+        };
+        (running, pages)
+    }
 }
 
 impl Running<'_> {
@@ -315,13 +335,23 @@ impl Running<'_> {
         Ok(self.worker.handle(batch, cursor, &mut self.state).await?)
     }
 
-    /// Stops the fetch and closes the applier.
-    async fn close(mut self) {
+    /// Stops: the fetch aborted, systemd told, the other parts told to stop, the applier
+    /// closed.
+    async fn close(mut self, shutdown: &CancellationToken) {
         if let Some(fetch) = self.fetch {
             fetch.abort();
         }
+        notify_stopping();
+        self.health.started(false);
+        shutdown.cancel();
         self.worker.applier.close().await;
         let (by_origin, by_jail) = self.state.holdings.counts();
-        tracing::info!(?by_origin, ?by_jail, "bans held at stop");
+        tracing::info!(
+            received = self.metrics.received.get(),
+            applied = self.metrics.applied.get(),
+            ?by_origin,
+            ?by_jail,
+            "subscriber stopped"
+        );
     }
 }

@@ -99,10 +99,10 @@ pub fn render(series: &Series, now_secs: f64) -> String {
 pub enum StatusError {
     #[error("status reads the daemon's metrics: set [subscriber] metrics_listen")]
     NoMetricsListen,
-    #[error("cannot reach the subscriber at {addr}: {source} (is it running?)")]
+    #[error("cannot reach the subscriber at {addr}: {error} (is it running?)")]
     Unreachable {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -111,7 +111,7 @@ pub async fn run(addr: Option<SocketAddr>) -> Result<(), StatusError> {
     let addr = addr.ok_or(StatusError::NoMetricsListen)?;
     let series = scrape(addr)
         .await
-        .map_err(|source| StatusError::Unreachable { addr, source })?;
+        .map_err(|error| StatusError::Unreachable { addr, error })?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

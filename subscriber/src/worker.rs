@@ -27,7 +27,13 @@ pub enum Flow {
 /// apply what it could not remember.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot record applied events in state_dir: {0}")]
-pub struct NotRecorded(#[from] pub std::io::Error);
+pub struct NotRecorded(pub std::io::Error);
+
+impl From<std::io::Error> for NotRecorded {
+    fn from(e: std::io::Error) -> NotRecorded {
+        NotRecorded(e)
+    }
+}
 
 pub struct Worker<'a> {
     pub(crate) config: &'a Config,

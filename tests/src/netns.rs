@@ -47,19 +47,17 @@ pub fn available() -> bool {
     })
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
+/// Runs `ip` with `args`; whether it succeeded (its own words go nowhere: callers only ask
+/// whether a namespace could be made or removed).
+fn ip(args: &[&str]) -> std::io::Result<()> {
+    let out = Command::new("ip").args(args).output()?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(std::io::Error::other(format!(
             "ip {}: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        ))),
     }
 }
 

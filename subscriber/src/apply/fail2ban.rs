@@ -68,9 +68,9 @@ impl Fail2Ban {
     /// Sends one command and returns its result.
     pub async fn command(&mut self, args: &[&str]) -> Result<Reply, Fail2BanError> {
         let shown = || args.iter().take(4).copied().collect::<Vec<_>>().join(" ");
-        let request = encode_request(args).map_err(|detail| Fail2BanError::Protocol {
+        let request = encode_request(args).map_err(|e| Fail2BanError::Protocol {
             command: shown(),
-            detail,
+            detail: e.to_string(),
         })?;
         let reply = match tokio::time::timeout(self.timeout, self.round_trip(&request)).await {
             Ok(Ok(reply)) => reply,
@@ -139,11 +139,20 @@ impl Fail2Ban {
     }
 }
 
-fn encode_request(args: &[&str]) -> Result<Vec<u8>, String> {
-    let mut bytes = serde_pickle::to_vec(&args, SerOptions::new()).map_err(|e| e.to_string())?;
+/// Why a command could not be put into a request.
+#[derive(Debug, thiserror::Error)]
+enum EncodeError {
+    #[error("cannot pickle the command: {0}")]
+    Pickle(#[from] serde_pickle::Error),
+    #[error("an argument contains the protocol's end marker")]
+    EndMarker,
+}
+
+fn encode_request(args: &[&str]) -> Result<Vec<u8>, EncodeError> {
+    let mut bytes = serde_pickle::to_vec(&args, SerOptions::new())?;
     // The server splits on the end marker: an argument holding it would cut the command short.
     if bytes.windows(END.len()).any(|w| w == END) {
-        return Err("an argument contains the protocol's end marker".into());
+        return Err(EncodeError::EndMarker);
     }
     bytes.extend_from_slice(END);
     Ok(bytes)
@@ -262,7 +271,19 @@ mod tests {
         ));
         let err = b"\x80\x04\x95A\x00\x00\x00\x00\x00\x00\x00K\x01\x8c\x13fail2ban.exceptions\x94\x8c\x14UnknownJailException\x94\x93\x94\x8c\x06nojail\x94\x85\x94R\x94\x86\x94.";
         match decode_reply(err) {
-            Err(ReplyError::Refused(m)) => assert_eq!(m, "UnknownJailException: nojail"),
+            Err(ReplyError::Refused(m)) => {
+                assert_eq!(m, "UnknownJailException: nojail");
+                let refused = Fail2BanError::Refused {
+                    command: "set nojail banip".into(),
+                    message: m,
+                };
+                assert!(refused.is_unknown_jail());
+                let other = Fail2BanError::Refused {
+                    command: "set sshd banip".into(),
+                    message: "ValueError: x".into(),
+                };
+                assert!(!other.is_unknown_jail());
+            }
             _ => panic!("an error reply"),
         }
         assert!(matches!(
