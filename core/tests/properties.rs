@@ -4,7 +4,9 @@
 
 use proptest::prelude::*;
 use shared_f2b::Config;
-use shared_f2b::event::{Action, Event, parse_ip, validate_host, validate_jail};
+use shared_f2b::event::{
+    Action, Event, MAX_JAIL_LEN, parse_ip, validate_bantime, validate_host, validate_jail,
+};
 use shared_f2b::subject::{decode_token, encode_token, event_subject, parse_subject};
 use std::net::IpAddr;
 use std::time::{Duration, UNIX_EPOCH};
@@ -22,6 +24,13 @@ fn is_token(t: &str) -> bool {
     !t.is_empty()
         && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// What every config that parses holds: a valid host id and subject prefix, a server.
+fn checked(config: &Config) -> bool {
+    validate_host(&config.host_id).is_ok()
+        && !config.nats.servers.is_empty()
+        && validate_jail(&config.subscriber.target_jail).is_ok()
 }
 
 fn sample() -> Event {
@@ -56,12 +65,19 @@ proptest! {
 
     #[test]
     fn any_subject_parses_or_errs(subject in "[a-z0-9._*> -]{0,60}") {
-        let _ = parse_subject("f2b", &subject);
+        // What parses is canonical: built again from its parts, it is the same subject.
+        if let Ok(p) = parse_subject("f2b", &subject) {
+            prop_assert_eq!(event_subject("f2b", p.action, &p.jail, &p.host).unwrap(), subject);
+        }
     }
 
     #[test]
     fn any_bytes_decode_or_err(payload in proptest::collection::vec(any::<u8>(), 0..600)) {
-        let _ = Event::decode(&payload);
+        // What decodes is a valid event, and encodes to what decodes to it again.
+        if let Ok(e) = Event::decode(&payload) {
+            prop_assert!(e.validate().is_ok());
+            prop_assert_eq!(Event::decode(&e.encode()).unwrap(), e);
+        }
     }
 
     #[test]
@@ -100,8 +116,14 @@ proptest! {
             .replace("\"bantime\":600", &format!("\"bantime\":{bantime}"))
             .replace("\"failures\":5", &format!("\"failures\":{failures}"))
             .replace("2023-11-14", &format!("{year:04}-11-14"));
+        // Only a bantime from -1 to the maximum decodes; its end is never before its start,
+        // and only a permanent ban has none.
         if let Ok(e) = Event::decode(text.as_bytes()) {
-            let _ = e.expires();
+            prop_assert!(validate_bantime(e.bantime).is_ok(), "bantime {}", e.bantime);
+            match e.expires() {
+                Some(end) => prop_assert!(end >= e.time),
+                None => prop_assert!(e.bantime == -1 || e.time.checked_add(Duration::from_secs(e.bantime as u64)).is_none()),
+            }
             let _ = e.expired_at(std::time::SystemTime::now());
         }
     }
@@ -115,13 +137,25 @@ proptest! {
 
     #[test]
     fn any_names_validate_or_err(text in "\\PC{0,300}") {
-        let _ = validate_jail(&text);
-        let _ = validate_host(&text);
+        // A valid jail is made of token characters; a valid host encodes into one token and
+        // back.
+        if validate_jail(&text).is_ok() {
+            prop_assert!(is_token(&text));
+            prop_assert!(text.len() <= MAX_JAIL_LEN);
+        }
+        if validate_host(&text).is_ok() {
+            prop_assert!(!text.chars().any(char::is_whitespace));
+            let token = encode_token(&text).unwrap();
+            prop_assert!(is_token(&token));
+            prop_assert_eq!(decode_token(&token).unwrap(), text.clone());
+        }
     }
 
     #[test]
     fn any_config_text_parses_or_errs(text in "[\\[\\]a-z_=\" .0-9\\n{}:/-]{0,300}") {
-        let _ = Config::parse(&text);
+        if let Ok(config) = Config::parse(&text) {
+            prop_assert!(checked(&config));
+        }
     }
 
     #[test]
@@ -129,8 +163,10 @@ proptest! {
         let mut text = include_str!("../../config.example.toml").as_bytes().to_vec();
         let i = pos % text.len();
         text[i] = byte;
-        if let Ok(text) = String::from_utf8(text) {
-            let _ = Config::parse(&format!("host_id = \"a\"\n{text}"));
+        if let Ok(text) = String::from_utf8(text)
+            && let Ok(config) = Config::parse(&format!("host_id = \"a\"\n{text}"))
+        {
+            prop_assert!(checked(&config));
         }
     }
 }
