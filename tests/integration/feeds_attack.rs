@@ -10,9 +10,9 @@
 use shared_f2b::event::{Action, Event};
 use shared_f2b::subject::event_subject;
 use shared_f2b_tests::db::TestDb;
-use shared_f2b_tests::host::Daemon;
-use shared_f2b_tests::http::{self, Got, request};
-use shared_f2b_tests::nats::{NatsServer, ban_event};
+use shared_f2b_tests::http::{Got, request};
+use shared_f2b_tests::nats::ban_event;
+use shared_f2b_tests::served::{Served, TOKEN, auth, exchange, get, verdict};
 use shared_f2b_tests::site::{self, Admin};
 use shared_f2b_tests::{HostConfig, bin, free_port, repo_root, wait_for, wait_until};
 use sqlx::Row;
@@ -22,65 +22,30 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-const TOKEN: &str = "feed-attack-token-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(30);
 const ORG_UUID: &str = "5f0c3c1e-1b2a-4c3d-9e8f-0123456789ab";
 
 // ---------------------------------------------------------------------------------------------
-// The site under attack.
+// The site under attack ([`Served`]), with what these tests read of it.
 
-/// A shipped site with an archiver serving the feeds on its own port, storing into MariaDB.
-struct Site {
-    dir: tempfile::TempDir,
-    url: String,
-    port: u16,
-    db: TestDb,
-    archiver_cfg: HostConfig,
-    archiver: Daemon,
-    // Dropped last: the archiver goes before its broker.
-    _nats: NatsServer,
+struct Site(Served);
+
+impl std::ops::Deref for Site {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.0
+    }
 }
 
 impl Site {
     /// The site with `[archiver]` keys `keys` besides the feed's listener and token.
     fn new(keys: &str) -> Site {
-        Site::with(keys, |_| {})
+        Site(Served::new(keys))
     }
 
     /// As [`Site::new`], with `edit` run on the archiver's config text before it starts.
     fn with(keys: &str, edit: impl FnOnce(&Path)) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        let nats = site::nats(dir.path());
-        let url = nats.url();
-        let db = TestDb::mariadb();
-        let port = free_port();
-        let archiver_cfg = site::config(
-            dir.path(),
-            "archiver",
-            "archiver",
-            &url,
-            &format!(
-                "[archiver]\ndatabase_url = {:?}\nhttp_listen = \"127.0.0.1:{port}\"\n\
-                 http_tokens = [\"{TOKEN}\"]\n{keys}",
-                db.url
-            ),
-        );
-        edit(&archiver_cfg.path);
-        let archiver = Daemon::archiver(&archiver_cfg.path, &dir.path().join("archiver.log"));
-        Site {
-            dir,
-            url,
-            port,
-            db,
-            archiver_cfg,
-            archiver,
-            _nats: nats,
-        }
-    }
-
-    /// A host's publisher config, logging in as itself.
-    fn host(&self, name: &str) -> HostConfig {
-        site::config(self.dir.path(), name, name, &self.url, "")
+        Site(Served::with(keys, |db| db.url.clone(), edit))
     }
 
     /// The plain list as a token holder gets it.
@@ -141,10 +106,6 @@ impl Site {
     }
 }
 
-fn auth() -> (&'static str, String) {
-    ("Authorization", format!("Bearer {TOKEN}"))
-}
-
 fn publish(cfg: &HostConfig, args: &[&str]) {
     let out = cfg.publish(args);
     assert!(out.status.success(), "publish {args:?}: {out:?}");
@@ -191,21 +152,6 @@ fn ban_for(origin: &str, ip: &str, bantime: i64) -> Event {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// A raw HTTP client: exactly the bytes an attacker chooses (curl normalises paths).
-
-/// Sends `request` as is to the feed's port ([`http::exchange`]); `None` when the server
-/// closed without an answer (or gave none within 10 s).
-fn exchange(port: u16, request: &[u8]) -> Option<Got> {
-    http::exchange(port, request, Duration::from_secs(10))
-}
-
-/// A GET that must be answered.
-fn get(port: u16, target: &str, headers: &[(&str, String)]) -> Got {
-    exchange(port, &request("GET", target, headers))
-        .unwrap_or_else(|| panic!("no answer to GET {target}"))
-}
-
 fn gunzip(bytes: &[u8]) -> Vec<u8> {
     let mut child = Command::new("gzip")
         .arg("-dc")
@@ -215,16 +161,6 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
         .unwrap();
     child.stdin.take().unwrap().write_all(bytes).unwrap();
     child.wait_with_output().unwrap().stdout
-}
-
-/// Fails the test with every attack that got through.
-fn verdict(problems: &[String]) {
-    assert!(
-        problems.is_empty(),
-        "{} attack(s) succeeded:\n  - {}",
-        problems.len(),
-        problems.join("\n  - ")
-    );
 }
 
 // ---------------------------------------------------------------------------------------------

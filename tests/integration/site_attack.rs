@@ -11,31 +11,32 @@
 use shared_f2b::event::Event;
 use shared_f2b::subject::event_subject;
 use shared_f2b_tests::db::TestDb;
-use shared_f2b_tests::host::Daemon;
-use shared_f2b_tests::http::{self, Got, request};
-use shared_f2b_tests::nats::{NatsServer, ban_event};
-use shared_f2b_tests::site;
-use shared_f2b_tests::{free_port, wait_until};
+use shared_f2b_tests::http::{Got, request};
+use shared_f2b_tests::nats::ban_event;
+use shared_f2b_tests::served::{Served, TOKEN, auth, exchange, get, verdict};
+use shared_f2b_tests::{free_port, site, wait_until};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const TOKEN: &str = "site-attack-token-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------------
-// The site under attack.
+// The site under attack ([`Served`]), once its page's data is served.
 
-/// A shipped site with an archiver serving the page on its own port, storing into MariaDB
-/// (through `db_url` when given: a proxy the test can take down).
-struct Site {
-    dir: tempfile::TempDir,
-    url: String,
-    port: u16,
-    _archiver: Daemon,
-    // Dropped last: the archiver goes before its broker.
-    nats: NatsServer,
-    _db: TestDb,
+struct Site(Served);
+
+impl std::ops::Deref for Site {
+    type Target = Served;
+    fn deref(&self) -> &Served {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Site {
+    fn deref_mut(&mut self) -> &mut Served {
+        &mut self.0
+    }
 }
 
 impl Site {
@@ -43,44 +44,11 @@ impl Site {
         Site::with_db_url(|db| db.url.clone())
     }
 
+    /// The archiver reaching its database at `db_url` (a proxy the test can take down).
     fn with_db_url(db_url: impl FnOnce(&TestDb) -> String) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        let nats = site::nats(dir.path());
-        let url = nats.url();
-        let db = TestDb::mariadb();
-        let port = free_port();
-        let cfg = site::config(
-            dir.path(),
-            "archiver",
-            "archiver",
-            &url,
-            &format!(
-                "[archiver]\ndatabase_url = {:?}\nhttp_listen = \"127.0.0.1:{port}\"\n\
-                 http_tokens = [\"{TOKEN}\"]\n",
-                db_url(&db)
-            ),
-        );
-        let archiver = Daemon::archiver(&cfg.path, &dir.path().join("archiver.log"));
-        let site = Site {
-            dir,
-            url,
-            port,
-            _archiver: archiver,
-            nats,
-            _db: db,
-        };
-        wait_until(WAIT, "the site page's data", || {
-            exchange(site.port, &request("GET", "/v1/site/overview", &[auth()]))
-                .is_some_and(|g| g.code == 200)
-        });
-        site
-    }
-
-    /// The JSON at `path` with the token (a 200).
-    fn data(&self, path: &str) -> serde_json::Value {
-        let got = get(self.port, path, &[auth()]);
-        assert_eq!(got.code, 200, "{path}: {}", got.text());
-        serde_json::from_slice(&got.body).unwrap_or_else(|e| panic!("{path}: {e}: {}", got.text()))
+        let served = Served::with("", db_url, |_| {});
+        served.wait_for_data();
+        Site(served)
     }
 
     /// The seqs of the archived events of `ip` (its story).
@@ -92,35 +60,6 @@ impl Site {
             .map(|e| e["seq"].as_u64().unwrap())
             .collect()
     }
-}
-
-fn auth() -> (&'static str, String) {
-    ("Authorization", format!("Bearer {TOKEN}"))
-}
-
-/// Fails the test with every attack that got through.
-fn verdict(problems: &[String]) {
-    assert!(
-        problems.is_empty(),
-        "{} attack(s) succeeded:\n  - {}",
-        problems.len(),
-        problems.join("\n  - ")
-    );
-}
-
-// ---------------------------------------------------------------------------------------------
-// A raw HTTP client: exactly the bytes an attacker chooses (curl normalises paths).
-
-/// Sends `request` as is ([`http::exchange`]); `None` when the server closed without an
-/// answer (or gave none within 15 s).
-fn exchange(port: u16, request: &[u8]) -> Option<Got> {
-    http::exchange(port, request, Duration::from_secs(15))
-}
-
-/// A GET that must be answered.
-fn get(port: u16, target: &str, headers: &[(&str, String)]) -> Got {
-    exchange(port, &request("GET", target, headers))
-        .unwrap_or_else(|| panic!("no answer to GET {target}"))
 }
 
 /// A GET, timed; `None` when the server closed without an answer.
@@ -795,7 +734,7 @@ async fn with_the_database_down_the_page_says_so_and_answers_quickly() {
     // snapshot and the chart's counts are then behind what is committed).
     let e1 = ban_event("alice", "sshd", "192.0.2.32");
     ack_seq(&send_with(&alice, &subject, msg_id("db-1b"), e1.encode()).await);
-    let pool = site._db.pool().await;
+    let pool = site.db.pool().await;
     shared_f2b_tests::wait_for(WAIT, "the second ban archived", || async {
         let n: i64 = sqlx::Row::get(
             &sqlx::query("SELECT COUNT(*) AS n FROM f2b_events")

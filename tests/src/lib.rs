@@ -12,6 +12,7 @@ pub mod http;
 pub mod jwt;
 pub mod nats;
 pub mod netns;
+pub mod served;
 pub mod site;
 pub mod tls;
 pub mod world;
