@@ -251,8 +251,17 @@ async fn processes(hosts: usize, n: usize) -> (Vec<f64>, (f64, f64)) {
         cfg.add_nats_keys(&format!(
             "user = {user:?}\npassword = \"change-me-{user}\"\ninbox_prefix = \"_INBOX_{user}\""
         ));
-        subs.push(Daemon::subscriber(&cfg.path, &hdir));
+        // Started all at once, then waited for: each one's first catch-up waits for an
+        // archiver that this bench does not run (~10 s), so one after another took over an hour.
+        subs.push(Daemon::spawn(
+            "shared-f2b-subscriber",
+            &cfg.path,
+            &hdir.join("subscriber.log"),
+        ));
         logs.push(log);
+    }
+    for sub in &mut subs {
+        sub.wait_healthy("shared-f2b-subscriber");
     }
     let pid = server.pid().unwrap();
     let before = usage(pid);
