@@ -5,7 +5,7 @@ use shared_f2b::Event;
 use shared_f2b::subject::event_subject;
 use shared_f2b_tests::db::{TestDb, mariadb_root};
 use shared_f2b_tests::host::Daemon;
-use shared_f2b_tests::nats::{EventSender, StreamGuard, ban_event, unban_event};
+use shared_f2b_tests::nats::{EventSender, StreamGuard, ban_event, unban_event, wait_archived_all};
 use shared_f2b_tests::{HostConfig, bin, shared_nats, unique, wait_for};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -137,8 +137,8 @@ async fn every_event_once(db: TestDb) {
     send.send(&unban).await;
     published.push(unban.id);
     wait_rows(&db, 302).await;
-    // Give a late duplicate every chance to show up before counting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every message acked, none awaiting an ack: no late duplicate can still come.
+    wait_archived_all(shared_nats(), &site.stream, "archiver").await;
     // One row per event with two archivers and a message stored twice.
     db.assert_holds_exactly(&published).await;
 }
@@ -201,7 +201,7 @@ async fn a_database_outage_loses_nothing() {
     assert!(body.contains("database: unavailable"), "{body}");
     mariadb_root(&format!("GRANT ALL ON {user}.* TO '{user}'@'127.0.0.1'"));
     wait_rows(&db, 1001).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_archived_all(shared_nats(), &site.stream, "archiver").await;
     db.assert_holds_exactly(&published).await;
     wait_for(WAIT, "/healthz to say the database is back", || async {
         archiver.health().filter(|(code, _)| *code == 200)

@@ -131,7 +131,7 @@ struct Site {
     url: String,
     _nats: shared_f2b_tests::nats::NatsServer,
     _db: TestDb,
-    _archiver: shared_f2b_tests::host::Daemon,
+    archiver: shared_f2b_tests::host::Daemon,
     admin: Admin,
 }
 
@@ -147,7 +147,7 @@ fn site() -> Site {
         url,
         _nats: nats,
         _db: db,
-        _archiver: archiver,
+        archiver,
         admin,
         dir,
     }
@@ -693,6 +693,8 @@ async fn replay_requests_cannot_stall_list_and_revoke() {
         .state
         .last_sequence;
     let alice = client(&s.url, "alice").await;
+    let requests = "shared_f2b_replay_requests_total";
+    let before = s.archiver.metric(requests);
     let req = serde_json::json!({
         "kind": "since", "jails": ["*"], "after": last,
         "until_seq": last + 1000, "limit": 2000
@@ -708,7 +710,11 @@ async fn replay_requests_cannot_stall_list_and_revoke() {
             .unwrap();
     }
     alice.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The archiver took all eight (they are being answered) before the operator asks.
+    wait_for(WAIT, "the archiver to take alice's 8 requests", || async {
+        (s.archiver.metric(requests) >= before + 8.0).then_some(())
+    })
+    .await;
 
     let t0 = Instant::now();
     let list = s.admin.run(&["list"]);

@@ -4,7 +4,9 @@
 use shared_f2b::Event;
 use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::host::{Daemon, Host, HostSpec};
-use shared_f2b_tests::nats::{NatsServer, StreamGuard, ban_event, burst, read_stream};
+use shared_f2b_tests::nats::{
+    NatsServer, StreamGuard, ban_event, burst, read_stream, wait_archived_all,
+};
 use shared_f2b_tests::{HostConfig, bin, shared_nats, unique, wait_for};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -101,7 +103,7 @@ async fn an_archiver_killed_mid_batch_stores_everything_once() {
         (db.rows().await >= n as i64).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_archived_all(shared_nats(), &stream, "archiver").await;
     eprintln!("crashed at {rows_at_crash} rows");
     let ids: Vec<_> = published.iter().map(|e| e.id).collect();
     db.assert_holds_exactly(&ids).await;

@@ -146,8 +146,22 @@ fn a_host_cut_off_from_the_site_spools_then_delivers_once_after_the_heal() {
             || host.f2b.banned("shared").iter().any(|b| b == ip),
         );
     }
-    // Give a second delivery every chance to show.
-    std::thread::sleep(Duration::from_secs(2));
+    // A sentinel published after it: once it is applied, a second delivery of the first, which
+    // the stream would hold before it, had its chance to show.
+    let sentinel = "198.51.100.99";
+    let out = alice.publish(&["ban", "--jail", "sshd", "--ip", sentinel]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for host in [bob, charlie] {
+        wait_until(
+            Duration::from_secs(60),
+            &format!("the sentinel ban on {}", host.name),
+            || host.f2b.banned("shared").iter().any(|b| b == sentinel),
+        );
+    }
     for host in [bob, charlie] {
         assert_eq!(
             host.bans_logged("shared", ip),
@@ -159,8 +173,9 @@ fn a_host_cut_off_from_the_site_spools_then_delivers_once_after_the_heal() {
     assert_eq!(alice.config.spooled(), 0);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
+        // The ban and the sentinel, each once.
         shared_f2b_tests::wait_for(WAIT, "the archive to hold the ban", || async {
-            (world.db.rows().await == 1).then_some(())
+            (world.db.rows().await == 2).then_some(())
         })
         .await;
     });
@@ -197,6 +212,8 @@ fn a_host_cut_off_while_bans_flow_misses_nothing_and_applies_nothing_twice() {
     for ip in &ips[..5] {
         publish(ip);
     }
+    // Kept: what it waits for is the server's own ping timer (1 s, two missed) dropping bob,
+    // which nothing outside the server shows.
     std::thread::sleep(Duration::from_secs(4));
     for ip in &ips[5..] {
         publish(ip);
@@ -209,7 +226,15 @@ fn a_host_cut_off_while_bans_flow_misses_nothing_and_applies_nothing_twice() {
     wait_until(Duration::from_secs(90), "bob to have them all", || {
         bob.f2b.banned("shared").len() == ips.len()
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // A sentinel after them: once bob applied it, a second delivery of any (from the catch-up
+    // or live) had its chance to show.
+    publish("198.51.100.99");
+    wait_until(WAIT, "bob to apply the sentinel", || {
+        bob.f2b
+            .banned("shared")
+            .iter()
+            .any(|b| b == "198.51.100.99")
+    });
     for ip in &ips {
         assert_eq!(bob.bans_logged("shared", ip), 1, "bob banned {ip} once");
     }

@@ -311,3 +311,25 @@ pub async fn burst(url: &str, prefix: &str, events: &[Event]) {
         }
     }
 }
+
+/// Waits until the archiver's durable consumer `consumer` of `stream` (on the unauthenticated
+/// server at `url`) has acked every message the stream holds and awaits no ack: the archive has
+/// committed everything and nothing can be redelivered. What a test waits for before it counts
+/// rows, instead of giving a late duplicate "a chance" with a sleep.
+pub async fn wait_archived_all(url: &str, stream: &str, consumer: &str) {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let what = format!("the {consumer} consumer of {stream} to have acked everything");
+    crate::wait_for(Duration::from_secs(30), &what, || {
+        let js = js.clone();
+        async move {
+            let mut stream = js.get_stream(stream).await.ok()?;
+            let last = stream.info().await.ok()?.state.last_sequence;
+            let info = stream.consumer_info(consumer).await.ok()?;
+            (info.num_pending == 0
+                && info.num_ack_pending == 0
+                && info.ack_floor.stream_sequence >= last)
+                .then_some(())
+        }
+    })
+    .await;
+}
