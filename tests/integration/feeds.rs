@@ -86,8 +86,34 @@ fn run_in(ns: &str, program: &str, args: &[&str], input: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The site of the feed test: an archiver serving the feeds, hosts alice and bob, an operator.
+struct Feed {
+    alice: HostConfig,
+    bob: HostConfig,
+    admin: Admin,
+    port: u16,
+    archiver_cfg: HostConfig,
+    _archiver: shared_f2b_tests::host::Daemon,
+    _nats: shared_f2b_tests::nats::NatsServer,
+    _db: TestDb,
+    dir: tempfile::TempDir,
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn blocklists_reach_firewalls_zeek_and_other_sites() {
+    let f = bans_hosts_and_operators_made();
+    tokens_and_bad_parameters_are_refused(&f);
+    filters_and_every_format_match_export(&f);
+    zeek_gets_its_intel_file(&f);
+    firewalls_load_the_lists_and_reload_them(&f);
+    let etag = lists_carry_etags_and_gzip(&f);
+    a_new_ban_changes_the_list_and_an_ended_one_leaves_it(&f, &etag);
+    one_address_s_history(&f);
+}
+
+/// Bans by two hosts (one unbanned, one pardoned), addresses never listed, an operator's
+/// ban; the list shows what is in force.
+fn bans_hosts_and_operators_made() -> Feed {
     let dir = tempfile::tempdir().unwrap();
     let nats = site::nats(dir.path());
     let url = nats.url();
@@ -103,35 +129,51 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
              feed_allowlist = [\"127.0.0.0/8\", \"10.0.0.0/8\"]\n"
         ),
     );
-    let alice = site::config(dir.path(), "alice", "alice", &url, "");
-    let bob = site::config(dir.path(), "bob", "bob", &url, "");
-    let admin = Admin::new(dir.path(), "admin", &url);
-    ban(&alice, "sshd", "192.0.2.10", "3600");
-    ban(&bob, "sshd", "192.0.2.10", "7200");
-    ban(&bob, "nginx", "2001:db8::10", "-1");
-    ban(&alice, "sshd", "198.51.100.3", "3600");
-    publish(&alice, &["unban", "--jail", "sshd", "--ip", "198.51.100.3"]);
-    ban(&alice, "sshd", "192.0.2.99", "3600");
+    let f = Feed {
+        alice: site::config(dir.path(), "alice", "alice", &url, ""),
+        bob: site::config(dir.path(), "bob", "bob", &url, ""),
+        admin: Admin::new(dir.path(), "admin", &url),
+        port,
+        archiver_cfg,
+        _archiver,
+        _nats: nats,
+        _db: db,
+        dir,
+    };
+    ban(&f.alice, "sshd", "192.0.2.10", "3600");
+    ban(&f.bob, "sshd", "192.0.2.10", "7200");
+    ban(&f.bob, "nginx", "2001:db8::10", "-1");
+    ban(&f.alice, "sshd", "198.51.100.3", "3600");
+    publish(
+        &f.alice,
+        &["unban", "--jail", "sshd", "--ip", "198.51.100.3"],
+    );
+    ban(&f.alice, "sshd", "192.0.2.99", "3600");
     // Never listed: the site's own net (feed_allowlist), addresses no firewall can drop.
     for ip in ["10.1.2.3", "0.0.0.0", "224.0.0.251", "ff02::1"] {
-        ban(&alice, "sshd", ip, "3600");
+        ban(&f.alice, "sshd", ip, "3600");
     }
-    admin.order(&[
+    f.admin.order(&[
         "pardon",
         "--ip",
         "192.0.2.99",
         "--reason",
         "our own scanner",
     ]);
-    admin.order(&["ban", "--ip", "203.0.113.9", "--reason", "seen by the SOC"]);
+    f.admin
+        .order(&["ban", "--ip", "203.0.113.9", "--reason", "seen by the SOC"]);
     let expected = ["192.0.2.10", "203.0.113.9", "2001:db8::10"];
     wait_until(WAIT, "the blocklist to show the bans", || {
-        list(port, "format=plain") == expected
+        list(f.port, "format=plain") == expected
     });
 
-    // Tokens: none or a wrong one is refused, with what to send.
+    f
+}
+
+/// Tokens: none or a wrong one is refused; a bad parameter gets a clear 400.
+fn tokens_and_bad_parameters_are_refused(f: &Feed) {
     for token in [None, Some("feed-token-0123456789abcdeX")] {
-        let got = curl(port, "/v1/blocklist", token, &[]);
+        let got = curl(f.port, "/v1/blocklist", token, &[]);
         assert_eq!(got.code, 401, "{token:?}");
         assert_eq!(
             got.header("www-authenticate"),
@@ -147,23 +189,29 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
         ("jail=a%3Bb", "jail"),
         ("since=1d", "unknown parameter \"since\""),
     ] {
-        let got = curl(port, &format!("/v1/blocklist?{query}"), Some(TOKEN), &[]);
+        let got = curl(f.port, &format!("/v1/blocklist?{query}"), Some(TOKEN), &[]);
         assert_eq!(got.code, 400, "{query}");
         assert!(got.text().contains(says), "{query}: {}", got.text());
     }
+}
 
-    // Filters (an operator's ban counts as every host's; it has no jail).
-    assert_eq!(list(port, "min_reporters=2"), ["192.0.2.10", "203.0.113.9"]);
-    assert_eq!(list(port, "family=6"), ["2001:db8::10"]);
-    assert_eq!(list(port, "family=4&jail=sshd"), ["192.0.2.10"]);
-    assert_eq!(list(port, "format=csv&jail=nginx"), ["2001:db8::10,1"]);
+/// Filters (an operator's ban counts as every host's; it has no jail), and every format is
+/// what `export` prints.
+fn filters_and_every_format_match_export(f: &Feed) {
+    assert_eq!(
+        list(f.port, "min_reporters=2"),
+        ["192.0.2.10", "203.0.113.9"]
+    );
+    assert_eq!(list(f.port, "family=6"), ["2001:db8::10"]);
+    assert_eq!(list(f.port, "family=4&jail=sshd"), ["192.0.2.10"]);
+    assert_eq!(list(f.port, "format=csv&jail=nginx"), ["2001:db8::10,1"]);
 
     // Every format is what `export` prints, byte for byte.
     for format in [
         "plain", "csv", "json", "nftables", "ipset", "mikrotik", "zeek",
     ] {
         let got = curl(
-            port,
+            f.port,
             &format!("/v1/blocklist?format={format}"),
             Some(TOKEN),
             &[],
@@ -171,14 +219,14 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
         assert_eq!(got.code, 200);
         assert_eq!(
             got.text(),
-            export(&archiver_cfg.path, &["--format", format]),
+            export(&f.archiver_cfg.path, &["--format", format]),
             "{format}"
         );
     }
-    let csv = list(port, "format=csv");
+    let csv = list(f.port, "format=csv");
     assert_eq!(csv, ["192.0.2.10,2", "203.0.113.9,0", "2001:db8::10,1"]);
     let json: serde_json::Value =
-        serde_json::from_slice(&curl(port, "/v1/blocklist?format=json", Some(TOKEN), &[]).body)
+        serde_json::from_slice(&curl(f.port, "/v1/blocklist?format=json", Some(TOKEN), &[]).body)
             .unwrap();
     assert_eq!(json[0]["jails"], serde_json::json!(["sshd"]));
     assert_eq!(json[1]["operator"], "admin");
@@ -188,9 +236,11 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
         .duration_since(std::time::SystemTime::now())
         .unwrap();
     assert!(ahead > Duration::from_secs(29 * 86_400), "{json}");
+}
 
-    // Zeek: the intel header and five tab-separated fields per line.
-    let zeek = list(port, "format=zeek");
+/// Zeek: the intel header and five tab-separated fields per line.
+fn zeek_gets_its_intel_file(f: &Feed) {
+    let zeek = list(f.port, "format=zeek");
     assert_eq!(
         zeek[0],
         "#fields\tindicator\tindicator_type\tmeta.source\tmeta.desc\tmeta.url"
@@ -205,12 +255,15 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
         );
     }
     assert!(zeek[1].contains("banned by 2 hosts (sshd)"), "{}", zeek[1]);
+}
 
-    // nftables and ipset load what they are given, in a namespace of the test's own.
+/// nftables and ipset load what they are given, in a namespace of the test's own, and again
+/// after a pardon.
+fn firewalls_load_the_lists_and_reload_them(f: &Feed) {
     if netns::available() {
         let net = Network::new();
         let ns = &net.site.name;
-        let nft = list(port, "format=nftables&name=sf2b_feed").join("\n") + "\n";
+        let nft = list(f.port, "format=nftables&name=sf2b_feed").join("\n") + "\n";
         run_in(ns, "nft", &["-c", "-f", "-"], &nft);
         run_in(ns, "nft", &["-f", "-"], &nft);
         let v4 = run_in(
@@ -230,7 +283,7 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
             "",
         );
         assert!(v6.contains("2001:db8::10"), "{v6}");
-        let ipset = list(port, "format=ipset&name=sf2b-feed").join("\n") + "\n";
+        let ipset = list(f.port, "format=ipset&name=sf2b-feed").join("\n") + "\n";
         run_in(ns, "ipset", &["restore"], &ipset);
         let v4 = run_in(ns, "ipset", &["list", "sf2b-feed-v4"], "");
         assert!(
@@ -241,11 +294,13 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
         assert!(v6.contains("2001:db8::10\n"), "{v6}");
 
         // Loaded again after the operator's ban was pardoned: it leaves both, nothing doubles.
-        let pardon = admin.order(&["pardon", "--ip", "203.0.113.9", "--reason", "cleared"]);
+        let pardon = f
+            .admin
+            .order(&["pardon", "--ip", "203.0.113.9", "--reason", "cleared"]);
         wait_until(WAIT, "the pardon to reach the list", || {
-            !list(port, "").contains(&"203.0.113.9".to_owned())
+            !list(f.port, "").contains(&"203.0.113.9".to_owned())
         });
-        let nft = list(port, "format=nftables&name=sf2b_feed").join("\n") + "\n";
+        let nft = list(f.port, "format=nftables&name=sf2b_feed").join("\n") + "\n";
         run_in(ns, "nft", &["-f", "-"], &nft);
         let table = run_in(ns, "nft", &["list", "table", "inet", "sf2b_feed"], "");
         assert!(
@@ -257,7 +312,7 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
             2,
             "{table}"
         );
-        let ipset = list(port, "format=ipset&name=sf2b-feed").join("\n") + "\n";
+        let ipset = list(f.port, "format=ipset&name=sf2b-feed").join("\n") + "\n";
         run_in(ns, "ipset", &["restore"], &ipset);
         let v4 = run_in(ns, "ipset", &["list", "sf2b-feed-v4"], "");
         assert!(
@@ -267,8 +322,9 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
         let sets = run_in(ns, "ipset", &["list", "-n"], "");
         assert!(!sets.contains("-new"), "{sets}");
         // The pardon revoked (what it lifted stays lifted), then banned anew.
-        admin.order(&["revoke", &pardon, "--reason", "ticket closed"]);
-        admin.order(&[
+        f.admin
+            .order(&["revoke", &pardon, "--reason", "ticket closed"]);
+        f.admin.order(&[
             "ban",
             "--ip",
             "203.0.113.9",
@@ -276,12 +332,12 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
             "seen again by the SOC",
         ]);
         wait_until(WAIT, "the operator's new ban listed", || {
-            list(port, "").contains(&"203.0.113.9".to_owned())
+            list(f.port, "").contains(&"203.0.113.9".to_owned())
         });
     } else {
         // Still checked for syntax here.
-        let nft = list(port, "format=nftables").join("\n") + "\n";
-        let file = dir.path().join("feed.nft");
+        let nft = list(f.port, "format=nftables").join("\n") + "\n";
+        let file = f.dir.path().join("feed.nft");
         std::fs::write(&file, nft).unwrap();
         let out = Command::new("nft")
             .arg("-c")
@@ -291,12 +347,14 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
             .unwrap();
         assert!(out.status.success(), "nft -c: {out:?}");
     }
+}
 
-    // ETag round trip, gzip.
-    let first = curl(port, "/v1/blocklist", Some(TOKEN), &[]);
+/// ETag round trip, gzip; gives the list's tag.
+fn lists_carry_etags_and_gzip(f: &Feed) -> String {
+    let first = curl(f.port, "/v1/blocklist", Some(TOKEN), &[]);
     let etag = first.header("etag").expect("an ETag").to_owned();
     let again = curl(
-        port,
+        f.port,
         "/v1/blocklist",
         Some(TOKEN),
         &["-H", &format!("If-None-Match: {etag}")],
@@ -305,7 +363,7 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
     assert!(again.body.is_empty());
     assert_eq!(again.header("etag"), Some(etag.as_str()));
     let gz = curl(
-        port,
+        f.port,
         "/v1/blocklist",
         Some(TOKEN),
         &["-H", "Accept-Encoding: gzip"],
@@ -323,11 +381,11 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
         gunzip.stdin.take().unwrap().write_all(&gz.body).unwrap();
     }
     assert_eq!(gunzip.wait_with_output().unwrap().stdout, first.body);
-    let decoded = curl(port, "/v1/blocklist", Some(TOKEN), &["--compressed"]);
+    let decoded = curl(f.port, "/v1/blocklist", Some(TOKEN), &["--compressed"]);
     assert_eq!(decoded.body, first.body);
     let gz_tag = gz.header("etag").unwrap().to_owned();
     let gz_again = curl(
-        port,
+        f.port,
         "/v1/blocklist",
         Some(TOKEN),
         &[
@@ -338,35 +396,43 @@ async fn blocklists_reach_firewalls_zeek_and_other_sites() {
         ],
     );
     assert_eq!(gz_again.code, 304);
+    etag
+}
 
-    // A new ban: a new body and tag; the old tag gets the whole list.
-    ban(&bob, "sshd", "192.0.2.11", "3600");
+/// A new ban: a new body and tag; a ban leaves the list when it ends.
+fn a_new_ban_changes_the_list_and_an_ended_one_leaves_it(f: &Feed, etag: &str) {
+    ban(&f.bob, "sshd", "192.0.2.11", "3600");
     wait_until(WAIT, "the new ban on the list", || {
-        list(port, "").contains(&"192.0.2.11".to_owned())
+        list(f.port, "").contains(&"192.0.2.11".to_owned())
     });
     let changed = curl(
-        port,
+        f.port,
         "/v1/blocklist",
         Some(TOKEN),
         &["-H", &format!("If-None-Match: {etag}")],
     );
     assert_eq!(changed.code, 200);
-    assert_ne!(changed.header("etag"), Some(etag.as_str()));
+    assert_ne!(changed.header("etag"), Some(etag));
 
     // A ban leaves the list when it ends, with nothing new archived.
-    ban(&alice, "sshd", "192.0.2.50", "6");
+    ban(&f.alice, "sshd", "192.0.2.50", "6");
     wait_until(WAIT, "the short ban on the list", || {
-        list(port, "").contains(&"192.0.2.50".to_owned())
+        list(f.port, "").contains(&"192.0.2.50".to_owned())
     });
     wait_until(WAIT, "the short ban to leave the list", || {
-        !list(port, "").contains(&"192.0.2.50".to_owned())
+        !list(f.port, "").contains(&"192.0.2.50".to_owned())
     });
+}
 
-    // One address's history.
-    let got = curl(port, "/v1/history?ip=192.0.2.10", Some(TOKEN), &[]);
+/// One address's history.
+fn one_address_s_history(f: &Feed) {
+    let got = curl(f.port, "/v1/history?ip=192.0.2.10", Some(TOKEN), &[]);
     assert_eq!(got.code, 200);
     let history: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
     assert_eq!(history.as_array().unwrap().len(), 2, "{history}");
-    assert_eq!(curl(port, "/v1/history?ip=x", Some(TOKEN), &[]).code, 400);
-    assert_eq!(curl(port, "/v1/history?ip=192.0.2.10", None, &[]).code, 401);
+    assert_eq!(curl(f.port, "/v1/history?ip=x", Some(TOKEN), &[]).code, 400);
+    assert_eq!(
+        curl(f.port, "/v1/history?ip=192.0.2.10", None, &[]).code,
+        401
+    );
 }

@@ -28,8 +28,31 @@ async fn healthz(addr: SocketAddr) -> String {
     s
 }
 
+/// A subscriber (bob, `log` mode) and an archiver (SQLite), each with its metrics listener.
+struct Observed {
+    sub_addr: SocketAddr,
+    arch_addr: SocketAddr,
+    bob: HostConfig,
+    arch: HostConfig,
+    _bob: Daemon,
+    _archiver: Daemon,
+    _db: TestDb,
+    _guard: StreamGuard,
+    prefix: String,
+    stream: String,
+    _dir: tempfile::TempDir,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_known_burst_and_status_shows_it() {
+    let o = a_subscriber_and_an_archiver_with_metrics();
+    a_known_burst(&o).await;
+    the_subscriber_counts_every_outcome(&o).await;
+    the_archiver_counts_what_it_stored(&o).await;
+    status_shows_the_holdings(&o).await;
+}
+
+fn a_subscriber_and_an_archiver_with_metrics() -> Observed {
     let dir = tempfile::tempdir().unwrap();
     let (prefix, stream) = (unique("om"), unique("OM"));
     let _guard = StreamGuard {
@@ -51,7 +74,7 @@ async fn metrics_count_a_known_burst_and_status_shows_it() {
             bob_dir.join("state").display().to_string()
         ),
     );
-    let _bob = Daemon::subscriber(&bob.path, &bob_dir);
+    let bob_daemon = Daemon::subscriber(&bob.path, &bob_dir);
     let db = TestDb::sqlite(dir.path());
     let arch = HostConfig::write(
         &dir.path().join("arch"),
@@ -64,9 +87,25 @@ async fn metrics_count_a_known_burst_and_status_shows_it() {
             db.url
         ),
     );
-    let _archiver = Daemon::archiver(&arch.path, &dir.path().join("archiver.log"));
+    let archiver = Daemon::archiver(&arch.path, &dir.path().join("archiver.log"));
+    Observed {
+        sub_addr,
+        arch_addr,
+        bob,
+        arch,
+        _bob: bob_daemon,
+        _archiver: archiver,
+        _db: db,
+        _guard,
+        prefix,
+        stream,
+        _dir: dir,
+    }
+}
 
-    let send = EventSender::connect(shared_nats(), &prefix, &stream).await;
+/// 20 bans by alice, one of bob's own, three spoofed.
+async fn a_known_burst(o: &Observed) {
+    let send = EventSender::connect(shared_nats(), &o.prefix, &o.stream).await;
     for i in 0..20 {
         send.send(&ban_event("alice", "sshd", &format!("198.18.5.{i}")))
             .await;
@@ -76,19 +115,24 @@ async fn metrics_count_a_known_burst_and_status_shows_it() {
     let js = async_nats::jetstream::new(client);
     let spoofed = String::from_utf8(ban_event("alice", "sshd", "198.18.6.2").encode()).unwrap();
     for _ in 0..3 {
-        js.publish(format!("{prefix}.ban.sshd.mallory"), spoofed.clone().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        js.publish(
+            format!("{}.ban.sshd.mallory", o.prefix),
+            spoofed.clone().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     }
+}
 
-    // Wait until every outcome is counted (a scrape may land mid-batch), then check exactly.
+/// Every outcome counted (a scrape may land mid-batch, so waited for), then exactly.
+async fn the_subscriber_counts_every_outcome(o: &Observed) {
     let series = wait_for(
         Duration::from_secs(30),
         "the subscriber to count the burst",
         || async {
-            let s = scrape(sub_addr).await.ok()?;
+            let s = scrape(o.sub_addr).await.ok()?;
             let done = total(&s, "shared_f2b_events_received_total", None) >= 24.0
                 && total(&s, "shared_f2b_events_applied_total", None) >= 20.0
                 && total(&s, "shared_f2b_events_rejected_total", None) >= 3.0
@@ -130,13 +174,15 @@ async fn metrics_count_a_known_burst_and_status_shows_it() {
     ] {
         assert!(series.iter().any(|(n, _, _)| n == name), "{name} missing");
     }
-    assert!(healthz(sub_addr).await.contains(" 200 OK"));
+    assert!(healthz(o.sub_addr).await.contains(" 200 OK"));
+}
 
+async fn the_archiver_counts_what_it_stored(o: &Observed) {
     let arch_series = wait_for(
         Duration::from_secs(30),
         "the archiver to count the burst",
         || async {
-            let s = scrape(arch_addr).await.ok()?;
+            let s = scrape(o.arch_addr).await.ok()?;
             (total(&s, "shared_f2b_archived_events_total", None) >= 21.0
                 && total(&s, "shared_f2b_archive_rejects_total", None) >= 3.0)
                 .then_some(s)
@@ -156,10 +202,10 @@ async fn metrics_count_a_known_burst_and_status_shows_it() {
             .iter()
             .any(|(n, _, _)| n == "shared_f2b_db_batch_seconds_count")
     );
-    assert!(healthz(arch_addr).await.contains(" 200 OK"));
+    assert!(healthz(o.arch_addr).await.contains(" 200 OK"));
     let health = std::process::Command::new(bin("shared-f2b-archiver"))
         .arg("--config")
-        .arg(&arch.path)
+        .arg(&o.arch.path)
         .arg("health")
         .output()
         .unwrap();
@@ -167,15 +213,17 @@ async fn metrics_count_a_known_burst_and_status_shows_it() {
         health.status.success(),
         "the compose healthcheck command passes"
     );
+}
 
-    // The held gauges are refreshed every 5 s; status shows them as a table.
+/// The held gauges are refreshed every 5 s; status shows them as a table.
+async fn status_shows_the_holdings(o: &Observed) {
     let table = wait_for(
         Duration::from_secs(30),
         "status with the holdings",
         || async {
             let out = std::process::Command::new(bin("shared-f2b-subscriber"))
                 .arg("--config")
-                .arg(&bob.path)
+                .arg(&o.bob.path)
                 .arg("status")
                 .output()
                 .ok()?;

@@ -53,14 +53,34 @@ fn ips(page: &serde_json::Value) -> Vec<&str> {
 
 /// The page and its assets without a token; its data only with one; what it shows is what
 /// was published, counted, charted and searchable; the latest events stream as they arrive.
+/// The site of the page test: an archiver serving the page, and bob to publish.
+struct Page {
+    port: u16,
+    bob: HostConfig,
+    _archiver: shared_f2b_tests::host::Daemon,
+    _nats: shared_f2b_tests::nats::NatsServer,
+    _db: TestDb,
+    _dir: tempfile::TempDir,
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_site_page_serves_what_is_banned_and_streams_what_arrives() {
+    let p = a_site_with_bans_an_operator_s_ban_and_a_pardon();
+    the_page_is_public_and_its_data_needs_the_token(&p);
+    the_overview_counts_charts_and_tells_the_health(&p);
+    bans_are_searched_sorted_and_paged(&p);
+    an_address_tells_its_story(&p);
+    a_following_page_gets_a_ban_as_it_is_stored(&p);
+}
+
+/// Bans by alice and bob, an operator's ban and a pardon, all in the page's data.
+fn a_site_with_bans_an_operator_s_ban_and_a_pardon() -> Page {
     let dir = tempfile::tempdir().unwrap();
     let nats = site::nats(dir.path());
     let url = nats.url();
     let db = TestDb::mariadb();
     let port = free_port();
-    let (_cfg, _archiver) = site::archiver_with(
+    let (_cfg, archiver) = site::archiver_with(
         dir.path(),
         &url,
         &db,
@@ -69,32 +89,45 @@ async fn the_site_page_serves_what_is_banned_and_streams_what_arrives() {
     let alice = site::config(dir.path(), "alice", "alice", &url, "");
     let bob = site::config(dir.path(), "bob", "bob", &url, "");
     let admin = Admin::new(dir.path(), "admin", &url);
+    let p = Page {
+        port,
+        bob,
+        _archiver: archiver,
+        _nats: nats,
+        _db: db,
+        _dir: dir,
+    };
     ban(&alice, "sshd", "192.0.2.10");
-    ban(&bob, "nginx", "192.0.2.10");
+    ban(&p.bob, "nginx", "192.0.2.10");
     ban(&alice, "sshd", "198.51.100.7");
     ban(&alice, "sshd", "2001:db8::7");
     admin.order(&["ban", "--ip", "203.0.113.9", "--reason", "seen by the SOC"]);
     admin.order(&["pardon", "--ip", "2001:db8::7", "--reason", "a partner"]);
     wait_until(WAIT, "the page's data to hold the bans", || {
-        let page = data(port, "/v1/site/bans?sort=ip&order=asc");
+        let page = data(p.port, "/v1/site/bans?sort=ip&order=asc");
         ips(&page) == ["192.0.2.10", "198.51.100.7", "203.0.113.9"]
     });
 
-    // The page: no token needed, nothing but its own script and style allowed.
+    p
+}
+
+/// The page: no token needed, nothing but its own script and style allowed; its data: the
+/// feeds' token.
+fn the_page_is_public_and_its_data_needs_the_token(p: &Page) {
     for (path, kind) in [
         ("/", "text/html; charset=utf-8"),
         ("/ip/192.0.2.10", "text/html; charset=utf-8"),
         ("/assets/site.js", "text/javascript; charset=utf-8"),
         ("/assets/site.css", "text/css; charset=utf-8"),
     ] {
-        let got = curl(port, path, false);
+        let got = curl(p.port, path, false);
         assert_eq!(got.code, 200, "{path}");
         assert_eq!(got.header("content-type"), Some(kind), "{path}");
         let csp = got.header("content-security-policy").expect("a CSP");
         assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"));
         assert_eq!(got.header("x-content-type-options"), Some("nosniff"));
     }
-    assert!(curl(port, "/", false).text().contains("/assets/site.js"));
+    assert!(curl(p.port, "/", false).text().contains("/assets/site.js"));
     // Its data: the feeds' token.
     for path in [
         "/v1/site/overview",
@@ -102,18 +135,20 @@ async fn the_site_page_serves_what_is_banned_and_streams_what_arrives() {
         "/v1/site/address?ip=192.0.2.10",
         "/v1/site/live",
     ] {
-        let got = curl(port, path, false);
+        let got = curl(p.port, path, false);
         assert_eq!(got.code, 401, "{path}");
         assert!(got.header("www-authenticate").is_some(), "{path}");
     }
+}
 
-    // Every event stored so far among the latest (the page follows them from the start).
+/// Every event stored so far among the latest; the counts, the chart and the health panel.
+fn the_overview_counts_charts_and_tells_the_health(p: &Page) {
     wait_until(WAIT, "the six events among the latest", || {
-        data(port, "/v1/site/overview")["latest"]
+        data(p.port, "/v1/site/overview")["latest"]
             .as_array()
             .is_some_and(|l| l.len() == 6)
     });
-    let overview = data(port, "/v1/site/overview");
+    let overview = data(p.port, "/v1/site/overview");
     assert_eq!(overview["active"], 3, "{overview}");
     let by_jail = &overview["by_jail"];
     assert_eq!(by_jail[0], serde_json::json!({"name": "sshd", "active": 2}));
@@ -158,18 +193,26 @@ async fn the_site_page_serves_what_is_banned_and_streams_what_arrives() {
     assert_eq!(latest[0]["kind"], "pardon");
     assert_eq!(latest[0]["reason"], "a partner");
     assert_eq!(latest[5]["origin"], "alice");
+}
 
-    // Search, sort, paging.
-    assert_eq!(ips(&data(port, "/v1/site/bans?q=192.0.2.")), ["192.0.2.10"]);
+/// Search, sort, paging, and bad parameters refused.
+fn bans_are_searched_sorted_and_paged(p: &Page) {
     assert_eq!(
-        ips(&data(port, "/v1/site/bans?q=198.51.100.0%2F24")),
+        ips(&data(p.port, "/v1/site/bans?q=192.0.2.")),
+        ["192.0.2.10"]
+    );
+    assert_eq!(
+        ips(&data(p.port, "/v1/site/bans?q=198.51.100.0%2F24")),
         ["198.51.100.7"]
     );
     assert_eq!(
-        ips(&data(port, "/v1/site/bans?q=192.0.2.10")),
+        ips(&data(p.port, "/v1/site/bans?q=192.0.2.10")),
         ["192.0.2.10"]
     );
-    let page = data(port, "/v1/site/bans?sort=hosts&order=desc&limit=1&offset=0");
+    let page = data(
+        p.port,
+        "/v1/site/bans?sort=hosts&order=desc&limit=1&offset=0",
+    );
     assert_eq!(
         (page["matched"].as_u64(), ips(&page)),
         (Some(3), vec!["192.0.2.10"])
@@ -178,7 +221,7 @@ async fn the_site_page_serves_what_is_banned_and_streams_what_arrives() {
     assert_eq!(row["jails"], serde_json::json!(["nginx", "sshd"]));
     assert_eq!(row["origins"], serde_json::json!(["alice", "bob"]));
     assert!(row["first_seen"].as_u64() <= row["last_seen"].as_u64());
-    let op = data(port, "/v1/site/bans?q=203.0.113.9");
+    let op = data(p.port, "/v1/site/bans?q=203.0.113.9");
     assert_eq!(op["rows"][0]["operator"], "admin");
     for (query, says) in [
         ("q=%3Cscript%3E", "q \"<script>\""),
@@ -191,27 +234,31 @@ async fn the_site_page_serves_what_is_banned_and_streams_what_arrives() {
         ("q=1&q=2", "twice"),
         ("format=plain", "unknown parameter \"format\""),
     ] {
-        let got = curl(port, &format!("/v1/site/bans?{query}"), true);
+        let got = curl(p.port, &format!("/v1/site/bans?{query}"), true);
         assert_eq!(got.code, 400, "{query}");
         assert!(got.text().contains(says), "{query}: {}", got.text());
     }
+}
 
-    // One address's story: what is banned now, every event, the orders covering it.
-    let story = data(port, "/v1/site/address?ip=192.0.2.10");
+/// One address's story: what is banned now, every event, the orders covering it.
+fn an_address_tells_its_story(p: &Page) {
+    let story = data(p.port, "/v1/site/address?ip=192.0.2.10");
     assert_eq!(story["active"]["hosts"], 2);
     assert_eq!(story["events"].as_array().unwrap().len(), 2);
-    let pardoned = data(port, "/v1/site/address?ip=2001:db8::7");
+    let pardoned = data(p.port, "/v1/site/address?ip=2001:db8::7");
     assert_eq!(pardoned["active"], serde_json::Value::Null);
     assert_eq!(pardoned["orders"][0]["kind"], "pardon");
     assert_eq!(pardoned["orders"][0]["reason"], "a partner");
-    let got = curl(port, "/v1/site/address?ip=nope", true);
+    let got = curl(p.port, "/v1/site/address?ip=nope", true);
     assert_eq!(got.code, 400, "{}", got.text());
+}
 
-    // The live events: a page following sees a ban as soon as it is stored.
+/// The live events: a page following sees a ban as soon as it is stored.
+fn a_following_page_gets_a_ban_as_it_is_stored(p: &Page) {
     let mut follower = Command::new("curl")
         .args(["-sS", "-N", "--max-time", "20", "-H"])
         .arg(format!("Authorization: Bearer {TOKEN}"))
-        .arg(format!("http://127.0.0.1:{port}/v1/site/live"))
+        .arg(format!("http://127.0.0.1:{}/v1/site/live", p.port))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -219,7 +266,7 @@ async fn the_site_page_serves_what_is_banned_and_streams_what_arrives() {
     // The stream opens with its retry hint.
     assert_eq!(lines.next().unwrap().unwrap(), "retry: 1500");
     let published = Instant::now();
-    ban(&bob, "sshd", "192.0.2.77");
+    ban(&p.bob, "sshd", "192.0.2.77");
     let line = lines
         .find(|l| l.as_ref().is_ok_and(|l| l.starts_with("data: ")))
         .expect("an event")
@@ -229,7 +276,7 @@ async fn the_site_page_serves_what_is_banned_and_streams_what_arrives() {
     // The page asks for the bans "after" the event it saw, at once: they hold it (the
     // archiver waits for its archive to).
     let seq = event["seq"].as_u64().unwrap();
-    let page = data(port, &format!("/v1/site/bans?q=192.0.2.77&after={seq}"));
+    let page = data(p.port, &format!("/v1/site/bans?q=192.0.2.77&after={seq}"));
     assert_eq!(ips(&page), ["192.0.2.77"]);
     assert_eq!(event["ip"], "192.0.2.77");
     assert_eq!(event["origin"], "bob");
