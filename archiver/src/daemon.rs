@@ -125,23 +125,7 @@ async fn spawn_parts(
     tasks: &mut Tasks,
 ) -> Result<(), DaemonError> {
     let archiver = &config.archiver;
-    let pinged = db.clone();
-    tasks.spawn(
-        "database probe",
-        health::keep_probing(
-            "database",
-            database.clone(),
-            move || {
-                let db = pinged.clone();
-                async move { db.ping().await }
-            },
-            shutdown.clone(),
-        ),
-    );
-    tasks.spawn(
-        "connection gauge",
-        watch_connection(conn.up.clone(), metrics.clone(), shutdown.clone()),
-    );
+    spawn_watchers(&db, &conn, database, metrics, tasks, shutdown);
     let prefix = config.nats.subject_prefix.clone();
     let consumer = archiver.archiver_consumer.clone();
     tasks.spawn(
@@ -200,6 +184,34 @@ async fn spawn_parts(
         tasks.spawn("retention", retain(db.clone(), keep, shutdown.clone()));
     }
     Ok(())
+}
+
+/// The database probe (health) and the connection gauge.
+fn spawn_watchers(
+    db: &Db,
+    conn: &nats::Connection,
+    database: &Check,
+    metrics: &Metrics,
+    tasks: &mut Tasks,
+    shutdown: &CancellationToken,
+) {
+    let pinged = db.clone();
+    tasks.spawn(
+        "database probe",
+        health::keep_probing(
+            "database",
+            database.clone(),
+            move || {
+                let db = pinged.clone();
+                async move { db.ping().await }
+            },
+            shutdown.clone(),
+        ),
+    );
+    tasks.spawn(
+        "connection gauge",
+        watch_connection(conn.up.clone(), metrics.clone(), shutdown.clone()),
+    );
 }
 
 /// What the archiver works with once started.

@@ -93,21 +93,11 @@ async fn open(
         .await?)
 }
 
-/// Stores one batch and acks it. When shutdown comes while the database is down, the batch is
-/// left unacked and the server redelivers it.
-async fn archive(
-    db: &Db,
-    prefix: &str,
-    messages: Vec<Message>,
-    metrics: &Metrics,
-    shutdown: &CancellationToken,
-) {
-    let started = Instant::now();
+/// A batch's messages as what the archive keeps of each: events (their times clamped),
+/// control events, and what is neither.
+fn sort(prefix: &str, messages: &[Message]) -> (Vec<Archived>, Vec<ArchivedControl>, Vec<Reject>) {
     let (mut events, mut controls, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
-    if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
-        metrics.consumer_pending.set(info.pending as i64);
-    }
-    for m in &messages {
+    for m in messages {
         let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
         match decode_any(prefix, &m.subject, &m.payload) {
             Ok(Received::Event(mut event)) => {
@@ -137,6 +127,23 @@ async fn archive(
             }
         }
     }
+    (events, controls, rejects)
+}
+
+/// Stores one batch and acks it. When shutdown comes while the database is down, the batch is
+/// left unacked and the server redelivers it.
+async fn archive(
+    db: &Db,
+    prefix: &str,
+    messages: Vec<Message>,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) {
+    let started = Instant::now();
+    if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
+        metrics.consumer_pending.set(info.pending as i64);
+    }
+    let (events, controls, rejects) = sort(prefix, &messages);
     let mut delay = Duration::from_millis(200);
     let mut failing = false;
     let inserted = loop {

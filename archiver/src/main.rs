@@ -57,31 +57,7 @@ enum Command {
     },
     /// Print the active bans (or every address ever banned) for a firewall, Zeek or another
     /// site, as `/v1/blocklist` serves them; or write a MISP feed (`--format misp-feed --out DIR`).
-    Export {
-        #[arg(long, value_enum, default_value = "plain")]
-        format: Format,
-        /// Every address ever banned, with its ban count.
-        #[arg(long, conflicts_with_all = ["jail", "min_reporters", "family"])]
-        all: bool,
-        /// Only bans from this jail.
-        #[arg(long)]
-        jail: Option<String>,
-        /// Only addresses at least this many hosts banned (an operator's ban always counts).
-        #[arg(long, default_value_t = 1)]
-        min_reporters: usize,
-        /// Only IPv4 (4) or IPv6 (6) addresses.
-        #[arg(long, value_parser = commands::family)]
-        family: Option<Family>,
-        /// Table (nftables), set-name prefix (ipset) or address list (MikroTik).
-        #[arg(long, default_value = "shared-f2b", value_parser = commands::list_name)]
-        name: String,
-        /// misp-feed: the feed's directory (created; updated in place on the next run).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// misp-feed: only bans newer than this (e.g. 30d); default: the whole archive.
-        #[arg(long, value_parser = commands::since)]
-        since: Option<SystemTime>,
-    },
+    Export(Export),
     /// Send the MISP feed's events to a MISP instance's REST API (created, or updated in place).
     MispPush {
         /// The MISP instance, e.g. https://misp.example.org
@@ -101,6 +77,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+// `export`'s arguments (the variant's doc comment is its help).
+#[derive(clap::Args)]
+struct Export {
+    #[arg(long, value_enum, default_value = "plain")]
+    format: Format,
+    /// Every address ever banned, with its ban count.
+    #[arg(long, conflicts_with_all = ["jail", "min_reporters", "family"])]
+    all: bool,
+    /// Only bans from this jail.
+    #[arg(long)]
+    jail: Option<String>,
+    /// Only addresses at least this many hosts banned (an operator's ban always counts).
+    #[arg(long, default_value_t = 1)]
+    min_reporters: usize,
+    /// Only IPv4 (4) or IPv6 (6) addresses.
+    #[arg(long, value_parser = commands::family)]
+    family: Option<Family>,
+    /// Table (nftables), set-name prefix (ipset) or address list (MikroTik).
+    #[arg(long, default_value = "shared-f2b", value_parser = commands::list_name)]
+    name: String,
+    /// misp-feed: the feed's directory (created; updated in place on the next run).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// misp-feed: only bans newer than this (e.g. 30d); default: the whole archive.
+    #[arg(long, value_parser = commands::since)]
+    since: Option<SystemTime>,
 }
 
 #[tokio::main]
@@ -162,43 +166,7 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
             Ok(commands::history(&db, &filter, json).await?)
         }
         Command::Active { json } => Ok(commands::active(&db, config, json).await?),
-        Command::Export {
-            format: Format::MispFeed,
-            out,
-            since,
-            all,
-            jail,
-            family,
-            ..
-        } => {
-            anyhow::ensure!(
-                !all && jail.is_none() && family.is_none(),
-                "--all, --jail and --family are for the lists; the MISP feed holds every ban"
-            );
-            let out = out.ok_or_else(|| anyhow::anyhow!("--format misp-feed needs --out DIR"))?;
-            Ok(commands::misp_feed(&db, config, &out, since).await?)
-        }
-        Command::Export {
-            format,
-            all,
-            jail,
-            min_reporters,
-            family,
-            name,
-            out,
-            since,
-        } => {
-            anyhow::ensure!(
-                out.is_none() && since.is_none(),
-                "--out and --since are for --format misp-feed; a list goes to standard output"
-            );
-            let filter = Filter {
-                jail,
-                min_reporters,
-                family,
-            };
-            Ok(commands::export(&db, config, format, all, &filter, &name).await?)
-        }
+        Command::Export(args) => export(&db, config, args).await,
         Command::MispPush {
             url,
             key_file,
@@ -206,4 +174,36 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
         } => Ok(commands::misp_push(&db, config, &url, &key_file, since).await?),
         Command::Stats { json } => Ok(commands::stats(&db, json).await?),
     }
+}
+
+/// `export`: a list to standard output, or the MISP feed's directory.
+async fn export(db: &Db, config: &Config, args: Export) -> anyhow::Result<()> {
+    let Export {
+        format,
+        all,
+        jail,
+        min_reporters,
+        family,
+        name,
+        out,
+        since,
+    } = args;
+    if format == Format::MispFeed {
+        anyhow::ensure!(
+            !all && jail.is_none() && family.is_none(),
+            "--all, --jail and --family are for the lists; the MISP feed holds every ban"
+        );
+        let out = out.ok_or_else(|| anyhow::anyhow!("--format misp-feed needs --out DIR"))?;
+        return Ok(commands::misp_feed(db, config, &out, since).await?);
+    }
+    anyhow::ensure!(
+        out.is_none() && since.is_none(),
+        "--out and --since are for --format misp-feed; a list goes to standard output"
+    );
+    let filter = Filter {
+        jail,
+        min_reporters,
+        family,
+    };
+    Ok(commands::export(db, config, format, all, &filter, &name).await?)
 }

@@ -147,44 +147,14 @@ async fn follow(
     }
     // The first connect stored a permit; only later reconnects mean something may be missed.
     let _ = conn.connected.notified().now_or_never();
-    let mut held_tick = tokio::time::interval(HELD_EVERY);
-    let mut check_tick = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
     tracing::info!(apply = ?sub.apply, jails = ?sub.jails,
         cursor = ?running.state.cursor(&config.nats.stream), "following");
     // systemd hears READY once live events flow; `/healthz` says `starting` until the first
     // catch-up ended (a large backfill must not run into the unit's start timeout).
     notify_ready();
-    let result = loop {
-        running.start_fetch(&pages);
-        let retry_at = running.schedule.retry_at();
-        let flow = tokio::select! {
-            _ = shutdown.cancelled() => Ok(Flow::Stop),
-            // Tasks end when told to stop; before that, an end is a failure.
-            ended = tasks.ended() => match shutdown.is_cancelled() {
-                true => Ok(Flow::Stop),
-                false => Err(ended.into()),
-            },
-            // Reconnected or messages dropped: live delivery may have missed events.
-            _ = conn.connected.notified() => running.want(),
-            _ = conn.lagged.notified() => running.want(),
-            _ = check_tick.tick() => running.want(),
-            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)),
-                if retry_at.is_some() => Ok(Flow::Continue),
-            _ = held_tick.tick() => running.upkeep(),
-            fetched = pages.recv() => {
-                running.on_fetched(fetched.expect("the daemon holds a sender")).await
-            }
-            msgs = live.next() => match msgs {
-                Some(msgs) => running.on_live(msgs).await,
-                None => Err(DaemonError::LiveEnded),
-            },
-        };
-        match flow {
-            Ok(Flow::Continue) => {}
-            Ok(Flow::Stop) => break Ok(()),
-            Err(e) => break Err(e),
-        }
-    };
+    let result = running
+        .dispatch(&mut live, &conn, &mut pages, tasks, shutdown)
+        .await;
     running.close(shutdown).await;
     result
 }
@@ -258,6 +228,51 @@ impl<'a> Running<'a> {
 }
 
 impl Running<'_> {
+    /// Hands each live batch, catch-up page and tick to its handler until shutdown, a part's
+    /// end or a failure.
+    async fn dispatch(
+        &mut self,
+        live: &mut (impl futures::Stream<Item = Vec<async_nats::Message>> + Unpin),
+        conn: &nats::Connection,
+        pages: &mut mpsc::Receiver<Fetched>,
+        tasks: &mut Tasks,
+        shutdown: &CancellationToken,
+    ) -> Result<(), DaemonError> {
+        let mut held_tick = tokio::time::interval(HELD_EVERY);
+        let mut check_tick = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
+        loop {
+            self.start_fetch(pages);
+            let retry_at = self.schedule.retry_at();
+            let flow = tokio::select! {
+                _ = shutdown.cancelled() => Ok(Flow::Stop),
+                // Tasks end when told to stop; before that, an end is a failure.
+                ended = tasks.ended() => match shutdown.is_cancelled() {
+                    true => Ok(Flow::Stop),
+                    false => Err(ended.into()),
+                },
+                // Reconnected or messages dropped: live delivery may have missed events.
+                _ = conn.connected.notified() => self.want(),
+                _ = conn.lagged.notified() => self.want(),
+                _ = check_tick.tick() => self.want(),
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)),
+                    if retry_at.is_some() => Ok(Flow::Continue),
+                _ = held_tick.tick() => self.upkeep(),
+                fetched = pages.recv() => {
+                    self.on_fetched(fetched.expect("the daemon holds a sender")).await
+                }
+                msgs = live.next() => match msgs {
+                    Some(msgs) => self.on_live(msgs).await,
+                    None => Err(DaemonError::LiveEnded),
+                },
+            };
+            match flow {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Stop) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        }
+    }
+
     /// Starts the catch-up that is due, if one is; a fetch that ended without its last word
     /// (it panicked) counts as failed.
     fn start_fetch(&mut self, pages: &mpsc::Receiver<Fetched>) {

@@ -428,22 +428,18 @@ impl Snapshot {
             .collect()
     }
 
-    /// The addresses on the list at `now`, in address order, and the next moment the list can
-    /// change by time alone (a ban or an order ending).
-    pub fn list(&self, now: SystemTime, filter: &Filter) -> (Vec<Listed>, Option<SystemTime>) {
-        let now_ms = ms(now);
-        let mut next: Option<i64> = None;
-        let mut soonest = |end: Option<i64>| {
-            if let Some(end) = end.filter(|end| *end > now_ms) {
-                next = Some(next.map_or(end, |n| n.min(end)));
-            }
-        };
-        let live = |end: Option<i64>| in_force_at(end, now_ms);
+    /// The nets the pardons and allows in force shield, and the operators' bans in force by
+    /// address; `soonest` is told when each order ends.
+    fn orders_in_force(
+        &self,
+        now_ms: i64,
+        soonest: &mut impl FnMut(Option<i64>),
+    ) -> (Vec<IpNet>, HashMap<IpAddr, OperatorBan<'_>>) {
         let mut shields = Vec::new();
         let mut operator_bans: HashMap<IpAddr, OperatorBan> = HashMap::new();
         for o in &self.orders {
             soonest(o.until_ms);
-            if !live(o.until_ms) {
+            if !in_force_at(o.until_ms, now_ms) {
                 continue;
             }
             if o.control.shields() {
@@ -461,6 +457,21 @@ impl Snapshot {
                 entry.last_ms = entry.last_ms.max(made);
             }
         }
+        (shields, operator_bans)
+    }
+
+    /// The addresses on the list at `now`, in address order, and the next moment the list can
+    /// change by time alone (a ban or an order ending).
+    pub fn list(&self, now: SystemTime, filter: &Filter) -> (Vec<Listed>, Option<SystemTime>) {
+        let now_ms = ms(now);
+        let mut next: Option<i64> = None;
+        let mut soonest = |end: Option<i64>| {
+            if let Some(end) = end.filter(|end| *end > now_ms) {
+                next = Some(next.map_or(end, |n| n.min(end)));
+            }
+        };
+        let live = |end: Option<i64>| in_force_at(end, now_ms);
+        let (shields, mut operator_bans) = self.orders_in_force(now_ms, &mut soonest);
         let wanted = |ip: IpAddr| {
             filter.family.is_none_or(|f| f.holds(ip))
                 && !never_listed(ip, &self.never)

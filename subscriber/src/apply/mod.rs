@@ -114,6 +114,36 @@ pub struct Applier {
 /// The file in `state_dir` holding the jail bantimes to put back.
 const RESTORE_FILE: &str = "bantime-restore.json";
 
+/// One line of the `log` mode's file for the shipped filter: `<epoch> [<ip>] <jail> <origin>`.
+fn log_line(e: &shared_f2b::event::Event) -> String {
+    let epoch = e.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!(
+        "{} [{}] {} {}\n",
+        epoch.as_secs(),
+        e.ip,
+        e.jail,
+        tame(&e.origin)
+    )
+}
+
+/// The unbans per local jail, in chunks.
+fn unban_ops(unbans: &[(String, IpNet)]) -> Vec<Op> {
+    let mut by_jail: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
+    for (jail, ip) in unbans {
+        by_jail.entry(jail).or_default().push(*ip);
+    }
+    let mut ops = Vec::new();
+    for (jail, ips) in by_jail {
+        for chunk in ips.chunks(CHUNK) {
+            ops.push(Op::Unban {
+                jail: jail.to_owned(),
+                ips: chunk.to_vec(),
+            });
+        }
+    }
+    ops
+}
+
 /// Text safe to hand to Fail2Ban and to put in its log: printable ASCII without `<`/`>`.
 fn tame(text: &str) -> String {
     text.chars()
@@ -242,33 +272,12 @@ impl Applier {
             }
             ApplyMode::Log => {
                 if !rest.is_empty() {
-                    let mut lines = String::new();
-                    for PlannedBan { event: e, .. } in rest {
-                        let epoch = e.time.duration_since(UNIX_EPOCH).unwrap_or_default();
-                        lines.push_str(&format!(
-                            "{} [{}] {} {}\n",
-                            epoch.as_secs(),
-                            e.ip,
-                            e.jail,
-                            tame(&e.origin)
-                        ));
-                    }
+                    let lines = rest.iter().map(|b| log_line(&b.event)).collect();
                     ops.push(Op::Log { lines });
                 }
             }
         }
-        let mut unban_by_jail: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
-        for (jail, ip) in unbans {
-            unban_by_jail.entry(jail).or_default().push(*ip);
-        }
-        for (jail, ips) in unban_by_jail {
-            for chunk in ips.chunks(CHUNK) {
-                ops.push(Op::Unban {
-                    jail: jail.to_owned(),
-                    ips: chunk.to_vec(),
-                });
-            }
-        }
+        ops.extend(unban_ops(unbans));
         if !lifts.is_empty() {
             ops.push(Op::Lift {
                 nets: lifts.to_vec(),

@@ -248,6 +248,19 @@ impl Asker {
     }
 
     /// Sends the pages; the final report is returned (`None` when the daemon went away).
+    /// The first request of a catch-up of `kind` after stream sequence `after`.
+    fn request(&self, kind: ReplayKind, after: u64) -> ReplayRequest {
+        ReplayRequest {
+            kind,
+            jails: self.jails.clone(),
+            exclude_origin: self.exclude_origin.clone(),
+            after,
+            until_seq: None,
+            limit: MAX_PAGE,
+            since_ms: None,
+        }
+    }
+
     async fn fetch(
         &self,
         plan: Plan,
@@ -258,15 +271,7 @@ impl Asker {
             Plan::Backfill => (ReplayKind::Active, 0),
             Plan::Since(after) => (ReplayKind::Since, after),
         };
-        let mut req = ReplayRequest {
-            kind,
-            jails: self.jails.clone(),
-            exclude_origin: self.exclude_origin.clone(),
-            after,
-            until_seq: None,
-            limit: MAX_PAGE,
-            since_ms: None,
-        };
+        let mut req = self.request(kind, after);
         let mut events = 0u64;
         if kind == ReplayKind::Active && !self.send_controls(tx).await {
             return Ok(None);
