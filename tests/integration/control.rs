@@ -578,6 +578,7 @@ async fn prefixes_and_escalation_on_real_jails() {
     // Back after its ban ended: twice the bantime it asked for.
     ban_for(&alice, "192.0.2.160", 1);
     wait_held(&bob, "shared", "192.0.2.160").await;
+    // Kept: what must pass is the 1 s ban's end by the clock (the jail holds it longer).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     ban_for(&alice, "192.0.2.160", 600);
     wait_for(WAIT, "the repeat bantime", || async {
@@ -594,6 +595,7 @@ async fn prefixes_and_escalation_on_real_jails() {
     // A new host learns the earlier bans from the archive: the next one is a repeat there too.
     ban_for(&alice, "192.0.2.170", 1);
     wait_held(&bob, "shared", "192.0.2.170").await;
+    // Kept: as above, the 1 s ban's end by the clock.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let erin = site::host(s.dir.path(), "erin", &s.url, "ban", rules, true);
     assert!(
