@@ -12,7 +12,6 @@ pub mod config;
 pub mod control;
 pub mod event;
 pub mod health;
-pub mod http;
 pub mod inbound;
 pub mod metrics;
 pub mod nats;

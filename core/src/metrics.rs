@@ -1,16 +1,10 @@
 //! Prometheus metrics and health over HTTP (`metrics_listen`, off by default), and systemd
 //! readiness: what the daemons share to be observed like any well-kept service.
 
-use crate::health::Health;
-use crate::tasks::Tasks;
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 
 /// A label set like `[("reason", "spoofed_origin")]`.
 pub type Labels = Vec<(String, String)>;
@@ -35,86 +29,6 @@ pub fn size_histogram() -> Histogram {
 
 /// A gauge family keyed by one label (e.g. bans held per origin).
 pub type GaugeFamily = Family<Labels, Gauge>;
-
-/// Runs [`serve`] as the supervised task `http` when `listen` is set.
-pub fn spawn_server(
-    tasks: &mut Tasks,
-    listen: Option<SocketAddr>,
-    registry: Arc<Registry>,
-    health: &Health,
-    shutdown: &CancellationToken,
-) {
-    if let Some(addr) = listen {
-        tasks.spawn(
-            "http",
-            serve(addr, registry, health.clone(), shutdown.clone()),
-        );
-    }
-}
-
-/// Serves `/metrics` (Prometheus text) and `/healthz` (200 when started and every component
-/// answers, else 503; the body names each component) on `addr` until `shutdown`.
-pub async fn serve(
-    addr: SocketAddr,
-    registry: Arc<Registry>,
-    health: Health,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    use axum::http::{StatusCode, header};
-    use axum::routing::get;
-    let metrics = get(move || {
-        let registry = registry.clone();
-        async move {
-            let mut body = String::new();
-            match encode(&mut body, &registry) {
-                Ok(()) => (
-                    StatusCode::OK,
-                    [(
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    body,
-                ),
-                Err(_) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                    "encoding failed\n".to_owned(),
-                ),
-            }
-        }
-    });
-    let health = get(move || {
-        let report = health.report();
-        async move {
-            let code = if report.healthy {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            (code, report.text)
-        }
-    });
-    let app = axum::Router::new()
-        .route("/metrics", metrics)
-        .route("/healthz", health);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    tracing::info!(%addr, "serving /metrics and /healthz");
-    crate::http::serve(listener, app, shutdown).await
-}
-
-/// Tells systemd (`Type=notify`) the daemon is ready; a no-op outside systemd.
-pub fn notify_ready() {
-    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-        tracing::warn!(error = %e, "cannot notify systemd");
-    }
-}
-
-/// Tells systemd the daemon is stopping.
-pub fn notify_stopping() {
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-}
 
 /// A plain HTTP/1.0 GET on loopback-style endpoints: (status code, body).
 async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {

@@ -16,7 +16,7 @@ use futures::{FutureExt, StreamExt};
 use shared_f2b::config::ApplyMode;
 use shared_f2b::config::Config;
 use shared_f2b::health::{self, Health};
-use shared_f2b::metrics::{notify_ready, notify_stopping, spawn_server};
+use shared_f2b_serve::{notify_ready, notify_stopping, spawn_server};
 use shared_f2b::nats;
 use shared_f2b::publish::Sender;
 use shared_f2b::spool::Spool;

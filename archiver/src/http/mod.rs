@@ -93,5 +93,5 @@ async fn serve(
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     tracing::info!(%addr, "serving the feeds (/v1/blocklist, /v1/history) and the site page (/)");
-    shared_f2b::http::serve(listener, app, shutdown).await
+    shared_f2b_serve::http::serve(listener, app, shutdown).await
 }
