@@ -280,12 +280,7 @@ async fn history(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
-        q.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::http::params::pairs;
 
     #[test]
     fn parameters_are_checked() {

@@ -95,15 +95,17 @@ pub fn ip(value: Option<&&str>) -> Result<std::net::IpAddr, BadParameter> {
     })
 }
 
+/// A query as the handlers get it, from `(name, value)` pairs (for tests).
+#[cfg(test)]
+pub(crate) fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
+    q.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
-        q.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn only_known_names_each_once() {
