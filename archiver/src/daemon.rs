@@ -6,9 +6,9 @@ use crate::metrics::Metrics;
 use crate::{catchup_service, consumer, http, ingest, store};
 use shared_f2b::Config;
 use shared_f2b::health::{self, Check, Health};
-use shared_f2b_serve::{notify_ready, notify_stopping, spawn_server};
 use shared_f2b::nats;
 use shared_f2b::tasks::{TaskEnded, Tasks};
+use shared_f2b_serve::{notify_ready, notify_stopping, spawn_server};
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 

@@ -92,4 +92,3 @@ pub fn notify_ready() {
 pub fn notify_stopping() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 }
-

@@ -142,6 +142,22 @@ impl Site {
         }
         Ok(())
     }
+
+    /// Waits (at most [`AFTER_WAIT`]) until the archive holds event `after`, which the page saw
+    /// live — only for an event that was seen live, and a few requests at a time
+    /// ([`AFTER_WAITERS`]); the others are answered at once.
+    async fn wait_for(&self, after: u64) -> Result<(), HttpError> {
+        let seen = after <= self.live.last_seq();
+        if let Ok(_waiting) = self.waits.try_acquire()
+            && seen
+        {
+            let started = Instant::now();
+            while self.shared.committed().await? < after && started.elapsed() < AFTER_WAIT {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The page and its assets: served to anyone, they hold no data.
@@ -300,24 +316,6 @@ async fn bans(
     };
     let page = tokio::task::block_in_place(|| view.page(&search, sort, descending, offset, limit));
     Ok(data(page))
-}
-
-impl Site {
-    /// Waits (at most [`AFTER_WAIT`]) until the archive holds event `after`, which the page saw
-    /// live — only for an event that was seen live, and a few requests at a time
-    /// ([`AFTER_WAITERS`]); the others are answered at once.
-    async fn wait_for(&self, after: u64) -> Result<(), HttpError> {
-        let seen = after <= self.live.last_seq();
-        if let Ok(_waiting) = self.waits.try_acquire()
-            && seen
-        {
-            let started = Instant::now();
-            while self.shared.committed().await? < after && started.elapsed() < AFTER_WAIT {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        Ok(())
-    }
 }
 
 async fn address(
