@@ -6,7 +6,9 @@
 //! - `allow`: the same for a net meant to stay allowed (a partner's gateway, a probe); by default
 //!   until revoked;
 //! - `revoke`: end a pardon or allow early (names it by id);
-//! - `ban`: ban one address everywhere, as if every host had reported it.
+//! - `ban`: ban one address everywhere, as if every host had reported it;
+//! - `key`: a key record, vouching that a public key is a host's from `since` until `until`
+//!   (see [`crate::keyring`]).
 //!
 //! Like [`crate::event`], everything that crosses the wire goes through [`Control::decode`] /
 //! [`Control::encode`], so the checks live here once.
@@ -32,6 +34,7 @@ pub enum ControlKind {
     Allow,
     Revoke,
     Ban,
+    Key,
 }
 
 impl ControlKind {
@@ -42,6 +45,7 @@ impl ControlKind {
             ControlKind::Allow => "allow",
             ControlKind::Revoke => "revoke",
             ControlKind::Ban => "ban",
+            ControlKind::Key => "key",
         }
     }
 
@@ -52,6 +56,7 @@ impl ControlKind {
             ControlKind::Allow,
             ControlKind::Revoke,
             ControlKind::Ban,
+            ControlKind::Key,
         ]
         .into_iter()
         .find(|k| k.as_str() == word)
@@ -79,6 +84,21 @@ pub struct Control {
     pub until: Option<SystemTime>,
     /// Why, in the operator's words (shown in logs, `list` and the archive).
     pub reason: String,
+    /// A key record: the host the key is vouched for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// A key record: the host's public key (nkeys `U…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+    /// A key record: from when the key speaks for the host (its end is `until`).
+    #[serde(default, with = "opt_rfc3339", skip_serializing_if = "Option::is_none")]
+    pub since: Option<SystemTime>,
+    /// The signing operator's public key, the key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The signature over [`crate::signing::control_bytes`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
 }
 
 /// Why a control event was refused.
@@ -98,6 +118,12 @@ pub enum ControlError {
     Unexpected(&'static str, &'static str),
     #[error("it ends before it starts")]
     EndsBeforeStart,
+    #[error("a key record names the host its key is for")]
+    NoHost,
+    #[error("a key record's key {0:?} is not an nkeys user public key (U…)")]
+    BadHostKey(String),
+    #[error("a key record says since when its key holds")]
+    NoSince,
     #[error(transparent)]
     Event(#[from] EventError),
 }
@@ -171,6 +197,42 @@ impl Control {
             time,
             until: until.map(millis),
             reason: reason.to_owned(),
+            host: None,
+            host_key: None,
+            since: None,
+            key: None,
+            sig: None,
+        };
+        control.validate()?;
+        Ok(control)
+    }
+
+    /// A key record: `host_key` is `host`'s from `since` until `until` (never ends: `None`).
+    pub fn key_record(
+        operator: &str,
+        host: &str,
+        host_key: &str,
+        since: SystemTime,
+        until: Option<SystemTime>,
+        reason: &str,
+    ) -> Result<Control, ControlError> {
+        let time = millis(SystemTime::now());
+        let control = Control {
+            v: SCHEMA_VERSION,
+            id: Uuid::now_v7(),
+            operator: operator.to_owned(),
+            kind: ControlKind::Key,
+            net: None,
+            revokes: None,
+            time,
+            // A removal ends a key now: the record may be made a moment after the end it states.
+            until: until.map(|u| millis(u).max(time)),
+            reason: reason.to_owned(),
+            host: Some(host.to_owned()),
+            host_key: Some(host_key.to_owned()),
+            since: Some(millis(since)),
+            key: None,
+            sig: None,
         };
         control.validate()?;
         Ok(control)
@@ -256,6 +318,19 @@ impl Control {
                     return Err(ControlError::Unexpected(kind, "revokes"));
                 }
             }
+            ControlKind::Key => {
+                let host = self.host.as_deref().ok_or(ControlError::NoHost)?;
+                validate_host(host)?;
+                let key = self.host_key.as_deref().unwrap_or_default();
+                crate::signing::PublicKey::parse(key)
+                    .map_err(|_| ControlError::BadHostKey(key.to_owned()))?;
+                if self.since.is_none() {
+                    return Err(ControlError::NoSince);
+                }
+                if self.net.is_some() || self.revokes.is_some() {
+                    return Err(ControlError::Unexpected(kind, "net or revokes"));
+                }
+            }
             ControlKind::Revoke => {
                 if self.revokes.is_none() {
                     return Err(ControlError::NoRevokes);
@@ -267,6 +342,10 @@ impl Control {
                     return Err(ControlError::Unexpected(kind, "until"));
                 }
             }
+        }
+        let keyish = self.host.is_some() || self.host_key.is_some() || self.since.is_some();
+        if self.kind != ControlKind::Key && keyish {
+            return Err(ControlError::Unexpected(kind, "host, host_key or since"));
         }
         if self.until.is_some_and(|u| u < self.time) {
             return Err(ControlError::EndsBeforeStart);

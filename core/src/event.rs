@@ -53,6 +53,12 @@ pub struct Event {
     pub time: SystemTime,
     pub bantime: i64,
     pub failures: u32,
+    /// The signer's public key (nkeys `U…`), the key id; absent on unsigned events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The signature over [`crate::signing::event_bytes`] (base64url, no padding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
 }
 
 /// Why an event or one of its fields was refused.
@@ -180,6 +186,8 @@ impl Event {
             time: truncate_to_millis(time),
             bantime,
             failures,
+            key: None,
+            sig: None,
         };
         event.validate()?;
         Ok(event)

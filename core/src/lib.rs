@@ -5,7 +5,8 @@
 //! → [`publish`] (send, wait for the ack) or [`spool`] (keep it until the server is back);
 //! on the other side [`inbound`] (decode and cross-check a received message) and [`replay`]
 //! (the archiver's catch-up protocol). Operators' orders (pardon, allow, revoke, ban) are
-//! [`control`] events on their own subjects.
+//! [`control`] events on their own subjects. Events and orders are signed ([`signing`]); the
+//! operators vouch for host keys in key records, which a reader keeps in its [`keyring`].
 
 pub mod cli;
 pub mod config;
@@ -13,11 +14,13 @@ pub mod control;
 pub mod event;
 pub mod health;
 pub mod inbound;
+pub mod keyring;
 pub mod metrics;
 pub mod nats;
 pub mod publish;
 pub mod replay;
 pub mod shutdown;
+pub mod signing;
 pub mod spool;
 pub mod standing;
 pub mod subject;

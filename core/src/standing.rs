@@ -166,7 +166,7 @@ fn read<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<Option<T
     }
 }
 
-fn write<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+pub(crate) fn write<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;

@@ -1,0 +1,268 @@
+//! The keyring: which public key belongs to which host, since when and until when, as the
+//! operators said it in key records (control events of kind `key`, signed by an operator key the
+//! reader trusts). A record not signed by a trusted operator key is never taken, so a broker (or
+//! anyone who can publish on the control subjects) cannot add a key.
+//!
+//! For each key the newest record (by its time, then id) holds: `host add` says "this key is
+//! alice's from now on", `host rotate` adds the new key and ends the old one after the grace,
+//! `host remove` ends it now. A reader keeps the records themselves (`keyring.json` in the
+//! subscriber's `state_dir`) and checks them again when it loads them.
+
+use crate::control::{Control, ControlKind};
+use crate::event::{Event, MAX_SKEW};
+use crate::signing::{OperatorKeys, PublicKey, SigError, event_bytes};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// The file in a subscriber's `state_dir`.
+pub const FILE: &str = "keyring.json";
+
+/// The file for a `state_dir`.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE)
+}
+
+/// One host key as the newest record for it says.
+#[derive(Debug, Clone)]
+pub struct HostKey {
+    pub host: String,
+    pub key: PublicKey,
+    pub since: SystemTime,
+    pub until: Option<SystemTime>,
+    /// The record that says so.
+    pub record: Control,
+}
+
+impl HostKey {
+    /// Whether an event made at `time` falls in the key's window.
+    fn covers(&self, time: SystemTime) -> bool {
+        time + MAX_SKEW >= self.since && self.until.is_none_or(|u| time < u)
+    }
+}
+
+/// What taking a key record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// It is now what the keyring says of its key.
+    New,
+    /// A record as new or newer was there already (a replay, or an older record).
+    Known,
+}
+
+/// The host keys an operator vouched for.
+#[derive(Debug, Clone, Default)]
+pub struct Keyring {
+    keys: HashMap<String, HostKey>,
+}
+
+impl Keyring {
+    /// Takes a key record signed by one of `operators`; anything else is refused with why.
+    pub fn take(&mut self, record: &Control, operators: &OperatorKeys) -> Result<Taken, SigError> {
+        operators.check(record)?;
+        let (Some(host), Some(text), Some(since)) = (&record.host, &record.host_key, record.since)
+        else {
+            return Err(SigError::BadSignature);
+        };
+        if record.kind != ControlKind::Key {
+            return Err(SigError::BadSignature);
+        }
+        let key = PublicKey::parse(text).map_err(|_| SigError::BadSignature)?;
+        if let Some(held) = self.keys.get(text) {
+            let newer = (record.time, record.id) > (held.record.time, held.record.id);
+            if !newer {
+                return Ok(Taken::Known);
+            }
+        }
+        self.keys.insert(
+            text.clone(),
+            HostKey {
+                host: host.clone(),
+                key,
+                since,
+                until: record.until,
+                record: record.clone(),
+            },
+        );
+        Ok(Taken::New)
+    }
+
+    /// The key an event names, if the keyring holds it.
+    pub fn get(&self, key: &str) -> Option<&HostKey> {
+        self.keys.get(key)
+    }
+
+    /// Every key, for `host list`-like reports.
+    pub fn keys(&self) -> impl Iterator<Item = &HostKey> {
+        self.keys.values()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Checks an event's signature: signed, by a key an operator vouched for as the event's
+    /// origin's, valid, in force when the event was made, and (`live`) still in force now.
+    pub fn check(&self, event: &Event, live: bool, now: SystemTime) -> Result<(), SigError> {
+        let (Some(key), Some(sig)) = (&event.key, &event.sig) else {
+            return Err(SigError::Unsigned);
+        };
+        let held = self
+            .keys
+            .get(key)
+            .filter(|k| k.host == event.origin)
+            .ok_or(SigError::UnknownKey)?;
+        if !held.key.verifies(&event_bytes(event), sig) {
+            return Err(SigError::BadSignature);
+        }
+        let still = !live || held.until.is_none_or(|u| now < u + MAX_SKEW);
+        if held.covers(event.time) && still {
+            Ok(())
+        } else {
+            Err(SigError::RevokedKey)
+        }
+    }
+
+    /// Reads the records kept in `path` and takes those `operators` signed (a missing file is an
+    /// empty keyring).
+    pub fn load(path: &Path, operators: &OperatorKeys) -> std::io::Result<Keyring> {
+        let mut ring = Keyring::default();
+        let records: Vec<Control> = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for record in records {
+            if record.validate().is_ok() {
+                let _ = ring.take(&record, operators);
+            }
+        }
+        Ok(ring)
+    }
+
+    /// Writes the records atomically (temp file, fsync, rename).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let mut records: Vec<&Control> = self.keys.values().map(|k| &k.record).collect();
+        records.sort_by_key(|r| (r.time, r.id));
+        crate::standing::write(path, &records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Action, parse_ip};
+    use crate::signing::Signer;
+    use std::time::Duration;
+
+    fn trusted(op: &Signer) -> OperatorKeys {
+        OperatorKeys::new(vec![PublicKey::parse(op.public_key()).unwrap()])
+    }
+
+    fn record(op: &Signer, host: &str, key: &Signer, until: Option<SystemTime>) -> Control {
+        let mut r = Control::key_record(
+            "admin",
+            host,
+            key.public_key(),
+            SystemTime::now() - Duration::from_secs(60),
+            until,
+            "host add",
+        )
+        .unwrap();
+        op.sign_control(&mut r);
+        r
+    }
+
+    fn ban(host: &str, key: &Signer, at: SystemTime) -> Event {
+        let mut e = Event::new(
+            Action::Ban,
+            host,
+            "sshd",
+            parse_ip("192.0.2.9").unwrap(),
+            at,
+            600,
+            1,
+        )
+        .unwrap();
+        key.sign_event(&mut e);
+        e
+    }
+
+    #[test]
+    fn events_verify_against_the_records_an_operator_signed() {
+        let (op, alice, bob) = (Signer::generate(), Signer::generate(), Signer::generate());
+        let ops = trusted(&op);
+        let mut ring = Keyring::default();
+        let now = SystemTime::now();
+        assert_eq!(
+            ring.check(&ban("alice", &alice, now), true, now),
+            Err(SigError::UnknownKey)
+        );
+        assert_eq!(ring.take(&record(&op, "alice", &alice, None), &ops), Ok(Taken::New));
+        assert_eq!(ring.check(&ban("alice", &alice, now), true, now), Ok(()));
+        // alice's key does not speak for bob.
+        assert_eq!(
+            ring.check(&ban("bob", &alice, now), true, now),
+            Err(SigError::UnknownKey)
+        );
+        // A record signed by anyone else is not taken.
+        let stranger = Signer::generate();
+        assert_eq!(
+            ring.take(&record(&stranger, "bob", &bob, None), &ops),
+            Err(SigError::UnknownKey)
+        );
+        let mut unsigned = record(&op, "bob", &bob, None);
+        unsigned.sig = None;
+        assert_eq!(ring.take(&unsigned, &ops), Err(SigError::Unsigned));
+        let mut bent = record(&op, "bob", &bob, None);
+        bent.host = Some("alice".into());
+        assert_eq!(ring.take(&bent, &ops), Err(SigError::BadSignature));
+        assert!(ring.get(bob.public_key()).is_none());
+    }
+
+    #[test]
+    fn an_ended_key_signs_nothing_after_its_end() {
+        let (op, alice) = (Signer::generate(), Signer::generate());
+        let ops = trusted(&op);
+        let mut ring = Keyring::default();
+        let now = SystemTime::now();
+        let added = record(&op, "alice", &alice, None);
+        ring.take(&added, &ops).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let end = now + Duration::from_secs(30);
+        let ended = record(&op, "alice", &alice, Some(end));
+        assert_eq!(ring.take(&ended, &ops), Ok(Taken::New));
+        // The older record, replayed, changes nothing.
+        assert_eq!(ring.take(&added, &ops), Ok(Taken::Known));
+        assert_eq!(ring.check(&ban("alice", &alice, now), true, now), Ok(()));
+        let later = end + Duration::from_secs(1);
+        assert_eq!(
+            ring.check(&ban("alice", &alice, later), false, later),
+            Err(SigError::RevokedKey)
+        );
+        // Made in time but arriving live long after the end: refused; from the archive: taken.
+        let late = end + MAX_SKEW + Duration::from_secs(1);
+        assert_eq!(
+            ring.check(&ban("alice", &alice, now), true, late),
+            Err(SigError::RevokedKey)
+        );
+        assert_eq!(ring.check(&ban("alice", &alice, now), false, late), Ok(()));
+        let mut forged = ban("alice", &alice, now);
+        forged.bantime = 60;
+        assert_eq!(ring.check(&forged, true, now), Err(SigError::BadSignature));
+    }
+
+    #[test]
+    fn the_kept_records_are_checked_again_on_load() {
+        let (op, alice) = (Signer::generate(), Signer::generate());
+        let ops = trusted(&op);
+        let mut ring = Keyring::default();
+        ring.take(&record(&op, "alice", &alice, None), &ops).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = path(dir.path());
+        ring.save(&file).unwrap();
+        assert!(Keyring::load(&file, &ops).unwrap().get(alice.public_key()).is_some());
+        let other = trusted(&Signer::generate());
+        assert!(Keyring::load(&file, &other).unwrap().is_empty());
+    }
+}
