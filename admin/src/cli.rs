@@ -86,6 +86,79 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Enrol, remove, rotate and list the hosts' keys (run on the NATS server's machine, with
+    /// `[admin] hosts_file` and `[trust] operator_seed_file`).
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
+    },
+    /// Make a new operator key pair: the seed goes to FILE (mode 0600), the public key
+    /// (for every host's `[trust] operator_keys`) is printed.
+    OperatorKey {
+        /// Where the seed goes (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+/// `host …`: enrolment.
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Enrol a host: a new key pair, its seed file (0600) and config in --out, its NATS user
+    /// in the hosts file, a key record every subscriber learns, and nats-server reloaded.
+    Add {
+        /// The host's name (its `host_id`).
+        name: String,
+        /// Where the host's NAME.seed and NAME.toml go.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// The seed's path on the host, as written into NAME.toml [default: where it is written].
+        #[arg(long, value_name = "PATH")]
+        seed_path: Option<PathBuf>,
+        /// Also print the seed on stdout.
+        #[arg(long)]
+        print_seed: bool,
+    },
+    /// Remove a host: its keys end now everywhere, its NATS user goes, its connections close.
+    Remove {
+        /// The host's name.
+        name: String,
+    },
+    /// Give a host a new key; the old one keeps working for --grace, then stops.
+    Rotate {
+        /// The host's name.
+        name: String,
+        /// How long the old key keeps working (0s: not at all) [default: 1h].
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = grace)]
+        grace: Duration,
+        /// Where the host's new NAME.seed and NAME.toml go (replacing the old ones).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// The seed's path on the host, as written into NAME.toml.
+        #[arg(long, value_name = "PATH")]
+        seed_path: Option<PathBuf>,
+        /// Also print the new seed on stdout.
+        #[arg(long)]
+        print_seed: bool,
+    },
+    /// List the enrolled hosts and their keys.
+    List {
+        /// The registry as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take keys whose grace is over out of the hosts file (run it from a timer after rotations).
+    Prune,
+}
+
+/// `--grace`: a duration (0s allowed).
+pub fn grace(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e}; use a duration such as 0s, 10m or 1h"))?;
+    if d > MAX_LASTS {
+        return Err("longer than 100 years".into());
+    }
+    Ok(d)
 }
 
 /// How long a pardon or allow holds.

@@ -15,6 +15,8 @@ use shared_f2b::nats::{self, Connection, Lifetime};
 pub async fn run(config: &Config, command: Command) -> Result<(), AdminError> {
     let order = match command {
         Command::List { json } => return list(config, json).await,
+        Command::Host { command } => return crate::enrol::run(config, command).await,
+        Command::OperatorKey { out } => return crate::enrol::operator_key(&out),
         Command::Pardon { ip, lasts, reason } => Order::Pardon {
             net: ip,
             lasts,
@@ -33,7 +35,10 @@ pub async fn run(config: &Config, command: Command) -> Result<(), AdminError> {
         },
     };
     // Checked before connecting: bad input publishes nothing.
-    let control = order.control(&config.host_id)?;
+    let mut control = order.control(&config.host_id)?;
+    if let Some(signer) = crate::enrol::operator_signer(config)? {
+        signer.sign_control(&mut control);
+    }
     let conn = connect(config).await?;
     if let Some(id) = control.revokes {
         check_revocable(config, &conn, id).await?;
@@ -53,7 +58,7 @@ pub async fn run(config: &Config, command: Command) -> Result<(), AdminError> {
     Ok(())
 }
 
-async fn connect(config: &Config) -> Result<Connection, AdminError> {
+pub async fn connect(config: &Config) -> Result<Connection, AdminError> {
     let timeout = config.publisher.timeout;
     Ok(nats::connect(&config.nats, &config.host_id, timeout, Lifetime::OneShot).await?)
 }
@@ -67,7 +72,7 @@ fn who(config: &Config) -> String {
 }
 
 /// A refusal names the user and what to do about it.
-fn refused(config: &Config, e: PublishError) -> AdminError {
+pub fn refused(config: &Config, e: PublishError) -> AdminError {
     match e {
         PublishError::Refused(reason) if refused_publish(&reason) => AdminError::NotOperator {
             who: who(config),
@@ -91,6 +96,14 @@ pub fn summary(c: &Control) -> String {
         ControlKind::Pardon => format!("{net} pardoned {}", ends(c)),
         ControlKind::Allow => format!("{net} allowed {}", ends(c)),
         ControlKind::Ban => format!("{net} banned {}", ends(c)),
+        ControlKind::Key => format!(
+            "key {} of host {} from {} {}",
+            c.host_key.as_deref().unwrap_or("-"),
+            c.host.as_deref().unwrap_or("-"),
+            c.since
+                .map_or("-".to_owned(), |s| humantime::format_rfc3339_seconds(s).to_string()),
+            ends(c)
+        ),
         ControlKind::Revoke => format!(
             "{} ends now",
             c.revokes.map(|id| id.to_string()).unwrap_or_default()

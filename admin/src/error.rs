@@ -34,6 +34,24 @@ pub enum AdminError {
     Publish(#[from] PublishError),
     #[error("{0}")]
     Archive(#[from] ArchiveError),
+    /// `host` needs the operator's key.
+    #[error(
+        "no operator key: set [trust] operator_seed_file (make one with \
+         `shared-f2b-admin operator-key --out FILE`); key records are signed with it"
+    )]
+    NoOperatorKey,
+    #[error("{0}")]
+    Key(#[from] shared_f2b::signing::KeyError),
+    #[error("invalid host name: {0}")]
+    BadHost(String),
+    #[error("host {0} is enrolled already (see `shared-f2b-admin host list`); nothing changed")]
+    HostExists(String),
+    #[error("host {0} is not enrolled (see `shared-f2b-admin host list`); nothing changed")]
+    NoSuchHost(String),
+    #[error("{} exists already; nothing changed (choose another --out)", .0.display())]
+    FileExists(std::path::PathBuf),
+    #[error("{0}")]
+    Hosts(#[from] crate::hosts::HostsError),
     /// `revoke` of something that is not a pardon or allow in force.
     #[error("not revoked: {id} is {what}; nothing was published")]
     NotRevocable { id: Uuid, what: String },
@@ -43,7 +61,13 @@ impl AdminError {
     /// 2 for bad input, 1 for the rest.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AdminError::Config(_) | AdminError::Order(_) => 2,
+            AdminError::Config(_)
+            | AdminError::Order(_)
+            | AdminError::BadHost(_)
+            | AdminError::HostExists(_)
+            | AdminError::NoSuchHost(_)
+            | AdminError::FileExists(_)
+            | AdminError::NoOperatorKey => 2,
             _ => 1,
         }
     }

@@ -1,10 +1,13 @@
 //! `shared-f2b-admin`: an operator's orders for the whole site (pardon, allow, revoke, ban) as
-//! control events on the stream, and what is in force now (from the archiver).
+//! signed control events on the stream, what is in force now (from the archiver), and the
+//! hosts' keys (`host add/remove/rotate/list/prune`).
 
 mod archive;
 mod cli;
 mod commands;
+mod enrol;
 mod error;
+mod hosts;
 mod order;
 mod publish;
 mod table;

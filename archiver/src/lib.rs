@@ -22,3 +22,4 @@ pub mod query;
 pub mod report;
 pub mod store;
 pub mod text;
+pub mod verify;

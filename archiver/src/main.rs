@@ -7,7 +7,7 @@ use shared_f2b::{Config, config, shutdown, telemetry};
 use shared_f2b_archiver::blocklist::format::Format;
 use shared_f2b_archiver::blocklist::{Family, Filter};
 use shared_f2b_archiver::query::HistoryFilter;
-use shared_f2b_archiver::{commands, daemon, db::Db};
+use shared_f2b_archiver::{commands, daemon, db::Db, verify};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +74,12 @@ enum Command {
     Health,
     /// Events per day, per origin and per jail.
     Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every archived event's and order's signature again: how many are signed, by
+    /// which keys, which fail (exit 1 if any does).
+    Verify {
         #[arg(long)]
         json: bool,
     },
@@ -173,6 +179,21 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
             since,
         } => Ok(commands::misp_push(&db, config, &url, &key_file, since).await?),
         Command::Stats { json } => Ok(commands::stats(&db, json).await?),
+        Command::Verify { json } => {
+            let operators = config.trust.operator_keys()?;
+            let report = verify::verify(&db, &operators).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", verify::render(&report));
+            }
+            anyhow::ensure!(
+                report.failed_total() == 0,
+                "{} signatures fail",
+                report.failed_total()
+            );
+            Ok(())
+        }
     }
 }
 

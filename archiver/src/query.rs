@@ -11,7 +11,8 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const EVENT_COLUMNS: &str = "SELECT b.id, b.event_id, b.origin, b.jail, b.ip_text, b.action, \
-    b.event_time_ms, b.bantime, b.failures, b.stream_seq, b.received_ms FROM f2b_events b";
+    b.event_time_ms, b.bantime, b.failures, b.stream_seq, b.received_ms, b.key_id, b.sig \
+    FROM f2b_events b";
 
 /// An archived event with where it sits.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ fn decode(row: &AnyRow) -> Result<Stored, sqlx::Error> {
         time: time(row.try_get("event_time_ms")?),
         bantime: row.try_get("bantime")?,
         failures: row.try_get::<i64, _>("failures")?.clamp(0, u32::MAX as i64) as u32,
+        key: row.try_get("key_id")?,
+        sig: row.try_get("sig")?,
     };
     Ok(Stored {
         row_id: row.try_get::<i64, _>("id")? as u64,
@@ -229,7 +232,8 @@ pub async fn since_page(
 }
 
 const CONTROL_COLUMNS: &str = "SELECT c.id, c.event_id, c.operator, c.kind, c.net_text, \
-    c.revokes, c.event_time_ms, c.until_ms, c.reason, c.stream_seq FROM f2b_control c";
+    c.revokes, c.event_time_ms, c.until_ms, c.reason, c.stream_seq, c.host, c.host_key, \
+    c.since_ms, c.key_id, c.sig FROM f2b_control c";
 
 /// An archived control event with where it sits.
 #[derive(Debug, Clone)]
@@ -259,6 +263,11 @@ fn decode_control(row: &AnyRow) -> Result<StoredControl, sqlx::Error> {
         time: time(row.try_get("event_time_ms")?),
         until: until.map(time),
         reason: row.try_get("reason")?,
+        host: row.try_get("host")?,
+        host_key: row.try_get("host_key")?,
+        since: row.try_get::<Option<i64>, _>("since_ms")?.map(time),
+        key: row.try_get("key_id")?,
+        sig: row.try_get("sig")?,
     };
     Ok(StoredControl {
         row_id: row.try_get::<i64, _>("id")? as u64,
@@ -267,10 +276,15 @@ fn decode_control(row: &AnyRow) -> Result<StoredControl, sqlx::Error> {
     })
 }
 
-/// A control event is in force while it is a pardon, allow or ban that has not ended, that no
+/// Key records are always "in force" (see [`shared_f2b::keyring`]). Another control event is
+/// in force while it is a pardon, allow or ban that has not ended, that no
 /// revoke names and (a ban) that no later pardon or allow covers.
 fn in_force_conditions(q: &mut QueryBuilder<Any>, now: SystemTime, until_seq: u64) {
     q.push(" AND c.stream_seq <= ").push_bind(until_seq as i64);
+    // Key records always: the keyring needs ended keys too, to check what they signed.
+    q.push(" AND (c.kind = ")
+        .push_bind(ControlKind::Key.as_str())
+        .push(" OR (1 = 1");
     q.push(" AND c.kind IN (")
         .push_bind(ControlKind::Pardon.as_str())
         .push(", ")
@@ -294,6 +308,7 @@ fn in_force_conditions(q: &mut QueryBuilder<Any>, now: SystemTime, until_seq: u6
             ") AND p.stream_seq > c.stream_seq AND c.net_lo BETWEEN p.net_lo AND p.net_hi \
              AND (p.net_text LIKE '%:%') = (c.net_text LIKE '%:%')))",
         );
+    q.push("))");
 }
 
 /// One page of the control events in force at `now`, archived up to stream sequence

@@ -9,7 +9,7 @@ use sqlx::{Any, QueryBuilder};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Rows per INSERT: at most 12 placeholders each stays under SQLite's 32,766 and MySQL's 65,535.
+/// Rows per INSERT: at most 17 placeholders each stays under SQLite's 32,766 and MySQL's 65,535.
 const ROWS_PER_INSERT: usize = 1000;
 /// Rows per retention DELETE, so one run never holds long locks.
 const ROWS_PER_DELETE: i64 = 10_000;
@@ -115,7 +115,7 @@ pub async fn insert(
     for chunk in events.chunks(ROWS_PER_INSERT) {
         let mut q: QueryBuilder<Any> = QueryBuilder::new(
             "INSERT INTO f2b_events (event_id, origin, jail, ip, ip_text, action, event_time_ms, \
-             bantime, expires_ms, failures, stream_seq, received_ms) ",
+             bantime, expires_ms, failures, stream_seq, received_ms, key_id, sig) ",
         );
         q.push_values(chunk, |mut row, a| {
             let e = &a.event;
@@ -130,7 +130,9 @@ pub async fn insert(
                 .push_bind(e.expires().map(ms))
                 .push_bind(i64::from(e.failures))
                 .push_bind(a.seq as i64)
-                .push_bind(received);
+                .push_bind(received)
+                .push_bind(e.key.clone())
+                .push_bind(e.sig.clone());
         });
         // Idempotent without INSERT IGNORE, which would also hide every other error.
         q.push(first_stored_wins(db.backend));
@@ -139,7 +141,8 @@ pub async fn insert(
     for chunk in controls.chunks(ROWS_PER_INSERT) {
         let mut q: QueryBuilder<Any> = QueryBuilder::new(
             "INSERT INTO f2b_control (event_id, operator, kind, net_text, net_lo, net_hi, \
-             revokes, event_time_ms, until_ms, reason, stream_seq, received_ms) ",
+             revokes, event_time_ms, until_ms, reason, stream_seq, received_ms, host, host_key, \
+             since_ms, key_id, sig) ",
         );
         q.push_values(chunk, |mut row, a| {
             let c = &a.control;
@@ -154,7 +157,12 @@ pub async fn insert(
                 .push_bind(c.until.map(ms))
                 .push_bind(c.reason.clone())
                 .push_bind(a.seq as i64)
-                .push_bind(received);
+                .push_bind(received)
+                .push_bind(c.host.clone())
+                .push_bind(c.host_key.clone())
+                .push_bind(c.since.map(ms))
+                .push_bind(c.key.clone())
+                .push_bind(c.sig.clone());
         });
         q.push(skip_duplicate_ids(db.backend));
         inserted.controls += q.build().execute(&mut *tx).await?.rows_affected();

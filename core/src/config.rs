@@ -82,6 +82,84 @@ pub struct Config {
     pub subscriber: SubscriberConfig,
     #[serde(default)]
     pub archiver: ArchiverConfig,
+    #[serde(default)]
+    pub trust: TrustConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[trust]`: which keys sign here and which operator keys this host believes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    /// The operators' public keys (nkeys `U…`) whose key records and orders this host takes.
+    pub operator_keys: Vec<String>,
+    /// More of them, one per line (`#` comments), read at start.
+    pub operator_keys_file: Option<PathBuf>,
+    /// The key this host signs its events with; default `[nats] nkey_seed_file` (the key that
+    /// logs it in).
+    pub seed_file: Option<PathBuf>,
+    /// An operator's own key, which signs `shared-f2b-admin`'s orders and key records.
+    pub operator_seed_file: Option<PathBuf>,
+}
+
+impl TrustConfig {
+    /// The trusted operator keys: `operator_keys` and the lines of `operator_keys_file`.
+    pub fn operator_keys(&self) -> Result<crate::signing::OperatorKeys, Invalid> {
+        let mut texts = self.operator_keys.clone();
+        if let Some(path) = &self.operator_keys_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Invalid::from(format!(
+                    "trust.operator_keys_file: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            texts.extend(
+                text.lines()
+                    .map(|l| l.split('#').next().unwrap_or("").trim())
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        let keys = texts
+            .iter()
+            .map(|t| crate::signing::PublicKey::parse(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Invalid::from(format!("trust.operator_keys: {e}")))?;
+        Ok(crate::signing::OperatorKeys::new(keys))
+    }
+
+    /// The seed this host signs with, if it signs.
+    pub fn signing_seed<'a>(&'a self, nats: &'a NatsConfig) -> Option<&'a Path> {
+        self.seed_file.as_deref().or(nats.nkey_seed_file.as_deref())
+    }
+}
+
+/// `[admin]`: what `shared-f2b-admin host` edits on the NATS server's machine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The hosts file the site's nats-server config includes (written whole by `host add`,
+    /// `remove`, `rotate`, `prune`); its registry is beside it (`<hosts_file>.json`).
+    pub hosts_file: PathBuf,
+    /// What makes nats-server read its config again (no shell; the first word is the program).
+    pub reload_command: Vec<String>,
+    /// The NATS URL written into new hosts' configs; default this config's first server.
+    pub host_nats_url: Option<String>,
+    /// Users kept by hand (the password users of before keys): its text goes inside the hosts
+    /// file's users list as it is.
+    pub legacy_hosts_file: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            hosts_file: "/etc/nats-server/hosts.conf".into(),
+            reload_command: vec!["nats-server".into(), "--signal".into(), "reload".into()],
+            host_nats_url: None,
+            legacy_hosts_file: None,
+        }
+    }
 }
 
 /// `[nats]`: how to reach the broker and where the events live.
@@ -210,6 +288,9 @@ pub struct SubscriberConfig {
     pub aggregate_ipv6_prefix: u8,
     /// Longer bans for addresses many hosts report, or that come back (off when absent).
     pub escalation: Option<EscalationConfig>,
+    /// Refuse unsigned events (and events whose signature does not check out) instead of
+    /// applying them with a warning once per origin.
+    pub require_signatures: bool,
 }
 
 /// `[subscriber.escalation]`: fleet-wide bantime escalation (`ban` mode).
@@ -272,6 +353,7 @@ impl Default for SubscriberConfig {
             aggregate_ipv4_prefix: 24,
             aggregate_ipv6_prefix: 48,
             escalation: None,
+            require_signatures: false,
         }
     }
 }
@@ -610,6 +692,24 @@ impl Config {
         }
         sub.check_prefixes()?;
         self.archiver.check()?;
+        for key in &self.trust.operator_keys {
+            crate::signing::PublicKey::parse(key)
+                .map_err(|e| Invalid::from(format!("trust.operator_keys: {e}")))?;
+        }
+        if sub.require_signatures
+            && self.trust.operator_keys.is_empty()
+            && self.trust.operator_keys_file.is_none()
+        {
+            return Err(Invalid::from(
+                "subscriber.require_signatures needs trust.operator_keys (or operator_keys_file): \
+                 the operator keys that vouch for the hosts' keys",
+            ));
+        }
+        if self.admin.reload_command.is_empty() {
+            return Err(Invalid::from(
+                "admin.reload_command: give the program and its arguments",
+            ));
+        }
         if let Some(esc) = &sub.escalation {
             if sub.apply != ApplyMode::Ban {
                 return Err(Invalid::from(

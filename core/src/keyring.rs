@@ -101,6 +101,10 @@ impl Keyring {
         self.keys.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Checks an event's signature: signed, by a key an operator vouched for as the event's
     /// origin's, valid, in force when the event was made, and (`live`) still in force now.
     pub fn check(&self, event: &Event, live: bool, now: SystemTime) -> Result<(), SigError> {
@@ -198,7 +202,10 @@ mod tests {
             ring.check(&ban("alice", &alice, now), true, now),
             Err(SigError::UnknownKey)
         );
-        assert_eq!(ring.take(&record(&op, "alice", &alice, None), &ops), Ok(Taken::New));
+        assert_eq!(
+            ring.take(&record(&op, "alice", &alice, None), &ops),
+            Ok(Taken::New)
+        );
         assert_eq!(ring.check(&ban("alice", &alice, now), true, now), Ok(()));
         // alice's key does not speak for bob.
         assert_eq!(
@@ -257,11 +264,17 @@ mod tests {
         let (op, alice) = (Signer::generate(), Signer::generate());
         let ops = trusted(&op);
         let mut ring = Keyring::default();
-        ring.take(&record(&op, "alice", &alice, None), &ops).unwrap();
+        ring.take(&record(&op, "alice", &alice, None), &ops)
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let file = path(dir.path());
         ring.save(&file).unwrap();
-        assert!(Keyring::load(&file, &ops).unwrap().get(alice.public_key()).is_some());
+        assert!(
+            Keyring::load(&file, &ops)
+                .unwrap()
+                .get(alice.public_key())
+                .is_some()
+        );
         let other = trusted(&Signer::generate());
         assert!(Keyring::load(&file, &other).unwrap().is_empty());
     }

@@ -139,7 +139,9 @@ impl Signer {
 
     /// The seed (`SU…`), for writing it to a file.
     pub fn seed(&self) -> String {
-        self.pair.seed().expect("a generated or read pair has its seed")
+        self.pair
+            .seed()
+            .expect("a generated or read pair has its seed")
     }
 
     /// The public key (`U…`), the key id.
@@ -226,6 +228,10 @@ impl OperatorKeys {
         self.0.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Checks an order's signature against the trusted operator keys.
     pub fn check(&self, control: &Control) -> Result<(), SigError> {
         let (Some(key), Some(sig)) = (&control.key, &control.sig) else {
@@ -282,9 +288,13 @@ mod tests {
     fn orders_need_a_trusted_operator_key() {
         let operator = Signer::generate();
         let trusted = OperatorKeys::new(vec![PublicKey::parse(operator.public_key()).unwrap()]);
-        let mut c =
-            Control::pardon("admin", crate::control::parse_net("192.0.2.1").unwrap(), None, "x")
-                .unwrap();
+        let mut c = Control::pardon(
+            "admin",
+            crate::control::parse_net("192.0.2.1").unwrap(),
+            None,
+            "x",
+        )
+        .unwrap();
         assert_eq!(trusted.check(&c), Err(SigError::Unsigned));
         operator.sign_control(&mut c);
         let c = Control::decode(&c.encode()).unwrap();

@@ -6,6 +6,7 @@ use shared_f2b::Config;
 use shared_f2b::event::{self, Action, Event, PERMANENT};
 use shared_f2b::nats::{self, Lifetime};
 use shared_f2b::publish::{SendError, Sender};
+use shared_f2b::signing::Signer;
 use shared_f2b::spool::Spool;
 use shared_f2b::standing::{self, Standing};
 use std::time::{Duration, Instant, SystemTime};
@@ -15,11 +16,19 @@ const DEFAULT_BANTIME: i64 = 600;
 
 /// Validates the ticket, applies the skip rules, and publishes (or spools) the event.
 pub async fn run(config: &Config, action: Action, args: &EventArgs) -> Outcome {
-    let event = match build_event(config, action, args) {
+    let mut event = match build_event(config, action, args) {
         Ok(Some(event)) => event,
         Ok(None) => return Outcome::Done,
         Err(why) => return Outcome::Usage(why.to_string()),
     };
+    // Signed with the key that logs this host in (or `[trust] seed_file`): the event proves
+    // who made it, whatever broker it crosses.
+    if let Some(seed) = config.trust.signing_seed(&config.nats) {
+        match Signer::from_file(seed) {
+            Ok(signer) => signer.sign_event(&mut event),
+            Err(e) => return Outcome::Failed(format!("cannot sign the event: {e}")),
+        }
+    }
     let spool = Spool::new(&config.publisher.spool_dir);
     let timeout = config.publisher.timeout;
     let conn = match nats::connect(&config.nats, &config.host_id, timeout, Lifetime::OneShot).await

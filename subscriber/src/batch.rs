@@ -68,7 +68,7 @@ impl Folded {
                 self.lifts.push(net);
                 self.lifts.extend(held);
             }
-            Decision::Ended { .. } => {}
+            Decision::Ended { .. } | Decision::Keyed { .. } => {}
             Decision::Drop { reason, .. } => {
                 if reason.is_rejection() {
                     self.rejected += 1;

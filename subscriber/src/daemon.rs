@@ -14,6 +14,8 @@ use crate::watch::watch;
 use crate::worker::{Flow, NotRecorded, Worker};
 use futures::{FutureExt, StreamExt};
 use shared_f2b::config::ApplyMode;
+use shared_f2b::control::ControlKind;
+use shared_f2b::signing::OperatorKeys;
 use shared_f2b::config::Config;
 use shared_f2b::health::{self, Health};
 use shared_f2b::nats;
@@ -50,6 +52,8 @@ pub enum DaemonError {
     Orders(std::io::Error),
     #[error("the live subscription ended")]
     LiveEnded,
+    #[error("{0}")]
+    Trust(#[from] shared_f2b::config::Invalid),
     #[error(transparent)]
     PartStopped(#[from] TaskEnded),
 }
@@ -58,11 +62,15 @@ pub enum DaemonError {
 /// ends, the epilogue runs: systemd hears STOPPING, the applier closes, the tasks are joined.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let sub = &config.subscriber;
-    let state =
-        State::open(&sub.state_dir, sub.max_bantime).map_err(|error| DaemonError::StateDir {
-            dir: sub.state_dir.clone(),
-            error,
-        })?;
+    let operators = config.trust.operator_keys()?;
+    let state_dir = |error| DaemonError::StateDir {
+        dir: sub.state_dir.clone(),
+        error,
+    };
+    let mut state = State::open(&sub.state_dir, sub.max_bantime).map_err(state_dir)?;
+    state.load_keyring(&operators).map_err(state_dir)?;
+    tracing::info!(operator_keys = operators.len(), host_keys = state.keyring.len(),
+        require_signatures = sub.require_signatures, "trust");
     tracing::info!(host = ?config.host_id, holdings = state.holdings.len(),
         cursor = ?state.cursor(&config.nats.stream), "subscriber starting");
 
@@ -86,7 +94,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             ),
         );
     }
-    let result = follow(&config, state, &metrics, &health, &mut tasks, &shutdown).await;
+    let result = follow(&config, state, operators, &metrics, &health, &mut tasks, &shutdown).await;
     // Also when `follow` failed before its own epilogue ran (a second time is harmless).
     notify_stopping();
     health.started(false);
@@ -102,6 +110,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
 async fn follow(
     config: &Config,
     state: State,
+    operators: OperatorKeys,
     metrics: &Metrics,
     health: &Health,
     tasks: &mut Tasks,
@@ -136,7 +145,7 @@ async fn follow(
     let (mut running, mut pages) = Running::new(
         config,
         state,
-        Admission::new(config, nats_servers),
+        Admission::new(config, nats_servers, operators),
         conn.client.clone(),
         health,
         metrics,
@@ -324,10 +333,16 @@ impl Running<'_> {
                 Ok(Flow::Continue)
             }
             Step::Controls { controls, high } => {
-                let new = self.state.standing.reconcile(controls, high);
+                // Key records go to the keyring (every one, ended keys too), the rest are the
+                // orders in force.
+                let (keys, orders): (Vec<_>, Vec<_>) = controls
+                    .into_iter()
+                    .partition(|c| c.control.kind == ControlKind::Key);
+                let new = self.state.standing.reconcile(orders, high);
                 self.state.standing_changed();
-                let items: Vec<Incoming> = new
+                let items: Vec<Incoming> = keys
                     .iter()
+                    .chain(new.iter())
                     .filter_map(|c| catchup::control_item(&self.prefix, c))
                     .collect();
                 if !items.is_empty() {

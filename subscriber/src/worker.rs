@@ -173,6 +173,13 @@ impl Worker<'_> {
                     operator = ?control.operator, reason = ?control.reason,
                     "operator's order revoked");
             }
+            Decision::Keyed { control } => {
+                self.metrics.order("key");
+                tracing::info!(id = %control.id, host = ?control.host, key = ?control.host_key,
+                    until = ?control.until.map(humantime::format_rfc3339_seconds),
+                    operator = ?control.operator, reason = ?control.reason,
+                    "host key record taken");
+            }
             Decision::Drop { reason, detail } if reason.is_rejection() => {
                 self.metrics.reject(reason.label());
                 // Subjects and details may hold anything a bad host put there: escaped.

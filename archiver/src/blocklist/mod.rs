@@ -394,6 +394,8 @@ impl Snapshot {
                 self.push_order(control);
             }
             ControlKind::Ban => self.push_order(control),
+            // A key record bans nothing.
+            ControlKind::Key => {}
         }
     }
 

@@ -27,6 +27,7 @@ use shared_f2b::config::Config;
 use shared_f2b::control::{Control, ControlKind, host_net as host, overlap};
 use shared_f2b::event::{Action, Event};
 use shared_f2b::inbound::decode_received;
+use shared_f2b::signing::{OperatorKeys, SigError};
 use shared_f2b::subject::is_control;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -71,6 +72,9 @@ pub enum Reason {
     Allowed,
     /// A revoke of no order in force.
     RevokesNothing,
+    /// The signature did not check out (`unsigned`, `bad_signature`, `unknown_key`,
+    /// `revoked_key`).
+    Signature(SigError),
 }
 
 impl Reason {
@@ -95,6 +99,7 @@ impl Reason {
             Reason::Pardoned => "pardoned",
             Reason::Allowed => "allowed",
             Reason::RevokesNothing => "revokes_nothing",
+            Reason::Signature(e) => e.reason(),
         }
     }
 
@@ -111,6 +116,7 @@ impl Reason {
                 | Reason::NatsServer
                 | Reason::Allowlisted
                 | Reason::RateLimited
+                | Reason::Signature(_)
         )
     }
 }
@@ -141,6 +147,8 @@ pub enum Decision {
     },
     /// A revoke ended an order (nothing to undo: what a pardon lifted stays lifted).
     Ended { control: Control, ended: Control },
+    /// A key record an operator signed is now in the keyring.
+    Keyed { control: Control },
     /// Lift the local ban of `target` in `jail`.
     Unban {
         jail: String,
@@ -200,12 +208,17 @@ pub struct Admission {
     limits: Limits,
     prefixes: Prefixes,
     escalation: Option<Escalation>,
+    /// The operator keys whose key records and orders are taken.
+    operators: OperatorKeys,
+    require_signatures: bool,
+    /// Origins already warned about for unsigned (or unknown-key) events.
+    warned: HashSet<String>,
 }
 
 impl Admission {
     /// The rules of `config`; `nats_servers` are the addresses the configured servers resolve
-    /// to.
-    pub fn new(config: &Config, nats_servers: Vec<IpAddr>) -> Admission {
+    /// to, `operators` the operator keys `[trust]` names.
+    pub fn new(config: &Config, nats_servers: Vec<IpAddr>, operators: OperatorKeys) -> Admission {
         let sub = &config.subscriber;
         Admission {
             prefix: config.nats.subject_prefix.clone(),
@@ -225,7 +238,49 @@ impl Admission {
                 .escalation
                 .clone()
                 .map(|rules| Escalation::new(rules, sub.max_bantime)),
+            operators,
+            require_signatures: sub.require_signatures,
+            warned: HashSet::new(),
         }
+    }
+
+    /// Whether an event's signature lets it through. Required: only a valid signature by a key
+    /// an operator vouched for as the origin's, in force when it was made. Not required (one
+    /// release, for sites moving to keys): unsigned events and keys not in the keyring pass
+    /// with a warning once per origin; a signature that does not verify or a revoked key is
+    /// still refused, since only a forger makes those.
+    fn signature(&mut self, event: &Event, live: bool, state: &State, now: SystemTime) -> Option<Decision> {
+        let error = state.keyring.check(event, live, now).err()?;
+        let lenient = matches!(error, SigError::Unsigned | SigError::UnknownKey);
+        if self.require_signatures || !lenient {
+            return Some(drop(
+                Reason::Signature(error),
+                format!("event {} from {:?}: {error}", event.id, event.origin),
+            ));
+        }
+        if self.warned.insert(event.origin.clone()) {
+            tracing::warn!(origin = ?event.origin, reason = error.reason(),
+                "applying events this host cannot verify (require_signatures = false); said once per origin");
+        }
+        None
+    }
+
+    /// Whether an order's signature lets it through (as [`Admission::signature`], against the
+    /// operator keys).
+    fn order_signature(&mut self, control: &Control) -> Option<Decision> {
+        let error = self.operators.check(control).err()?;
+        let lenient = matches!(error, SigError::Unsigned | SigError::UnknownKey);
+        if self.require_signatures || !lenient {
+            return Some(drop(
+                Reason::Signature(error),
+                format!("order {} by {:?}: {error}", control.id, control.operator),
+            ));
+        }
+        if self.warned.insert(format!("operator {}", control.operator)) {
+            tracing::warn!(operator = ?control.operator, reason = error.reason(),
+                "taking orders this host cannot verify (require_signatures = false); said once per operator");
+        }
+        None
     }
 
     /// An earlier ban from the archive's history, for escalation's repeat rule.
@@ -256,7 +311,6 @@ impl Admission {
             Err(r) if r.reason == "spoofed_origin" => return drop(Reason::SpoofedOrigin, r.detail),
             Err(r) => return drop(Reason::Invalid(r.reason), r.detail),
         };
-        event.clamp_time(now);
         if event.origin == self.host_id && !self.include_own {
             return drop(Reason::Own, "");
         }
@@ -270,6 +324,11 @@ impl Admission {
         if !self.limits.trusts(&event.origin) {
             return drop(Reason::Untrusted, "origin not in trusted_origins");
         }
+        // Checked on the time as signed, then clamped.
+        if let Some(refused) = self.signature(&event, live, state, now) {
+            return refused;
+        }
+        event.clamp_time(now);
         // Older than max_bantime: no ban of that age is still held here, and the replay guard
         // has forgotten it.
         let too_old = crate::state::guard::id_time(event.id)
@@ -479,7 +538,11 @@ mod tests {
         fn new(extra: &str) -> Case {
             let dir = tempfile::tempdir().unwrap();
             Case {
-                admission: Admission::new(&config(extra), vec!["192.0.2.222".parse().unwrap()]),
+                admission: Admission::new(
+                    &config(extra),
+                    vec!["192.0.2.222".parse().unwrap()],
+                    OperatorKeys::default(),
+                ),
                 state: State::open(dir.path(), Duration::from_secs(30 * 86400)).unwrap(),
                 _dir: dir,
             }

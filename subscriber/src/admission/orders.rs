@@ -9,6 +9,7 @@ use crate::state::State;
 use shared_f2b::control::{Control, ControlKind, host_net as host};
 use shared_f2b::event::{Action, Event};
 use shared_f2b::inbound::decode_control;
+use shared_f2b::keyring::Taken;
 use shared_f2b::standing::Change;
 use std::time::SystemTime;
 
@@ -26,6 +27,26 @@ impl Admission {
             Err(r) if r.reason == "spoofed_origin" => return drop(Reason::SpoofedOrigin, r.detail),
             Err(r) => return drop(Reason::Invalid(r.reason), r.detail),
         };
+        if control.kind == ControlKind::Key {
+            return match state.keyring.take(&control, &self.operators) {
+                Ok(Taken::New) => {
+                    state.keyring_changed();
+                    Decision::Keyed { control }
+                }
+                Ok(Taken::Known) => drop(
+                    Reason::Replayed,
+                    format!("key record {} is known already", control.id),
+                ),
+                // Never taken without a trusted operator's signature, whatever require_signatures says.
+                Err(e) => drop(
+                    Reason::Signature(e),
+                    format!("key record {} by {:?}: {e}", control.id, control.operator),
+                ),
+            };
+        }
+        if let Some(refused) = self.order_signature(&control) {
+            return refused;
+        }
         if control.kind != ControlKind::Revoke && !control.in_force_at(now) {
             return drop(Reason::Expired, format!("order {} has ended", control.id));
         }
@@ -84,6 +105,8 @@ impl Admission {
             time: control.time,
             bantime: bantime as i64,
             failures: 0,
+            key: None,
+            sig: None,
         };
         Decision::Ban {
             jail: self.target_jail.clone(),

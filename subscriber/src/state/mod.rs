@@ -14,6 +14,8 @@ use guard::Guard;
 use holdings::{Holdings, Unbanned, Until};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use shared_f2b::keyring::{self, Keyring};
+use shared_f2b::signing::OperatorKeys;
 use shared_f2b::standing::{self, Standing};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -104,6 +106,9 @@ pub struct State {
     /// publisher reads it too).
     pub standing: Standing,
     standing_changed: bool,
+    /// The host keys operators vouched for, kept in `keyring.json` beside the journal.
+    pub keyring: Keyring,
+    keyring_changed: bool,
 }
 
 impl State {
@@ -159,6 +164,8 @@ impl State {
             guard,
             standing,
             standing_changed: false,
+            keyring: Keyring::default(),
+            keyring_changed: false,
         })
     }
 
@@ -224,6 +231,18 @@ impl State {
         nets
     }
 
+    /// Reads `keyring.json`, taking the records `operators` signed.
+    pub fn load_keyring(&mut self, operators: &OperatorKeys) -> io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        self.keyring = Keyring::load(&keyring::path(dir), operators)?;
+        Ok(())
+    }
+
+    /// The keyring changed: `keyring.json` is rewritten at the next commit.
+    pub fn keyring_changed(&mut self) {
+        self.keyring_changed = true;
+    }
+
     /// The standing orders changed: `controls.json` is rewritten at the next commit.
     pub fn standing_changed(&mut self) {
         self.standing_changed = true;
@@ -244,6 +263,11 @@ impl State {
             let dir = self.path.parent().unwrap_or(Path::new("."));
             self.standing.save(&standing::path(dir))?;
             self.standing_changed = false;
+        }
+        if self.keyring_changed {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            self.keyring.save(&keyring::path(dir))?;
+            self.keyring_changed = false;
         }
         if self.pending.is_empty() {
             return Ok(());
