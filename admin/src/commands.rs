@@ -101,7 +101,8 @@ pub fn summary(c: &Control) -> String {
             c.host_key.as_deref().unwrap_or("-"),
             c.host.as_deref().unwrap_or("-"),
             c.since
-                .map_or("-".to_owned(), |s| humantime::format_rfc3339_seconds(s).to_string()),
+                .map_or("-".to_owned(), |s| humantime::format_rfc3339_seconds(s)
+                    .to_string()),
             ends(c)
         ),
         ControlKind::Revoke => format!(

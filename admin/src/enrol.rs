@@ -246,8 +246,14 @@ async fn remove(config: &Config, name: &str) -> Result<(), AdminError> {
         .cloned()
         .ok_or_else(|| AdminError::NoSuchHost(name.to_owned()))?;
     for key in &host.keys {
-        let mut record =
-            Control::key_record(&config.host_id, name, &key.key, key.since, Some(now), "host remove")?;
+        let mut record = Control::key_record(
+            &config.host_id,
+            name,
+            &key.key,
+            key.since,
+            Some(now),
+            "host remove",
+        )?;
         publish_record(config, &signer, &mut record).await?;
     }
     registry.hosts.retain(|h| h.name != name);
@@ -354,7 +360,8 @@ fn list(config: &Config, json: bool) -> Result<(), AdminError> {
                 key.key,
                 humantime::format_rfc3339_seconds(key.since).to_string(),
                 key.until
-                    .map_or("-".to_owned(), |u| humantime::format_rfc3339_seconds(u).to_string())
+                    .map_or("-".to_owned(), |u| humantime::format_rfc3339_seconds(u)
+                        .to_string())
             );
         }
     }

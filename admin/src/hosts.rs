@@ -49,7 +49,11 @@ pub struct Key {
     #[serde(with = "humantime_serde")]
     pub since: SystemTime,
     /// When its login and its signature stop counting (a rotation's grace), if they do.
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub until: Option<SystemTime>,
 }
 
@@ -192,7 +196,9 @@ pub fn reload(command: &[String], hosts_file: &Path) -> Result<(), HostsError> {
         command: shown.clone(),
         why,
     };
-    let (program, args) = command.split_first().ok_or_else(|| fail("no command".into()))?;
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| fail("no command".into()))?;
     let out = Command::new(program)
         .args(args)
         .output()
@@ -201,7 +207,11 @@ pub fn reload(command: &[String], hosts_file: &Path) -> Result<(), HostsError> {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    Err(fail(format!("`{shown}` exited with {}: {}", out.status, stderr.trim())))
+    Err(fail(format!(
+        "`{shown}` exited with {}: {}",
+        out.status,
+        stderr.trim()
+    )))
 }
 
 #[cfg(test)]

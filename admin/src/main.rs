@@ -21,6 +21,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The command prints its own outcome; the log only says what went wrong beside it.
     telemetry::init("error");
+    // Needs no config: it makes the key an operator's config then names.
+    if let cli::Command::OperatorKey { out } = &cli.command {
+        return match enrol::operator_key(out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => e.report(),
+        };
+    }
     let config = match Config::load(&config::resolve_path(cli.config.as_deref())) {
         Ok(config) => config,
         Err(e) => return error::AdminError::Config(e).report(),

@@ -86,12 +86,22 @@ pub async fn verify(db: &Db, operators: &OperatorKeys) -> Result<Report, Command
             match ring.check(e, false, now) {
                 Ok(()) => {
                     let key = e.key.clone().unwrap_or_default();
-                    report.signed.entry(key).or_insert_with(|| (e.origin.clone(), 0)).1 += 1;
+                    report
+                        .signed
+                        .entry(key)
+                        .or_insert_with(|| (e.origin.clone(), 0))
+                        .1 += 1;
                 }
                 Err(SigError::Unsigned) => report.unsigned += 1,
                 Err(err) => report.fail(
                     stored.seq,
-                    format!("{} {} of {} by {:?}", e.action.as_str(), e.id, e.ip, e.origin),
+                    format!(
+                        "{} {} of {} by {:?}",
+                        e.action.as_str(),
+                        e.id,
+                        e.ip,
+                        e.origin
+                    ),
                     err,
                 ),
             }

@@ -6,9 +6,9 @@
 use crate::report::Report;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use futures::StreamExt;
+use shared_f2b_tests::HostConfig;
 use shared_f2b_tests::host::Daemon;
 use shared_f2b_tests::nats::{NatsServer, ban_event};
-use shared_f2b_tests::{HostConfig, repo_root};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -101,7 +101,7 @@ async fn rounds(js: &async_nats::jetstream::Context, tally: &Tally, rounds: usiz
 /// The new design on the shipped config: `hosts` subscriptions to the live subject.
 async fn live(hosts: usize, n: usize) -> (Vec<f64>, (f64, f64)) {
     let dir = tempfile::tempdir().unwrap();
-    let conf = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf")).unwrap();
+    let conf = shared_f2b_tests::site::shipped_config();
     let server = NatsServer::start_with_config(dir.path(), &conf);
     let url = server.url();
     let site = shared_f2b::config::NatsConfig {
@@ -217,7 +217,7 @@ pub async fn run(report: &mut Report, hosts: usize, n: usize) {
 /// line in every host's log file (its mtime is when that host wrote it).
 async fn processes(hosts: usize, n: usize) -> (Vec<f64>, (f64, f64)) {
     let dir = tempfile::tempdir().unwrap();
-    let conf = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf")).unwrap();
+    let conf = shared_f2b_tests::site::shipped_config();
     let server = NatsServer::start_with_config(dir.path(), &conf);
     let url = server.url();
     let site = shared_f2b::config::NatsConfig {

@@ -10,9 +10,9 @@
 //! namespaces and files go when the world is dropped.
 
 use anyhow::Context;
+use shared_f2b_tests::bin;
 use shared_f2b_tests::netns::{self, Netns, Network, in_netns};
 use shared_f2b_tests::world::{MAXRETRY, World, failed_login};
-use shared_f2b_tests::{bin, repo_root};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -199,7 +199,7 @@ pub fn run() -> anyhow::Result<()> {
 /// The shipped nats-server config with one more host user, `name`: a copy of charlie's entry
 /// with the name replaced, as the config's "Adding a host" note says.
 fn nats_config_with(name: &str) -> anyhow::Result<String> {
-    let config = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf"))?;
+    let config = shared_f2b_tests::site::shipped_config();
     let start = config
         .find("{ user: charlie,")
         .context("deploy/nats-server.conf has no user charlie")?;

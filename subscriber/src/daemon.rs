@@ -14,12 +14,12 @@ use crate::watch::watch;
 use crate::worker::{Flow, NotRecorded, Worker};
 use futures::{FutureExt, StreamExt};
 use shared_f2b::config::ApplyMode;
-use shared_f2b::control::ControlKind;
-use shared_f2b::signing::OperatorKeys;
 use shared_f2b::config::Config;
+use shared_f2b::control::ControlKind;
 use shared_f2b::health::{self, Health};
 use shared_f2b::nats;
 use shared_f2b::publish::Sender;
+use shared_f2b::signing::OperatorKeys;
 use shared_f2b::spool::Spool;
 use shared_f2b::tasks::{TaskEnded, Tasks};
 use shared_f2b_serve::{notify_ready, notify_stopping, spawn_server};
@@ -69,8 +69,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     };
     let mut state = State::open(&sub.state_dir, sub.max_bantime).map_err(state_dir)?;
     state.load_keyring(&operators).map_err(state_dir)?;
-    tracing::info!(operator_keys = operators.len(), host_keys = state.keyring.len(),
-        require_signatures = sub.require_signatures, "trust");
+    tracing::info!(
+        operator_keys = operators.len(),
+        host_keys = state.keyring.len(),
+        require_signatures = sub.require_signatures,
+        "trust"
+    );
     tracing::info!(host = ?config.host_id, holdings = state.holdings.len(),
         cursor = ?state.cursor(&config.nats.stream), "subscriber starting");
 
@@ -94,7 +98,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             ),
         );
     }
-    let result = follow(&config, state, operators, &metrics, &health, &mut tasks, &shutdown).await;
+    let result = follow(
+        &config, state, operators, &metrics, &health, &mut tasks, &shutdown,
+    )
+    .await;
     // Also when `follow` failed before its own epilogue ran (a second time is harmless).
     notify_stopping();
     health.started(false);

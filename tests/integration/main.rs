@@ -9,6 +9,7 @@ mod feeds;
 mod feeds_attack;
 mod health;
 mod install;
+mod keys;
 mod misp;
 mod network;
 mod operations;

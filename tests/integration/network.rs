@@ -12,7 +12,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const PROBE: Duration = Duration::from_millis(300);
 
 fn shipped_nats_config() -> String {
-    std::fs::read_to_string(shared_f2b_tests::repo_root().join("deploy/nats-server.conf")).unwrap()
+    shared_f2b_tests::site::shipped_config()
 }
 
 fn world(dir: &std::path::Path, apply: &str) -> World {

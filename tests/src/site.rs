@@ -12,6 +12,42 @@ use std::process::{Command, Output};
 pub const PREFIX: &str = "f2b";
 pub const STREAM: &str = "F2B_EVENTS";
 
+/// The password users of the hosts alice, bob and charlie (the entries of a users list), as
+/// sites had them before keys (and as `[admin] legacy_hosts_file` keeps them while a site moves
+/// to keys).
+pub const LEGACY_HOSTS: &str = r#"
+      { user: alice, password: "change-me-alice",
+        permissions: {
+          publish: [ "f2b.ban.*.alice", "f2b.unban.*.alice", "f2b.replay" ],
+          subscribe: [ "f2b.live.>", "_INBOX_alice.>" ] } }
+
+      { user: bob, password: "change-me-bob",
+        permissions: {
+          publish: [ "f2b.ban.*.bob", "f2b.unban.*.bob", "f2b.replay" ],
+          subscribe: [ "f2b.live.>", "_INBOX_bob.>" ] } }
+
+      { user: charlie, password: "change-me-charlie",
+        permissions: {
+          publish: [ "f2b.ban.*.charlie", "f2b.unban.*.charlie", "f2b.replay" ],
+          subscribe: [ "f2b.live.>", "_INBOX_charlie.>" ] } }
+"#;
+
+/// The shipped `deploy/nats-server.conf` with its hosts file's include replaced by
+/// [`LEGACY_HOSTS`]: the site most tests run on (password hosts, which keep working).
+pub fn shipped_config() -> String {
+    let conf = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf"))
+        .expect("deploy/nats-server.conf");
+    assert!(
+        conf.contains("include \"hosts.conf\""),
+        "the hosts file's include"
+    );
+    conf.replacen(
+        "include \"hosts.conf\"",
+        &format!("users = [{LEGACY_HOSTS}    ]"),
+        1,
+    )
+}
+
 /// `[nats]` keys for logging in as `user` with the example's password and inbox.
 pub fn login(user: &str) -> String {
     format!("user = {user:?}\npassword = \"change-me-{user}\"\ninbox_prefix = \"_INBOX_{user}\"")
@@ -40,7 +76,7 @@ pub fn nats_with_hosts(dir: &Path, hosts: &[&str]) -> NatsServer {
 /// As [`nats_with_hosts`], with operators of their own in `SITE`, each pinned to its name the
 /// way the config's comment says (it logs in with inbox prefix `_INBOX_<name>`).
 pub fn nats_with(dir: &Path, hosts: &[&str], operators: &[&str]) -> NatsServer {
-    let mut conf = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf")).unwrap();
+    let mut conf = shipped_config();
     let admin = conf.find("{ user: admin").expect("the admin entry");
     for name in operators {
         conf.insert_str(
@@ -66,8 +102,7 @@ pub fn nats_with(dir: &Path, hosts: &[&str], operators: &[&str]) -> NatsServer {
 /// name, encoded into its subjects as the config's comment says): for hostile names.
 pub fn nats_with_charlie_as(dir: &Path, host_id: &str) -> NatsServer {
     let token = shared_f2b::subject::encode_token(host_id).expect("a host name");
-    let conf = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf"))
-        .unwrap()
+    let conf = shipped_config()
         .replace("\"f2b.ban.*.charlie\"", &format!("\"f2b.ban.*.{token}\""))
         .replace(
             "\"f2b.unban.*.charlie\"",

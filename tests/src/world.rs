@@ -13,7 +13,7 @@ use crate::fail2ban::Fail2Ban;
 use crate::host::Daemon;
 use crate::nats::NatsServer;
 use crate::netns::{Netns, Network, can_connect};
-use crate::{HostConfig, bin, repo_root};
+use crate::{HostConfig, bin};
 use std::io::{BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -41,9 +41,7 @@ impl World {
     /// The site with nats-server (the shipped `deploy/nats-server.conf`) and an archiver
     /// (SQLite) in the `site` namespace.
     pub fn new(dir: &Path) -> World {
-        let config = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf"))
-            .expect("deploy/nats-server.conf");
-        World::with_nats_config(dir, &config)
+        World::with_nats_config(dir, &crate::site::shipped_config())
     }
 
     /// As [`World::new`] with another nats-server config (e.g. the shipped one with one more

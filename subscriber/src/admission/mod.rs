@@ -249,7 +249,13 @@ impl Admission {
     /// release, for sites moving to keys): unsigned events and keys not in the keyring pass
     /// with a warning once per origin; a signature that does not verify or a revoked key is
     /// still refused, since only a forger makes those.
-    fn signature(&mut self, event: &Event, live: bool, state: &State, now: SystemTime) -> Option<Decision> {
+    fn signature(
+        &mut self,
+        event: &Event,
+        live: bool,
+        state: &State,
+        now: SystemTime,
+    ) -> Option<Decision> {
         let error = state.keyring.check(event, live, now).err()?;
         let lenient = matches!(error, SigError::Unsigned | SigError::UnknownKey);
         if self.require_signatures || !lenient {
@@ -558,6 +564,7 @@ mod tests {
                 Decision::Drop { reason, .. } => reason.label(),
                 Decision::Lift { .. } => "lift",
                 Decision::Ended { .. } => "ended",
+                Decision::Keyed { .. } => "keyed",
             }
         }
 
