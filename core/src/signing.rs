@@ -59,6 +59,11 @@ pub enum KeyError {
     BadPublic(String),
 }
 
+/// Why a text is not a user seed.
+#[derive(Debug, Error)]
+#[error("{0}")]
+struct NotASeed(String);
+
 /// A public key as a verifier holds it: its nkeys text and the decoded point (decoding is a
 /// good part of a verification's cost, so it is done once per key).
 #[derive(Debug, Clone)]
@@ -115,17 +120,17 @@ impl Signer {
             path: path.to_owned(),
             source,
         })?;
-        Signer::from_seed(text.trim()).map_err(|reason| KeyError::BadSeed {
+        Signer::from_seed(text.trim()).map_err(|e| KeyError::BadSeed {
             path: path.to_owned(),
-            reason,
+            reason: e.0,
         })
     }
 
-    fn from_seed(seed: &str) -> Result<Signer, String> {
+    fn from_seed(seed: &str) -> Result<Signer, NotASeed> {
         if !seed.starts_with("SU") {
-            return Err("a user seed starts with SU".into());
+            return Err(NotASeed("a user seed starts with SU".into()));
         }
-        let pair = nkeys::KeyPair::from_seed(seed).map_err(|e| e.to_string())?;
+        let pair = nkeys::KeyPair::from_seed(seed).map_err(|e| NotASeed(e.to_string()))?;
         let public = pair.public_key();
         Ok(Signer { pair, public })
     }

@@ -30,7 +30,7 @@ pub enum Change {
     /// A new order: enact it.
     Added,
     /// A revoke ended this order.
-    Ended(Control),
+    Ended(Box<Control>),
     /// A revoke of nothing in force (ended, unknown, or seen before).
     Nothing,
     /// Already known (a replay, or a catch-up of what came live).
@@ -101,7 +101,7 @@ impl Standing {
                 // revoke first): it then never comes into force.
                 self.remember_revoked(id);
                 match self.controls.iter().position(|c| c.control.id == id) {
-                    Some(at) => Change::Ended(self.controls.remove(at).control),
+                    Some(at) => Change::Ended(Box::new(self.controls.remove(at).control)),
                     None => Change::Nothing,
                 }
             }
@@ -212,7 +212,7 @@ mod tests {
         let a = pardon("198.51.100.1", None);
         s.take(6, &a);
         let r = Control::revoke("admin", a.id, "done").unwrap();
-        assert_eq!(s.take(7, &r), Change::Ended(a.clone()));
+        assert_eq!(s.take(7, &r), Change::Ended(Box::new(a.clone())));
         assert_eq!(s.take(8, &r), Change::Nothing);
         assert_eq!(
             s.take(6, &a),

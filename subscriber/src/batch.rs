@@ -134,7 +134,7 @@ mod tests {
         Decision::Lift {
             net: net(text),
             held: vec![],
-            control: Control::pardon("op", net(text), None, "test").unwrap(),
+            control: Box::new(Control::pardon("op", net(text), None, "test").unwrap()),
         }
     }
 

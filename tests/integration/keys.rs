@@ -189,14 +189,17 @@ fn wait_rejected(host: &Host, reason: &str, at_least: f64) {
 }
 
 /// A client logged in with an nkey seed file.
-async fn nkey_client(url: &str, seed: &Path, inbox: &str) -> Result<async_nats::Client, String> {
+async fn nkey_client(
+    url: &str,
+    seed: &Path,
+    inbox: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
     let seed = std::fs::read_to_string(seed).unwrap().trim().to_owned();
     async_nats::ConnectOptions::with_nkey(seed)
         .custom_inbox_prefix(inbox)
         .max_reconnects(Some(0))
         .connect(url)
         .await
-        .map_err(|e| e.to_string())
 }
 
 /// Publishes `payload` straight into the stream as a SITE user with every right (the broker's

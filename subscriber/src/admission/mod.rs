@@ -143,12 +143,15 @@ pub enum Decision {
     Lift {
         net: IpNet,
         held: Vec<IpNet>,
-        control: Control,
+        control: Box<Control>,
     },
     /// A revoke ended an order (nothing to undo: what a pardon lifted stays lifted).
-    Ended { control: Control, ended: Control },
+    Ended {
+        control: Box<Control>,
+        ended: Box<Control>,
+    },
     /// A key record an operator signed is now in the keyring.
-    Keyed { control: Control },
+    Keyed { control: Box<Control> },
     /// Lift the local ban of `target` in `jail`.
     Unban {
         jail: String,

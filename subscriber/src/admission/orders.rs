@@ -31,7 +31,9 @@ impl Admission {
             return match state.keyring.take(&control, &self.operators) {
                 Ok(Taken::New) => {
                     state.keyring_changed();
-                    Decision::Keyed { control }
+                    Decision::Keyed {
+                        control: Box::new(control),
+                    }
                 }
                 Ok(Taken::Known) => drop(
                     Reason::Replayed,
@@ -61,7 +63,10 @@ impl Admission {
             ),
             Change::Ended(ended) => {
                 state.standing_changed();
-                Decision::Ended { control, ended }
+                Decision::Ended {
+                    control: Box::new(control),
+                    ended,
+                }
             }
             Change::Added => {
                 state.standing_changed();
@@ -72,7 +77,11 @@ impl Admission {
                             rules.pardon(net);
                         }
                         let held = state.lift(net);
-                        Decision::Lift { net, held, control }
+                        Decision::Lift {
+                            net,
+                            held,
+                            control: Box::new(control),
+                        }
                     }
                     (_, None) => drop(Reason::Invalid("bad_control"), "an order without a net"),
                 }
