@@ -9,6 +9,7 @@ mod feeds;
 mod packets;
 mod publish;
 mod report;
+mod signing;
 mod site;
 mod subscribe;
 
@@ -59,8 +60,8 @@ struct Cli {
     /// Page loads and requests per site page figure.
     #[arg(long, default_value_t = 30)]
     site_runs: usize,
-    /// Only these groups, comma-separated: publish, subscribe, archive, fanout, packets,
-    /// control, feeds, site (default: all).
+    /// Only these groups, comma-separated: publish, signing, subscribe, archive, fanout,
+    /// packets, control, feeds, site (default: all).
     #[arg(long)]
     only: Option<String>,
     /// Only write a screenshot of the site page over a made-up site here (the README's).
@@ -86,6 +87,9 @@ async fn main() -> anyhow::Result<()> {
     };
     if wants("publish") {
         publish::run(&mut report, cli.publish_runs);
+    }
+    if wants("signing") {
+        signing::run(&mut report, cli.publish_runs);
     }
     if wants("subscribe") {
         subscribe::run(&mut report, cli.latency_runs, cli.attempt_runs, cli.burst).await;

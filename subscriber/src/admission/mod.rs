@@ -546,11 +546,13 @@ mod tests {
     impl Case {
         fn new(extra: &str) -> Case {
             let dir = tempfile::tempdir().unwrap();
+            let config = config(extra);
+            let operators = config.trust.operator_keys().unwrap();
             Case {
                 admission: Admission::new(
-                    &config(extra),
+                    &config,
                     vec!["192.0.2.222".parse().unwrap()],
-                    OperatorKeys::default(),
+                    operators,
                 ),
                 state: State::open(dir.path(), Duration::from_secs(30 * 86400)).unwrap(),
                 _dir: dir,
@@ -869,5 +871,62 @@ mod tests {
             Decision::Ban { event, .. } => assert!(event.time <= SystemTime::now()),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn signatures_decide_when_required_and_only_forgeries_are_refused_otherwise() {
+        use shared_f2b::signing::Signer;
+        let op = Signer::generate();
+        let alice = Signer::generate();
+        let trust = format!("[trust]\noperator_keys = [{:?}]\n", op.public_key());
+        let mut strict = Case::new(&format!("require_signatures = true\n{trust}"));
+        let mut lenient = Case::new(&trust);
+        let unsigned = ban("alice", "198.51.100.1");
+        assert_eq!(strict.event(&unsigned), "unsigned");
+        assert_eq!(lenient.event(&unsigned), "ban");
+        let mut early = ban("alice", "198.51.100.2");
+        alice.sign_event(&mut early);
+        assert_eq!(strict.event(&early), "unknown_key");
+
+        let mut record = Control::key_record(
+            "admin",
+            "alice",
+            alice.public_key(),
+            SystemTime::now() - Duration::from_secs(60),
+            None,
+            "host add",
+        )
+        .unwrap();
+        let mut stranger = record.clone();
+        Signer::generate().sign_control(&mut stranger);
+        assert_eq!(strict.order("admin", &stranger), "unknown_key");
+        assert_eq!(lenient.order("admin", &stranger), "unknown_key");
+        op.sign_control(&mut record);
+        assert_eq!(strict.order("admin", &record), "keyed");
+        assert_eq!(lenient.order("admin", &record), "keyed");
+        assert_eq!(strict.order("admin", &record), "replayed");
+
+        let mut signed = ban("alice", "198.51.100.3");
+        alice.sign_event(&mut signed);
+        assert_eq!(strict.event(&signed), "ban");
+        let mut altered = signed.clone();
+        altered.ip = parse_ip("198.51.100.4").unwrap();
+        assert_eq!(strict.event(&altered), "bad_signature");
+        assert_eq!(lenient.event(&altered), "bad_signature");
+        let mut carol = ban("carol", "198.51.100.5");
+        alice.sign_event(&mut carol);
+        assert_eq!(strict.event(&carol), "unknown_key");
+
+        let pardon = Control::pardon(
+            "admin",
+            shared_f2b::control::parse_net("198.51.100.9").unwrap(),
+            None,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(strict.order("admin", &pardon), "unsigned");
+        let mut signed_pardon = pardon.clone();
+        op.sign_control(&mut signed_pardon);
+        assert_eq!(strict.order("admin", &signed_pardon), "lift");
     }
 }
