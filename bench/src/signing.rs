@@ -37,7 +37,14 @@ pub fn run(report: &mut Report, runs: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let nats = NatsServer::start_in(dir.path());
     let (prefix, stream) = (unique("bs"), unique("BS"));
-    let plain = HostConfig::write(&dir.path().join("plain"), "alice", &nats.url(), &prefix, &stream, "");
+    let plain = HostConfig::write(
+        &dir.path().join("plain"),
+        "alice",
+        &nats.url(),
+        &prefix,
+        &stream,
+        "",
+    );
     let host = Signer::generate();
     let seed = dir.path().join("alice.seed");
     std::fs::write(&seed, host.seed()).unwrap();
@@ -62,21 +69,39 @@ pub fn run(report: &mut Report, runs: usize) {
     let (s50, s99) = percentiles(&mut with);
     let unsigned = ("unsigned p50 ms (interleaved)".to_string(), u50);
     report
-        .add(&format!("publish ban, signed, p50 ({runs} runs)"), s50, "ms", "<= unsigned + 0.3 ms")
+        .add(
+            &format!("publish ban, signed, p50 ({runs} runs)"),
+            s50,
+            "ms",
+            "<= unsigned + 0.3 ms",
+        )
         .reference = Some(unsigned.clone());
     report
-        .add(&format!("publish ban, signed, p99 ({runs} runs)"), s99, "ms", "")
+        .add(
+            &format!("publish ban, signed, p99 ({runs} runs)"),
+            s99,
+            "ms",
+            "",
+        )
         .reference = Some(unsigned);
-    report.add("signing overhead on publish, p50", s50 - u50, "ms", "<= 0.3 ms");
+    report.add(
+        "signing overhead on publish, p50",
+        s50 - u50,
+        "ms",
+        "<= 0.3 ms",
+    );
 
     // Verification: 100k events of 3 hosts, each signed, checked one by one on this thread.
     let operator = Signer::generate();
     let operators = OperatorKeys::new(vec![PublicKey::parse(operator.public_key()).unwrap()]);
-    let hosts: Vec<(String, Signer)> = (0..3).map(|i| (format!("host{i}"), Signer::generate())).collect();
+    let hosts: Vec<(String, Signer)> = (0..3)
+        .map(|i| (format!("host{i}"), Signer::generate()))
+        .collect();
     let mut ring = Keyring::default();
     let since = SystemTime::now() - Duration::from_secs(3600);
     for (name, key) in &hosts {
-        let mut record = Control::key_record("admin", name, key.public_key(), since, None, "bench").unwrap();
+        let mut record =
+            Control::key_record("admin", name, key.public_key(), since, None, "bench").unwrap();
         operator.sign_control(&mut record);
         ring.take(&record, &operators).unwrap();
     }
@@ -84,7 +109,8 @@ pub fn run(report: &mut Report, runs: usize) {
         .map(|i| {
             let (name, key) = &hosts[i % hosts.len()];
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i as u32));
-            let mut e = Event::new(Action::Ban, name, "sshd", ip, SystemTime::now(), 600, 3).unwrap();
+            let mut e =
+                Event::new(Action::Ban, name, "sshd", ip, SystemTime::now(), 600, 3).unwrap();
             key.sign_event(&mut e);
             e.encode()
         })

@@ -390,6 +390,10 @@ impl Control {
         let mut control: Control =
             serde_json::from_slice(payload).map_err(|e| EventError::Malformed(e.to_string()))?;
         control.net = control.net.map(normalise);
+        // What the wire and the signature carry: milliseconds.
+        control.time = millis(control.time);
+        control.until = control.until.map(millis);
+        control.since = control.since.map(millis);
         control.validate()?;
         Ok(control)
     }

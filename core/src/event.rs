@@ -158,7 +158,7 @@ pub fn parse_epoch(text: &str) -> Result<SystemTime, EventError> {
 }
 
 /// The wire carries milliseconds; an event must equal its own decoded form.
-fn truncate_to_millis(t: SystemTime) -> SystemTime {
+pub(crate) fn truncate_to_millis(t: SystemTime) -> SystemTime {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => UNIX_EPOCH + Duration::from_millis(d.as_millis() as u64),
         Err(_) => t,
@@ -252,6 +252,8 @@ impl Event {
         let mut event: Event =
             serde_json::from_slice(payload).map_err(|e| EventError::Malformed(e.to_string()))?;
         event.ip = event.ip.to_canonical();
+        // What the wire and the signature carry: milliseconds.
+        event.time = truncate_to_millis(event.time);
         event.validate()?;
         Ok(event)
     }

@@ -11,7 +11,7 @@
 use crate::control::{Control, ControlKind};
 use crate::event::{Event, MAX_SKEW};
 use crate::signing::{OperatorKeys, PublicKey, SigError, event_bytes};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -54,6 +54,9 @@ pub enum Taken {
 #[derive(Debug, Clone, Default)]
 pub struct Keyring {
     keys: HashMap<String, HostKey>,
+    /// The hosts any record named (ended keys too): such a host signs, so an unsigned event of
+    /// it is never let through leniently.
+    hosts: HashSet<String>,
 }
 
 impl Keyring {
@@ -67,6 +70,10 @@ impl Keyring {
         if record.kind != ControlKind::Key {
             return Err(SigError::BadSignature);
         }
+        // Dated ahead, a record would outrank every later one for its key (a removal too).
+        if record.time > SystemTime::now() + MAX_SKEW {
+            return Err(SigError::RevokedKey);
+        }
         let key = PublicKey::parse(text).map_err(|_| SigError::BadSignature)?;
         if let Some(held) = self.keys.get(text) {
             let newer = (record.time, record.id) > (held.record.time, held.record.id);
@@ -74,6 +81,7 @@ impl Keyring {
                 return Ok(Taken::Known);
             }
         }
+        self.hosts.insert(host.clone());
         self.keys.insert(
             text.clone(),
             HostKey {
@@ -85,6 +93,11 @@ impl Keyring {
             },
         );
         Ok(Taken::New)
+    }
+
+    /// Whether any record named `host` (it signs, or signed).
+    pub fn knows_host(&self, host: &str) -> bool {
+        self.hosts.contains(host)
     }
 
     /// The key an event names, if the keyring holds it.

@@ -7,6 +7,11 @@
 //! for an order's. No field can hold a line break (names, jails and reasons are validated), and
 //! times are milliseconds since the epoch, so every build writes the same bytes for the same
 //! event. The signer's key is part of what is signed.
+//!
+//! The same key logs a host in to NATS, and a client signs whatever nonce the server sends at
+//! login. A nonce is text (a JSON string, valid UTF-8), so every signed form starts with the
+//! byte 0xFF, which no UTF-8 text holds: a hostile server cannot have a host sign an event (or
+//! an operator a key record) by passing it off as a nonce.
 
 use crate::control::Control;
 use crate::event::Event;
@@ -183,9 +188,19 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
+/// Leads every signed form: never in UTF-8 text, so never in a login nonce.
+const NOT_TEXT: u8 = 0xFF;
+
+fn signed_form(text: String) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(text.len() + 1);
+    bytes.push(NOT_TEXT);
+    bytes.extend_from_slice(text.as_bytes());
+    bytes
+}
+
 /// The bytes an event's signature covers.
 pub fn event_bytes(e: &Event) -> Vec<u8> {
-    format!(
+    signed_form(format!(
         "shared-f2b-event/1\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
         e.id,
         e.origin,
@@ -196,13 +211,12 @@ pub fn event_bytes(e: &Event) -> Vec<u8> {
         e.bantime,
         e.failures,
         opt(e.key.as_deref()),
-    )
-    .into_bytes()
+    ))
 }
 
 /// The bytes an order's signature covers.
 pub fn control_bytes(c: &Control) -> Vec<u8> {
-    format!(
+    signed_form(format!(
         "shared-f2b-control/1\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
         c.id,
         c.operator,
@@ -216,8 +230,7 @@ pub fn control_bytes(c: &Control) -> Vec<u8> {
         opt(c.host_key.as_deref()),
         opt(c.since.map(ms)),
         opt(c.key.as_deref()),
-    )
-    .into_bytes()
+    ))
 }
 
 /// The operator keys a host trusts (`[trust] operator_keys`).
@@ -310,6 +323,14 @@ mod tests {
         let mut stranger = c.clone();
         Signer::generate().sign_control(&mut stranger);
         assert_eq!(trusted.check(&stranger), Err(SigError::UnknownKey));
+    }
+
+    #[test]
+    fn no_text_is_a_signed_form() {
+        let e = event();
+        assert!(std::str::from_utf8(&event_bytes(&e)).is_err());
+        let c = Control::revoke("admin", e.id, "x").unwrap();
+        assert!(std::str::from_utf8(&control_bytes(&c)).is_err());
     }
 
     #[test]

@@ -250,8 +250,8 @@ impl Admission {
     /// Whether an event's signature lets it through. Required: only a valid signature by a key
     /// an operator vouched for as the origin's, in force when it was made. Not required (one
     /// release, for sites moving to keys): unsigned events and keys not in the keyring pass
-    /// with a warning once per origin; a signature that does not verify or a revoked key is
-    /// still refused, since only a forger makes those.
+    /// with a warning once per origin, unless the origin has a key; a signature that does not
+    /// verify or a revoked key is still refused, since only a forger makes those.
     fn signature(
         &mut self,
         event: &Event,
@@ -260,7 +260,10 @@ impl Admission {
         now: SystemTime,
     ) -> Option<Decision> {
         let error = state.keyring.check(event, live, now).err()?;
-        let lenient = matches!(error, SigError::Unsigned | SigError::UnknownKey);
+        // A host an operator gave a key signs: dropping the signature must not turn a refusal
+        // into a warning.
+        let lenient = matches!(error, SigError::Unsigned | SigError::UnknownKey)
+            && !state.keyring.knows_host(&event.origin);
         if self.require_signatures || !lenient {
             return Some(drop(
                 Reason::Signature(error),
@@ -549,11 +552,7 @@ mod tests {
             let config = config(extra);
             let operators = config.trust.operator_keys().unwrap();
             Case {
-                admission: Admission::new(
-                    &config,
-                    vec!["192.0.2.222".parse().unwrap()],
-                    operators,
-                ),
+                admission: Admission::new(&config, vec!["192.0.2.222".parse().unwrap()], operators),
                 state: State::open(dir.path(), Duration::from_secs(30 * 86400)).unwrap(),
                 _dir: dir,
             }
@@ -913,6 +912,7 @@ mod tests {
         altered.ip = parse_ip("198.51.100.4").unwrap();
         assert_eq!(strict.event(&altered), "bad_signature");
         assert_eq!(lenient.event(&altered), "bad_signature");
+        assert_eq!(lenient.event(&ban("alice", "198.51.100.6")), "unsigned");
         let mut carol = ban("carol", "198.51.100.5");
         alice.sign_event(&mut carol);
         assert_eq!(strict.event(&carol), "unknown_key");
