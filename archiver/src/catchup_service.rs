@@ -158,6 +158,7 @@ fn rows_page(
                 seq: s.seq,
                 cursor: s.row_id,
                 event: s.event,
+                stored: Some(s.received),
             })
             .collect(),
         high_seq: high,
@@ -314,17 +315,21 @@ impl Source {
             } else {
                 rows.last().map_or(until, |r| r.seq)
             };
-            let events = rows.into_iter().map(|r| (r.seq, r.event)).collect();
+            let events = rows
+                .into_iter()
+                .map(|r| (r.seq, r.event, Some(r.received)))
+                .collect();
             (events, Vec::new(), next)
         };
         page.controls = controls;
         page.events = events
             .into_iter()
-            .filter(|(_, e)| wanted(e))
-            .map(|(seq, event)| Replayed {
+            .filter(|(_, e, _)| wanted(e))
+            .map(|(seq, event, stored)| Replayed {
                 seq,
                 cursor: seq,
                 event,
+                stored,
             })
             .collect();
         page.next = next;
@@ -372,7 +377,9 @@ impl Source {
             next = seq;
             // What is not a valid event is in f2b_rejects, never replayed.
             match decode_any(&self.prefix, &msg.subject, &msg.payload) {
-                Ok(Received::Event(event)) => events.push((seq, event)),
+                Ok(Received::Event(event)) => {
+                    events.push((seq, event, Some(SystemTime::from(info.published))))
+                }
                 Ok(Received::Control(control)) => controls.push(ReplayedControl { seq, control }),
                 Err(_) => {}
             }
@@ -390,7 +397,11 @@ impl Source {
 
 /// What [`Source::read_stream`] read: events and control events with their sequences, and the
 /// last sequence read.
-type StreamRead = (Vec<(u64, Event)>, Vec<ReplayedControl>, u64);
+type StreamRead = (
+    Vec<(u64, Event, Option<SystemTime>)>,
+    Vec<ReplayedControl>,
+    u64,
+);
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,6 @@ use shared_f2b::control::ControlKind;
 use shared_f2b::keyring::Keyring;
 use shared_f2b::signing::{OperatorKeys, SigError};
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 /// Rows read per query.
 const PAGE: usize = 5000;
@@ -74,7 +73,6 @@ pub async fn verify(db: &Db, operators: &OperatorKeys) -> Result<Report, Command
             }
         }
     }
-    let now = SystemTime::now();
     let mut after = 0;
     loop {
         let page = query::events_between(db, after, i64::MAX as u64, PAGE).await?;
@@ -83,7 +81,7 @@ pub async fn verify(db: &Db, operators: &OperatorKeys) -> Result<Report, Command
         for stored in page {
             let e = &stored.event;
             report.events += 1;
-            match ring.check(e, false, now) {
+            match ring.check(e, Some(stored.received)) {
                 Ok(()) => {
                     let key = e.key.clone().unwrap_or_default();
                     report

@@ -400,7 +400,7 @@ impl Control {
 }
 
 /// Optional RFC 3339 times, as `serde(with)`.
-mod opt_rfc3339 {
+pub(crate) mod opt_rfc3339 {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::SystemTime;
 

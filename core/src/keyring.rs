@@ -15,6 +15,11 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+/// How long after a key's end an event it signed may still reach the stream (clocks of the
+/// operator and the receiver differ a little); then the event counts as made after the end,
+/// whatever time it states.
+pub const END_SKEW: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The file in a subscriber's `state_dir`.
 pub const FILE: &str = "keyring.json";
 
@@ -119,8 +124,10 @@ impl Keyring {
     }
 
     /// Checks an event's signature: signed, by a key an operator vouched for as the event's
-    /// origin's, valid, in force when the event was made, and (`live`) still in force now.
-    pub fn check(&self, event: &Event, live: bool, now: SystemTime) -> Result<(), SigError> {
+    /// origin's, valid, in force when the event was made, and still in force when it reached
+    /// the stream (`stored`: now for a live event, what the archiver says for a replayed one;
+    /// unknown: not checked), so a removed key cannot sign events dated back into its window.
+    pub fn check(&self, event: &Event, stored: Option<SystemTime>) -> Result<(), SigError> {
         let (Some(key), Some(sig)) = (&event.key, &event.sig) else {
             return Err(SigError::Unsigned);
         };
@@ -132,7 +139,7 @@ impl Keyring {
         if !held.key.verifies(&event_bytes(event), sig) {
             return Err(SigError::BadSignature);
         }
-        let still = !live || held.until.is_none_or(|u| now < u + MAX_SKEW);
+        let still = stored.is_none_or(|t| held.until.is_none_or(|u| t < u + END_SKEW));
         if held.covers(event.time) && still {
             Ok(())
         } else {
@@ -212,17 +219,17 @@ mod tests {
         let mut ring = Keyring::default();
         let now = SystemTime::now();
         assert_eq!(
-            ring.check(&ban("alice", &alice, now), true, now),
+            ring.check(&ban("alice", &alice, now), Some(now)),
             Err(SigError::UnknownKey)
         );
         assert_eq!(
             ring.take(&record(&op, "alice", &alice, None), &ops),
             Ok(Taken::New)
         );
-        assert_eq!(ring.check(&ban("alice", &alice, now), true, now), Ok(()));
+        assert_eq!(ring.check(&ban("alice", &alice, now), Some(now)), Ok(()));
         // alice's key does not speak for bob.
         assert_eq!(
-            ring.check(&ban("bob", &alice, now), true, now),
+            ring.check(&ban("bob", &alice, now), Some(now)),
             Err(SigError::UnknownKey)
         );
         // A record signed by anyone else is not taken.
@@ -254,22 +261,23 @@ mod tests {
         assert_eq!(ring.take(&ended, &ops), Ok(Taken::New));
         // The older record, replayed, changes nothing.
         assert_eq!(ring.take(&added, &ops), Ok(Taken::Known));
-        assert_eq!(ring.check(&ban("alice", &alice, now), true, now), Ok(()));
+        assert_eq!(ring.check(&ban("alice", &alice, now), Some(now)), Ok(()));
         let later = end + Duration::from_secs(1);
         assert_eq!(
-            ring.check(&ban("alice", &alice, later), false, later),
+            ring.check(&ban("alice", &alice, later), None),
             Err(SigError::RevokedKey)
         );
-        // Made in time but arriving live long after the end: refused; from the archive: taken.
-        let late = end + MAX_SKEW + Duration::from_secs(1);
+        // Made in time but stored long after the end: refused; stored in time (or unknown): taken.
+        let late = end + END_SKEW + Duration::from_secs(1);
         assert_eq!(
-            ring.check(&ban("alice", &alice, now), true, late),
+            ring.check(&ban("alice", &alice, now), Some(late)),
             Err(SigError::RevokedKey)
         );
-        assert_eq!(ring.check(&ban("alice", &alice, now), false, late), Ok(()));
+        assert_eq!(ring.check(&ban("alice", &alice, now), None), Ok(()));
+        assert_eq!(ring.check(&ban("alice", &alice, now), Some(now)), Ok(()));
         let mut forged = ban("alice", &alice, now);
         forged.bantime = 60;
-        assert_eq!(ring.check(&forged, true, now), Err(SigError::BadSignature));
+        assert_eq!(ring.check(&forged, Some(now)), Err(SigError::BadSignature));
     }
 
     #[test]

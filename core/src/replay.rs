@@ -68,6 +68,14 @@ pub struct Replayed {
     /// The page cursor just after it.
     pub cursor: u64,
     pub event: Event,
+    /// When the stream stored it (what a key's end is checked against for events that arrive
+    /// late); absent from archivers before host keys.
+    #[serde(
+        default,
+        with = "crate::control::opt_rfc3339",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stored: Option<std::time::SystemTime>,
 }
 
 /// One control event and its stream sequence.

@@ -422,10 +422,33 @@ async fn a_rotated_key_works_until_its_grace_ends() {
     assert!(publish(&old, "192.0.2.63").status.success());
     wait_rejected(&bob, "revoked_key", 1.0);
     assert!(!holds(&bob, "192.0.2.63"));
+    // Nor one a broker dates back into the key's window, once the key's end is past what
+    // clocks may differ by.
+    let end_skew = shared_f2b::keyring::END_SKEW;
+    std::thread::sleep((grace + end_skew).saturating_sub(t.elapsed()) + Duration::from_millis(500));
+    let mut back = signed_ban("alice", "192.0.2.65", &old_seed);
+    back.time = SystemTime::now() - end_skew - Duration::from_secs(3);
+    Signer::from_file(&old_seed).unwrap().sign_event(&mut back);
+    broker_publishes(&ks.nats.url(), "f2b.ban.sshd.alice", back.encode()).await;
+    wait_rejected(&bob, "revoked_key", 2.0);
     // `host prune` takes its login away.
     ks.admin_ok(&["host", "prune"]);
     let refused = nkey_client(&ks.nats.url(), &old_seed, "_INBOX_alice").await;
     assert!(refused.is_err(), "the old key still logs in after prune");
     assert!(publish(&alice.config, "192.0.2.64").status.success());
     wait_held(&bob, "192.0.2.64").await;
+
+    // A new host backfilling from the archive: the old key's ban stored after its end is
+    // refused there too (the archiver says when it was stored), the rest is applied.
+    ks.add("carol");
+    let carol = ks.host("carol", true);
+    for ip in ["192.0.2.61", "192.0.2.62", "192.0.2.64"] {
+        wait_held(&carol, ip).await;
+    }
+    for ip in ["192.0.2.63", "192.0.2.65"] {
+        assert!(
+            !holds(&carol, ip),
+            "{ip}, signed after the key's end, backfilled"
+        );
+    }
 }

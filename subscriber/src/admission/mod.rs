@@ -252,14 +252,14 @@ impl Admission {
     /// release, for sites moving to keys): unsigned events and keys not in the keyring pass
     /// with a warning once per origin, unless the origin has a key; a signature that does not
     /// verify or a revoked key is still refused, since only a forger makes those.
+    /// `stored`: when the stream stored it (now for a live event).
     fn signature(
         &mut self,
         event: &Event,
-        live: bool,
+        stored: Option<SystemTime>,
         state: &State,
-        now: SystemTime,
     ) -> Option<Decision> {
-        let error = state.keyring.check(event, live, now).err()?;
+        let error = state.keyring.check(event, stored).err()?;
         // A host an operator gave a key signs: dropping the signature must not turn a refusal
         // into a warning.
         let lenient = matches!(error, SigError::Unsigned | SigError::UnknownKey)
@@ -337,7 +337,8 @@ impl Admission {
             return drop(Reason::Untrusted, "origin not in trusted_origins");
         }
         // Checked on the time as signed, then clamped.
-        if let Some(refused) = self.signature(&event, live, state, now) {
+        let stored = if live { Some(now) } else { msg.stored };
+        if let Some(refused) = self.signature(&event, stored, state) {
             return refused;
         }
         event.clamp_time(now);
@@ -533,6 +534,7 @@ mod tests {
     fn live(subject_host: &str, e: &Event) -> Incoming {
         Incoming {
             source: Source::Live,
+            stored: None,
             seq: Some(1),
             stream: Some(STREAM.into()),
             subject: event_subject("f2b", e.action, &e.jail, subject_host).unwrap(),
@@ -575,6 +577,7 @@ mod tests {
         fn order(&mut self, operator_token: &str, c: &Control) -> &'static str {
             let msg = Incoming {
                 source: Source::Live,
+                stored: None,
                 seq: Some(1),
                 stream: Some(STREAM.into()),
                 subject: shared_f2b::subject::control_subject("f2b", c.kind, operator_token)
@@ -710,6 +713,7 @@ mod tests {
     fn live_order(c: &Control) -> Incoming {
         Incoming {
             source: Source::Live,
+            stored: None,
             seq: Some(1),
             stream: Some(STREAM.into()),
             subject: shared_f2b::subject::control_subject("f2b", c.kind, &c.operator).unwrap(),

@@ -96,6 +96,7 @@ pub fn items(prefix: &str, page: &ReplayPage) -> Vec<Incoming> {
             let subject = event_subject(prefix, e.action, &e.jail, &e.origin).ok()?;
             Some(Incoming {
                 source: Source::Replay,
+                stored: r.stored,
                 seq: Some(r.seq),
                 stream: None,
                 subject,
@@ -115,6 +116,7 @@ pub fn control_item(prefix: &str, c: &ReplayedControl) -> Option<Incoming> {
     let control: &Control = &c.control;
     Some(Incoming {
         source: Source::Replay,
+        stored: None,
         seq: Some(c.seq),
         stream: None,
         subject: control_subject(prefix, control.kind, &control.operator).ok()?,

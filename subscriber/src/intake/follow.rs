@@ -20,6 +20,8 @@ pub enum Source {
 #[derive(Debug, Clone)]
 pub struct Incoming {
     pub source: Source,
+    /// When the stream stored it, as the archiver says for a replayed event (live: now).
+    pub stored: Option<std::time::SystemTime>,
     /// Its stream sequence (live: from `Nats-Sequence`; absent when the header is).
     pub seq: Option<u64>,
     /// The stream that stored it (live: from `Nats-Stream`).
@@ -46,6 +48,7 @@ impl Incoming {
         let agrees = stored.is_some() && header(headers, NATS_SUBJECT) == stored.as_deref();
         Incoming {
             source: Source::Live,
+            stored: None,
             seq: header(headers, NATS_SEQUENCE)
                 .and_then(|s| s.parse().ok())
                 .filter(|_| agrees),

@@ -244,6 +244,7 @@ mod tests {
     fn live(seq: u64) -> Incoming {
         Incoming {
             source: Source::Live,
+            stored: None,
             seq: Some(seq),
             stream: Some(STREAM.into()),
             subject: "f2b.ban.sshd.alice".into(),
