@@ -79,6 +79,11 @@ fn publish_as(config: &Path, ip: &str) {
 }
 
 fn host(dir: &Path, name: &str, url: &str, stream: &str, apply: &str) -> Host {
+    host_with(dir, name, url, stream, apply, "")
+}
+
+/// As [`host`], with more `[subscriber]` keys (and tables after them).
+fn host_with(dir: &Path, name: &str, url: &str, stream: &str, apply: &str, extra: &str) -> Host {
     let mut h = Host::new(
         dir,
         &HostSpec {
@@ -87,7 +92,7 @@ fn host(dir: &Path, name: &str, url: &str, stream: &str, apply: &str) -> Host {
             prefix: PREFIX,
             stream,
             apply,
-            subscriber_extra: "",
+            subscriber_extra: extra,
             shared_jail_extra: "bantime = 86400",
         },
     );
@@ -115,7 +120,7 @@ pub async fn run(report: &mut Report, latency_runs: usize, attempt_runs: usize, 
     let alice = HostConfig::write(dir.path(), "alice", &url, PREFIX, &stream, "");
 
     // --- latency, apply = "ban" ---
-    let bob = host(dir.path(), "bob", &url, &stream, "ban");
+    let mut bob = host(dir.path(), "bob", &url, &stream, "ban");
     let mut sock = Socket::new(&bob.f2b.socket);
     let mut floor = Vec::new();
     for i in 0..latency_runs {
@@ -211,6 +216,17 @@ pub async fn run(report: &mut Report, latency_runs: usize, attempt_runs: usize, 
             "",
         )
         .reference = None;
+
+    // --- the same burst signed, at a host that requires signatures (bob stopped) ---
+    let signed_rate = signed_burst(dir.path(), &url, &stream, burst_n, &mut bob).await;
+    report
+        .add(
+            &format!("burst {burst_n} signed bans -> all banned, require_signatures"),
+            signed_rate,
+            "/s",
+            ">= the unsigned burst",
+        )
+        .reference = Some(("unsigned burst, same run /s".into(), product_rate));
 
     // --- latency, apply = "attempt" ---
     let charlie = host(dir.path(), "charlie", &url, &stream, "attempt");
@@ -330,4 +346,64 @@ pub async fn run(report: &mut Report, latency_runs: usize, attempt_runs: usize, 
         "report",
     );
     drop(sub);
+}
+
+/// A burst of `n` bans signed by alice's key, at a new host (carol) that requires signatures
+/// and trusts the operator who vouched for alice's key; bob's subscriber is stopped first so
+/// the two do not share the cores. Returns bans applied per second.
+async fn signed_burst(dir: &Path, url: &str, stream: &str, n: usize, bob: &mut Host) -> f64 {
+    use shared_f2b::control::{Control, ControlKind};
+    use shared_f2b::signing::Signer;
+    drop(bob.subscriber.take());
+    let operator = Signer::generate();
+    let alice = Signer::generate();
+    let trust = format!(
+        "require_signatures = true\n\n[trust]\noperator_keys = [{:?}]\n",
+        operator.public_key()
+    );
+    let carol = host_with(dir, "carol", url, stream, "ban", &trust);
+    let mut sock = Socket::new(&carol.f2b.socket);
+    let mut record = Control::key_record(
+        "admin",
+        "alice",
+        alice.public_key(),
+        SystemTime::now() - Duration::from_secs(60),
+        None,
+        "bench",
+    )
+    .expect("a key record");
+    operator.sign_control(&mut record);
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.expect("connect"));
+    let subject = shared_f2b::subject::control_subject(PREFIX, ControlKind::Key, "admin").unwrap();
+    js.publish(subject, record.encode().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let daemon = carol.subscriber.as_ref().expect("carol's subscriber");
+    let t = Instant::now();
+    while !daemon.log_text().contains("host key record taken") {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "carol never took the key record"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events: Vec<Event> = (0..n)
+        .map(|i| {
+            let mut e = ban_event("alice", "sshd", &ip(8, i));
+            alice.sign_event(&mut e);
+            e
+        })
+        .collect();
+    let t0 = Instant::now();
+    burst(url, PREFIX, &events).await;
+    while banned_count(&mut sock, "shared").await < n as i64 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "signed burst not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    n as f64 / t0.elapsed().as_secs_f64()
 }

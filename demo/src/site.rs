@@ -1,7 +1,8 @@
 //! The demo on a site of real hosts (`shared_f2b_tests::world`): each host in its own network
 //! namespace on 10.77.0.0/24 with OpenSSH's sshd, a fail2ban-server whose `sshd` jail bans with
 //! nftables and publishes through the shipped action, and `shared-f2b-subscriber`; the site
-//! runs nats-server (`deploy/nats-server.conf` plus a user for dave) and the archiver (SQLite).
+//! runs nats-server (`deploy/nats-server.conf` as shipped) and the archiver (SQLite), and every
+//! host is enrolled with a key of its own (`shared-f2b-admin host add`), which signs its events.
 //!
 //! mallory fails to log in to alice; from her last failed login the demo times the moment her
 //! TCP connections to alice, bob and charlie start failing, while a bystander still connects.
@@ -9,7 +10,6 @@
 //! drops mallory too. Last, the archive tells the ban's story (`history --ip`). Daemons,
 //! namespaces and files go when the world is dropped.
 
-use anyhow::Context;
 use shared_f2b_tests::bin;
 use shared_f2b_tests::netns::{self, Netns, Network, in_netns};
 use shared_f2b_tests::world::{MAXRETRY, World, failed_login};
@@ -57,9 +57,10 @@ pub fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let t0 = Instant::now();
     println!("Shared Fail2Ban demo: real hosts, each in its own network namespace (10.77.0.0/24)");
-    let mut world = World::with_nats_config(dir.path(), &nats_config_with("dave")?);
+    let mut world = World::with_keys(dir.path());
     println!(
-        "  site     {}  nats-server (deploy/nats-server.conf + user dave), shared-f2b-archiver (SQLite)",
+        "  site     {}  nats-server (deploy/nats-server.conf), shared-f2b-archiver (SQLite); \
+         hosts enrolled with keys of their own (shared-f2b-admin host add)",
         world.net.site.addr
     );
     let mut targets = Vec::new();
@@ -140,8 +141,11 @@ pub fn run() -> anyhow::Result<()> {
     let joining = Instant::now();
     world.add_host("dave", 5, "ban");
     let dave = world.host("dave");
+    if let Some(said) = &dave.enrolled {
+        println!("  shared-f2b-admin host add dave: {}", said.trim());
+    }
     println!(
-        "  +{:>9}  dave's sshd, fail2ban-server and subscriber are up",
+        "  +{:>9}  dave enrolled; his sshd, fail2ban-server and subscriber are up",
         ms(joining.elapsed())
     );
     wait_until("dave's jail shared to hold mallory", || {
@@ -194,21 +198,6 @@ pub fn run() -> anyhow::Result<()> {
     drop(world);
     println!("done in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
-}
-
-/// The shipped nats-server config with one more host user, `name`: a copy of charlie's entry
-/// with the name replaced, as the config's "Adding a host" note says.
-fn nats_config_with(name: &str) -> anyhow::Result<String> {
-    let config = shared_f2b_tests::site::shipped_config();
-    let start = config
-        .find("{ user: charlie,")
-        .context("deploy/nats-server.conf has no user charlie")?;
-    let len = config[start..]
-        .find("} }")
-        .context("charlie's entry in deploy/nats-server.conf does not end")?;
-    let charlie = &config[start..start + len + "} }".len()];
-    let both = format!("{charlie}\n\n      {}", charlie.replace("charlie", name));
-    Ok(config.replacen(charlie, &both, 1))
 }
 
 /// One TCP connection attempt from `from` to `to`: `Ok` when accepted, else why not.

@@ -13,7 +13,7 @@ use crate::fail2ban::Fail2Ban;
 use crate::host::Daemon;
 use crate::nats::NatsServer;
 use crate::netns::{Netns, Network, can_connect};
-use crate::{HostConfig, bin};
+use crate::{HostConfig, bin, repo_root};
 use std::io::{BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -26,6 +26,8 @@ pub const MAXRETRY: usize = 3;
 /// The site: its network, NATS, archive and hosts. Dropped in order: hosts, archiver, NATS,
 /// then the namespaces.
 pub struct World {
+    /// Set by [`World::with_keys`]: hosts are enrolled with `shared-f2b-admin host add`.
+    pub enrolment: Option<Enrolment>,
     pub hosts: Vec<RealHost>,
     pub archiver: Daemon,
     /// The archiver's config (for `shared-f2b-archiver history` and friends, run in
@@ -66,6 +68,7 @@ impl World {
             &dir.join("archiver.log"),
         );
         let mut world = World {
+            enrolment: None,
             hosts: Vec::new(),
             archiver,
             archiver_config: arch,
@@ -78,11 +81,63 @@ impl World {
         world
     }
 
-    /// Adds a host running sshd, Fail2Ban and the subscriber (`apply` mode), with NATS user
-    /// `name` (alice, bob and charlie exist in the shipped config).
+    /// The site as shipped, hosts and all: nats-server on `deploy/nats-server.conf` with the
+    /// (empty) `deploy/hosts.conf` beside it, an operator key, and the operator's config for
+    /// `shared-f2b-admin host`; [`World::add_host`] then enrols each host with its own key.
+    pub fn with_keys(dir: &Path) -> World {
+        std::fs::copy(
+            repo_root().join("deploy/hosts.conf"),
+            dir.join("hosts.conf"),
+        )
+        .unwrap();
+        let conf = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf")).unwrap();
+        let mut world = World::with_nats_config(dir, &conf);
+        let seed = dir.join("operator.seed");
+        let out = std::process::Command::new(bin("shared-f2b-admin"))
+            .args(["operator-key", "--out"])
+            .arg(&seed)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let operator = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let admin = HostConfig::write(
+            &dir.join("admin"),
+            "admin",
+            &world.nats.url(),
+            "f2b",
+            "F2B_EVENTS",
+            &format!(
+                "[trust]\noperator_seed_file = {:?}\n\n[admin]\nhosts_file = {:?}\n\
+                 reload_command = [{:?}, \"--signal\", \"reload={}\"]\n",
+                seed.display().to_string(),
+                dir.join("hosts.conf").display().to_string(),
+                crate::nats_server_bin(),
+                world.nats.pid().expect("nats-server runs")
+            ),
+        );
+        admin.add_nats_keys(&login("admin"));
+        world.enrolment = Some(Enrolment {
+            admin: admin.path,
+            out: dir.join("enrol"),
+            operator,
+        });
+        world
+    }
+
+    /// Adds a host running sshd, Fail2Ban and the subscriber (`apply` mode): enrolled with a
+    /// key of its own ([`World::with_keys`]), else as NATS user `name` with its password
+    /// (alice, bob and charlie exist in [`crate::site::shipped_config`]).
     pub fn add_host(&mut self, name: &str, last: u8, apply: &str) -> usize {
         let ns = self.net.add_host(name, last);
-        let host = RealHost::start(&self.dir, ns, name, &self.nats.url(), apply);
+        let login = match &self.enrolment {
+            Some(enrolment) => Login::Written(enrolment.add(&self.net.site, name)),
+            None => Login::Password,
+        };
+        let host = RealHost::start(&self.dir, ns, name, &self.nats.url(), apply, login);
         self.hosts.push(host);
         self.hosts.len() - 1
     }
@@ -99,6 +154,45 @@ impl World {
             .find(|h| h.name == name)
             .unwrap_or_else(|| panic!("no host {name}"))
     }
+}
+
+/// What `shared-f2b-admin host` needs, for a world whose hosts have keys.
+pub struct Enrolment {
+    /// The operator's config.
+    pub admin: PathBuf,
+    /// Where `host add` writes each host's seed and config.
+    pub out: PathBuf,
+    /// The operator's public key.
+    pub operator: String,
+}
+
+impl Enrolment {
+    /// `host add name`, run on the site (where nats-server and its hosts file are); returns
+    /// the host's written config and what the command said.
+    pub fn add(&self, site: &Netns, name: &str) -> (PathBuf, String) {
+        let out = Network::command(site, bin("shared-f2b-admin"))
+            .arg("--config")
+            .arg(&self.admin)
+            .args(["host", "add", name, "--out"])
+            .arg(&self.out)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "host add {name}: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (self.out.join(format!("{name}.toml")), said)
+    }
+}
+
+/// How a host logs in.
+enum Login {
+    /// The shipped config's password user of its name.
+    Password,
+    /// The config `host add` wrote (and what it said).
+    Written((PathBuf, String)),
 }
 
 /// `[nats]` keys to log in as `user` of the shipped config (password and inbox prefix).
@@ -183,6 +277,8 @@ impl Drop for Sshd {
 /// One host of the site.
 pub struct RealHost {
     pub name: String,
+    /// What `host add` said when it enrolled this host (keyed worlds).
+    pub enrolled: Option<String>,
     pub ns: Netns,
     pub dir: PathBuf,
     pub config: HostConfig,
@@ -192,7 +288,14 @@ pub struct RealHost {
 }
 
 impl RealHost {
-    fn start(parent: &Path, ns: Netns, name: &str, nats_url: &str, apply: &str) -> RealHost {
+    fn start(
+        parent: &Path,
+        ns: Netns,
+        name: &str,
+        nats_url: &str,
+        apply: &str,
+        login: Login,
+    ) -> RealHost {
         let dir = parent.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         for log in ["auth.log", "shared.log"] {
@@ -204,8 +307,27 @@ impl RealHost {
             dir.join("state").display().to_string(),
             dir.join("shared.log").display().to_string(),
         );
-        let config = HostConfig::write(&dir, name, nats_url, "f2b", "F2B_EVENTS", &subscriber);
-        config.add_nats_keys(&login(name));
+        let (config, enrolled) = match login {
+            Login::Password => {
+                let config =
+                    HostConfig::write(&dir, name, nats_url, "f2b", "F2B_EVENTS", &subscriber);
+                config.add_nats_keys(&self::login(name));
+                (config, None)
+            }
+            Login::Written((written, said)) => {
+                // The written config ends in its [subscriber] table: this host's keys go on.
+                let spool_dir = dir.join(format!("spool-{name}"));
+                let path = dir.join(format!("{name}.toml"));
+                let text = format!(
+                    "{}{}\n[publisher]\nspool_dir = {:?}\ntimeout = \"2s\"\n",
+                    std::fs::read_to_string(&written).unwrap(),
+                    subscriber.trim_start_matches("[subscriber]\n"),
+                    spool_dir.display().to_string()
+                );
+                std::fs::write(&path, text).unwrap();
+                (HostConfig { path, spool_dir }, Some(said))
+            }
+        };
         let sshd = Sshd::start(&dir, &ns, name);
         let jails = format!(
             "[DEFAULT]\nbackend = auto\nbanaction = nftables-allports\nbanaction_allports = nftables-allports\n\
@@ -228,6 +350,7 @@ impl RealHost {
         );
         let mut host = RealHost {
             name: name.to_owned(),
+            enrolled,
             ns,
             dir,
             config,
