@@ -128,6 +128,17 @@ impl Keyring {
     /// the stream (`stored`: now for a live event, what the archiver says for a replayed one;
     /// unknown: not checked), so a removed key cannot sign events dated back into its window.
     pub fn check(&self, event: &Event, stored: Option<SystemTime>) -> Result<(), SigError> {
+        self.check_verified(event, stored, false)
+    }
+
+    /// As [`Keyring::check`]; `verified`: the signature was found to be the named key's already
+    /// ([`Keyring::verify_all`]), so only the rest is checked.
+    pub fn check_verified(
+        &self,
+        event: &Event,
+        stored: Option<SystemTime>,
+        verified: bool,
+    ) -> Result<(), SigError> {
         let (Some(key), Some(sig)) = (&event.key, &event.sig) else {
             return Err(SigError::Unsigned);
         };
@@ -136,7 +147,7 @@ impl Keyring {
             .get(key)
             .filter(|k| k.host == event.origin)
             .ok_or(SigError::UnknownKey)?;
-        if !held.key.verifies(&event_bytes(event), sig) {
+        if !verified && !held.key.verifies(&event_bytes(event), sig) {
             return Err(SigError::BadSignature);
         }
         let still = stored.is_none_or(|t| held.until.is_none_or(|u| t < u + END_SKEW));
@@ -145,6 +156,29 @@ impl Keyring {
         } else {
             Err(SigError::RevokedKey)
         }
+    }
+
+    /// Which events carry a valid signature by the key they name, that key being in the
+    /// keyring (its owner and window are [`Keyring::check_verified`]'s business): checked in
+    /// one batch. `None` entries (not events) are `false`.
+    pub fn verify_all(&self, events: &[Option<&Event>]) -> Vec<bool> {
+        let mut at = Vec::new();
+        let mut items = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            let Some(e) = e else { continue };
+            let (Some(key), Some(sig)) = (&e.key, &e.sig) else {
+                continue;
+            };
+            if let Some(held) = self.keys.get(key) {
+                at.push(i);
+                items.push((event_bytes(e), sig.as_str(), &held.key));
+            }
+        }
+        let mut ok = vec![false; events.len()];
+        for (i, good) in at.into_iter().zip(crate::signing::verify_all(&items)) {
+            ok[i] = good;
+        }
+        ok
     }
 
     /// Reads the records kept in `path` and takes those `operators` signed (a missing file is an

@@ -94,14 +94,39 @@ impl PublicKey {
 
     /// Whether `sig` (base64url) is this key's signature of `message`.
     pub fn verifies(&self, message: &[u8], sig: &str) -> bool {
-        let Ok(bytes) = BASE64URL_NOPAD.decode(sig.as_bytes()) else {
-            return false;
-        };
-        let Ok(sig) = Signature::from_slice(&bytes) else {
-            return false;
-        };
-        self.key.verify(message, &sig).is_ok()
+        parse_sig(sig).is_some_and(|sig| self.key.verify(message, &sig).is_ok())
     }
+}
+
+/// A signature as the wire carries it (base64url of 64 bytes), if it is one.
+fn parse_sig(sig: &str) -> Option<Signature> {
+    let bytes = BASE64URL_NOPAD.decode(sig.as_bytes()).ok()?;
+    Signature::from_slice(&bytes).ok()
+}
+
+/// Which of `items` (message, base64url signature, key) verify, checked together: one ed25519
+/// batch verification for all (about twice as fast per signature), and only when that fails,
+/// one by one to tell which.
+pub fn verify_all(items: &[(Vec<u8>, &str, &PublicKey)]) -> Vec<bool> {
+    let parsed: Vec<Option<Signature>> = items.iter().map(|(_, sig, _)| parse_sig(sig)).collect();
+    let whole: Vec<usize> = (0..items.len()).filter(|&i| parsed[i].is_some()).collect();
+    let mut ok = vec![false; items.len()];
+    if whole.len() > 1 {
+        let messages: Vec<&[u8]> = whole.iter().map(|&i| items[i].0.as_slice()).collect();
+        let sigs: Vec<Signature> = whole.iter().map(|&i| parsed[i].expect("kept")).collect();
+        let keys: Vec<VerifyingKey> = whole.iter().map(|&i| items[i].2.key).collect();
+        if ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok() {
+            for &i in &whole {
+                ok[i] = true;
+            }
+            return ok;
+        }
+    }
+    for &i in &whole {
+        let (message, _, key) = &items[i];
+        ok[i] = key.key.verify(message, &parsed[i].expect("kept")).is_ok();
+    }
+    ok
 }
 
 /// A private key that signs: a host's (events) or an operator's (orders, key records).
@@ -323,6 +348,26 @@ mod tests {
         let mut stranger = c.clone();
         Signer::generate().sign_control(&mut stranger);
         assert_eq!(trusted.check(&stranger), Err(SigError::UnknownKey));
+    }
+
+    #[test]
+    fn a_batch_tells_which_verify() {
+        let signer = Signer::generate();
+        let key = PublicKey::parse(signer.public_key()).unwrap();
+        let mut events: Vec<Event> = (0..5).map(|_| event()).collect();
+        for e in &mut events {
+            signer.sign_event(e);
+        }
+        events[3].bantime = 1;
+        let items: Vec<(Vec<u8>, &str, &PublicKey)> = events
+            .iter()
+            .map(|e| (event_bytes(e), e.sig.as_deref().unwrap(), &key))
+            .collect();
+        assert_eq!(verify_all(&items), [true, true, true, false, true]);
+        let good = &items[..3];
+        assert_eq!(verify_all(good), [true, true, true]);
+        let garbled = [(event_bytes(&events[0]), "x", &key)];
+        assert_eq!(verify_all(&garbled), [false]);
     }
 
     #[test]

@@ -257,9 +257,13 @@ impl Admission {
         &mut self,
         event: &Event,
         stored: Option<SystemTime>,
+        verified: bool,
         state: &State,
     ) -> Option<Decision> {
-        let error = state.keyring.check(event, stored).err()?;
+        let error = state
+            .keyring
+            .check_verified(event, stored, verified)
+            .err()?;
         // A host an operator gave a key signs: dropping the signature must not turn a refusal
         // into a warning.
         let lenient = matches!(error, SigError::Unsigned | SigError::UnknownKey)
@@ -305,9 +309,36 @@ impl Admission {
         }
     }
 
+    /// Checks the signatures of a whole batch at once (ed25519 batch verification): for
+    /// [`Admission::decide_verified`], which then checks only the key's owner and window.
+    pub fn verify_batch(&self, batch: &[Incoming], state: &State) -> Vec<bool> {
+        let events: Vec<Option<Event>> = batch
+            .iter()
+            .map(|m| {
+                (!is_control(&self.prefix, &m.subject))
+                    .then(|| decode_received(&self.prefix, &m.subject, &m.payload).ok())
+                    .flatten()
+            })
+            .collect();
+        let refs: Vec<Option<&Event>> = events.iter().map(Option::as_ref).collect();
+        state.keyring.verify_all(&refs)
+    }
+
     /// Decides about one message; records what it applies in `state` (in memory: the worker
     /// commits it after Fail2Ban took the batch).
     pub fn decide(&mut self, msg: &Incoming, state: &mut State, now: SystemTime) -> Decision {
+        self.decide_verified(msg, state, now, false)
+    }
+
+    /// As [`Admission::decide`]; `verified`: [`Admission::verify_batch`] found its signature
+    /// good.
+    pub fn decide_verified(
+        &mut self,
+        msg: &Incoming,
+        state: &mut State,
+        now: SystemTime,
+        verified: bool,
+    ) -> Decision {
         let live = msg.source == Source::Live;
         if live && (msg.seq.is_none() || msg.stream.as_deref() != Some(self.stream.as_str())) {
             return drop(
@@ -338,7 +369,7 @@ impl Admission {
         }
         // Checked on the time as signed, then clamped.
         let stored = if live { Some(now) } else { msg.stored };
-        if let Some(refused) = self.signature(&event, stored, state) {
+        if let Some(refused) = self.signature(&event, stored, verified, state) {
             return refused;
         }
         event.clamp_time(now);
