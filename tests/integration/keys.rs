@@ -49,18 +49,7 @@ impl KeySite {
         let nats = NatsServer::start_with_config(dir, &conf);
         let url = nats.url();
 
-        let seed = dir.join("operator.seed");
-        let out = Command::new(bin("shared-f2b-admin"))
-            .args(["operator-key", "--out"])
-            .arg(&seed)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let operator = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let (seed, operator) = site::operator_key(dir);
         let trust = format!("[trust]\noperator_keys = [{operator:?}]\n");
 
         let db = TestDb::sqlite(dir);

@@ -48,6 +48,24 @@ pub fn shipped_config() -> String {
     )
 }
 
+/// A new operator key pair made by `shared-f2b-admin operator-key`: the seed file in `dir`, and
+/// the public key it printed.
+pub fn operator_key(dir: &Path) -> (PathBuf, String) {
+    let seed = dir.join("operator.seed");
+    let out = Command::new(bin("shared-f2b-admin"))
+        .args(["operator-key", "--out"])
+        .arg(&seed)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    (seed, public)
+}
+
 /// `[nats]` keys for logging in as `user` with the example's password and inbox.
 pub fn login(user: &str) -> String {
     format!("user = {user:?}\npassword = \"change-me-{user}\"\ninbox_prefix = \"_INBOX_{user}\"")

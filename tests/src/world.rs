@@ -92,18 +92,7 @@ impl World {
         .unwrap();
         let conf = std::fs::read_to_string(repo_root().join("deploy/nats-server.conf")).unwrap();
         let mut world = World::with_nats_config(dir, &conf);
-        let seed = dir.join("operator.seed");
-        let out = std::process::Command::new(bin("shared-f2b-admin"))
-            .args(["operator-key", "--out"])
-            .arg(&seed)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let operator = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let (seed, operator) = crate::site::operator_key(dir);
         let admin = HostConfig::write(
             &dir.join("admin"),
             "admin",
