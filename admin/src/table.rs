@@ -92,7 +92,11 @@ mod tests {
     use std::time::Duration;
 
     fn replayed(control: Control, seq: u64) -> ReplayedControl {
-        ReplayedControl { seq, control }
+        ReplayedControl {
+            seq,
+            control,
+            site: None,
+        }
     }
 
     #[test]

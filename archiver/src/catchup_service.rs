@@ -252,6 +252,7 @@ impl Source {
                 .map(|r| ReplayedControl {
                     seq: r.seq,
                     control: r.control,
+                    site: r.site,
                 })
                 .collect(),
             high_seq: high,
@@ -380,7 +381,11 @@ impl Source {
                 Ok(Received::Event(event)) => {
                     events.push((seq, event, Some(SystemTime::from(info.published))))
                 }
-                Ok(Received::Control(control)) => controls.push(ReplayedControl { seq, control }),
+                Ok(Received::Control(control)) => controls.push(ReplayedControl {
+                    seq,
+                    control,
+                    site: remote_site(&self.prefix, &msg.subject),
+                }),
                 Err(_) => {}
             }
             if info.pending == 0 {
@@ -402,6 +407,13 @@ type StreamRead = (
     Vec<ReplayedControl>,
     u64,
 );
+
+/// The site a stored subject was relayed from.
+fn remote_site(prefix: &str, subject: &str) -> Option<String> {
+    shared_f2b::inbound::origin_prefix(prefix, subject)
+        .1
+        .map(str::to_owned)
+}
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,7 @@
 
 use crate::db::{Db, DbError};
 use crate::metrics::Metrics;
-use crate::{catchup_service, consumer, http, ingest, store};
+use crate::{catchup_service, consumer, http, ingest, relay, store};
 use shared_f2b::Config;
 use shared_f2b::health::{self, Check, Health};
 use shared_f2b::nats;
@@ -50,6 +50,8 @@ pub enum DaemonError {
     CatchupRequests(async_nats::SubscribeError),
     #[error("cannot subscribe to the live events: {0}")]
     LiveEvents(async_nats::Error),
+    #[error("federation: {0}")]
+    Federation(shared_f2b::config::Invalid),
     #[error(transparent)]
     PartStopped(#[from] TaskEnded),
 }
@@ -180,6 +182,7 @@ async fn spawn_parts(
         };
         http::spawn(tasks, addr, sources, config, shutdown).await;
     }
+    relay::spawn(tasks, config, &db, &conn.client, shutdown).map_err(DaemonError::Federation)?;
     if let Some(keep) = archiver.retention {
         tasks.spawn("retention", retain(db.clone(), keep, shutdown.clone()));
     }

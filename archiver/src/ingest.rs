@@ -112,7 +112,10 @@ fn sort(prefix: &str, messages: &[Message]) -> (Vec<Archived>, Vec<ArchivedContr
             Ok(Received::Control(control)) => {
                 tracing::info!(id = %control.id, kind = control.kind.as_str(),
                     operator = %control.operator, seq, "control event");
-                controls.push(ArchivedControl { control, seq });
+                let site = shared_f2b::inbound::origin_prefix(prefix, &m.subject)
+                    .1
+                    .map(str::to_owned);
+                controls.push(ArchivedControl { control, seq, site });
             }
             Err(r) => {
                 tracing::warn!(subject = ?m.subject.as_str(), seq, reason = r.reason, detail = ?r.detail,

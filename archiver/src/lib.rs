@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod misp;
 pub mod query;
+pub mod relay;
 pub mod report;
 pub mod store;
 pub mod text;

@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const EVENT_COLUMNS: &str = "SELECT b.id, b.event_id, b.origin, b.jail, b.ip_text, b.action, \
-    b.event_time_ms, b.bantime, b.failures, b.stream_seq, b.received_ms, b.key_id, b.sig \
-    FROM f2b_events b";
+    b.event_time_ms, b.bantime, b.failures, b.stream_seq, b.received_ms, b.key_id, b.sig, \
+    b.site FROM f2b_events b";
 
 /// An archived event with where it sits.
 #[derive(Debug, Clone)]
@@ -49,6 +49,7 @@ fn decode(row: &AnyRow) -> Result<Stored, sqlx::Error> {
         failures: row.try_get::<i64, _>("failures")?.clamp(0, u32::MAX as i64) as u32,
         key: row.try_get("key_id")?,
         sig: row.try_get("sig")?,
+        site: row.try_get("site")?,
     };
     Ok(Stored {
         row_id: row.try_get::<i64, _>("id")? as u64,
@@ -233,7 +234,7 @@ pub async fn since_page(
 
 const CONTROL_COLUMNS: &str = "SELECT c.id, c.event_id, c.operator, c.kind, c.net_text, \
     c.revokes, c.event_time_ms, c.until_ms, c.reason, c.stream_seq, c.host, c.host_key, \
-    c.since_ms, c.key_id, c.sig FROM f2b_control c";
+    c.since_ms, c.key_id, c.sig, c.site FROM f2b_control c";
 
 /// An archived control event with where it sits.
 #[derive(Debug, Clone)]
@@ -241,6 +242,8 @@ pub struct StoredControl {
     pub row_id: u64,
     pub seq: u64,
     pub control: Control,
+    /// The federated site it was relayed from (`None`: this site's own).
+    pub site: Option<String>,
 }
 
 fn decode_control(row: &AnyRow) -> Result<StoredControl, sqlx::Error> {
@@ -273,6 +276,7 @@ fn decode_control(row: &AnyRow) -> Result<StoredControl, sqlx::Error> {
         row_id: row.try_get::<i64, _>("id")? as u64,
         seq: row.try_get::<i64, _>("stream_seq")? as u64,
         control,
+        site: row.try_get("site")?,
     })
 }
 

@@ -9,7 +9,7 @@ use sqlx::{Any, QueryBuilder};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Rows per INSERT: at most 17 placeholders each stays under SQLite's 32,766 and MySQL's 65,535.
+/// Rows per INSERT: at most 18 placeholders each stays under SQLite's 32,766 and MySQL's 65,535.
 const ROWS_PER_INSERT: usize = 1000;
 /// Rows per retention DELETE, so one run never holds long locks.
 const ROWS_PER_DELETE: i64 = 10_000;
@@ -26,6 +26,8 @@ pub struct Archived {
 pub struct ArchivedControl {
     pub control: Control,
     pub seq: u64,
+    /// The federated site it was relayed from (`None`: this site's own).
+    pub site: Option<String>,
 }
 
 /// How many rows of a batch were new (the rest were archived before).
@@ -115,7 +117,7 @@ pub async fn insert(
     for chunk in events.chunks(ROWS_PER_INSERT) {
         let mut q: QueryBuilder<Any> = QueryBuilder::new(
             "INSERT INTO f2b_events (event_id, origin, jail, ip, ip_text, action, event_time_ms, \
-             bantime, expires_ms, failures, stream_seq, received_ms, key_id, sig) ",
+             bantime, expires_ms, failures, stream_seq, received_ms, key_id, sig, site) ",
         );
         q.push_values(chunk, |mut row, a| {
             let e = &a.event;
@@ -132,7 +134,8 @@ pub async fn insert(
                 .push_bind(a.seq as i64)
                 .push_bind(received)
                 .push_bind(e.key.clone())
-                .push_bind(e.sig.clone());
+                .push_bind(e.sig.clone())
+                .push_bind(e.site.clone());
         });
         // Idempotent without INSERT IGNORE, which would also hide every other error.
         q.push(first_stored_wins(db.backend));
@@ -142,7 +145,7 @@ pub async fn insert(
         let mut q: QueryBuilder<Any> = QueryBuilder::new(
             "INSERT INTO f2b_control (event_id, operator, kind, net_text, net_lo, net_hi, \
              revokes, event_time_ms, until_ms, reason, stream_seq, received_ms, host, host_key, \
-             since_ms, key_id, sig) ",
+             since_ms, key_id, sig, site) ",
         );
         q.push_values(chunk, |mut row, a| {
             let c = &a.control;
@@ -162,7 +165,8 @@ pub async fn insert(
                 .push_bind(c.host_key.clone())
                 .push_bind(c.since.map(ms))
                 .push_bind(c.key.clone())
-                .push_bind(c.sig.clone());
+                .push_bind(c.sig.clone())
+                .push_bind(a.site.clone());
         });
         q.push(skip_duplicate_ids(db.backend));
         inserted.controls += q.build().execute(&mut *tx).await?.rows_affected();
@@ -216,4 +220,34 @@ pub async fn delete_older_than(db: &Db, cutoff: SystemTime) -> Result<u64, sqlx:
             return Ok(total);
         }
     }
+}
+
+/// How far the relay has read `site`'s stream (0: nothing yet).
+pub async fn site_cursor(db: &Db, site: &str) -> Result<u64, sqlx::Error> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT seq FROM f2b_site_cursors WHERE site = ?")
+        .bind(site)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(row.map_or(0, |(seq,)| seq.max(0) as u64))
+}
+
+/// Records that everything of `site`'s stream up to `seq` is in this site's stream.
+pub async fn set_site_cursor(db: &Db, site: &str, seq: u64) -> Result<(), sqlx::Error> {
+    let sql = match db.backend {
+        Backend::MySql => {
+            "INSERT INTO f2b_site_cursors (site, seq, updated_ms) VALUES (?, ?, ?) \
+             ON DUPLICATE KEY UPDATE seq = VALUES(seq), updated_ms = VALUES(updated_ms)"
+        }
+        Backend::Sqlite => {
+            "INSERT INTO f2b_site_cursors (site, seq, updated_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (site) DO UPDATE SET seq = excluded.seq, updated_ms = excluded.updated_ms"
+        }
+    };
+    sqlx::query(sql)
+        .bind(site)
+        .bind(seq as i64)
+        .bind(ms(SystemTime::now()))
+        .execute(&db.pool)
+        .await?;
+    Ok(())
 }

@@ -8,7 +8,11 @@ use shared_f2b_archiver::store::{self, ArchivedControl, Inserted};
 use std::time::{Duration, SystemTime};
 
 fn at(control: Control, seq: u64) -> ArchivedControl {
-    ArchivedControl { control, seq }
+    ArchivedControl {
+        control,
+        seq,
+        site: None,
+    }
 }
 
 #[tokio::test]

@@ -83,6 +83,7 @@ impl Archive {
         let row = ArchivedControl {
             control,
             seq: self.seq,
+            site: None,
         };
         store::insert(&self.db, &[], &[row], &[]).await.unwrap();
     }

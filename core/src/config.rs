@@ -74,6 +74,9 @@ pub struct Config {
     /// This host's name, the origin of the events it publishes.
     #[serde(default = "hostname")]
     pub host_id: String,
+    /// This site's name among federated sites (`host@site`); unset: a site alone.
+    #[serde(default)]
+    pub site_id: Option<String>,
     #[serde(default)]
     pub nats: NatsConfig,
     #[serde(default)]
@@ -86,6 +89,8 @@ pub struct Config {
     pub trust: TrustConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub federation: crate::federation::FederationConfig,
 }
 
 /// `[trust]`: which keys sign here and which operator keys this host believes.
@@ -291,6 +296,14 @@ pub struct SubscriberConfig {
     /// Refuse unsigned events (and events whose signature does not check out) instead of
     /// applying them with a warning once per origin.
     pub require_signatures: bool,
+    /// The federated sites whose bans are applied here (`["*"]`: every site in
+    /// `[federation] sites`; `[]`: none).
+    pub trusted_sites: Vec<String>,
+    /// Apply a remote site's ban only once this many distinct remote sites reported the address
+    /// within `min_sites_window`.
+    pub min_sites: usize,
+    #[serde(with = "humantime_serde")]
+    pub min_sites_window: Duration,
 }
 
 /// `[subscriber.escalation]`: fleet-wide bantime escalation (`ban` mode).
@@ -354,6 +367,9 @@ impl Default for SubscriberConfig {
             aggregate_ipv6_prefix: 48,
             escalation: None,
             require_signatures: false,
+            trusted_sites: vec!["*".into()],
+            min_sites: 1,
+            min_sites_window: Duration::from_secs(3600),
         }
     }
 }
@@ -682,8 +698,34 @@ impl Config {
             ));
         }
         for origin in &sub.trusted_origins {
-            validate_host(origin)
+            // `alice`, or `alice@a` for a host of a federated site.
+            let (host, site) = match origin.split_once('@') {
+                Some((host, site)) => (host, Some(site)),
+                None => (origin.as_str(), None),
+            };
+            validate_host(host)
                 .map_err(|e| Invalid::from(format!("subscriber.trusted_origins: {e}")))?;
+            if let Some(site) = site {
+                crate::federation::validate_site(site)
+                    .map_err(|e| Invalid::from(format!("subscriber.trusted_origins: {e}")))?;
+            }
+        }
+        if let Some(site) = &self.site_id {
+            crate::federation::validate_site(site)
+                .map_err(|e| Invalid::from(format!("site_id: {e}")))?;
+        }
+        self.federation.check(self.site_id.as_deref())?;
+        for site in &sub.trusted_sites {
+            if site != "*" && self.federation.site(site).is_none() {
+                return Err(Invalid::from(format!(
+                    "subscriber.trusted_sites: {site:?} is not in [federation] sites"
+                )));
+            }
+        }
+        if sub.min_sites == 0 || sub.min_sites_window.is_zero() {
+            return Err(Invalid::from(
+                "subscriber.min_sites and min_sites_window must be above 0",
+            ));
         }
         for (remote, local) in &sub.jail_map {
             validate_jail(remote)

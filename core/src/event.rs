@@ -59,6 +59,10 @@ pub struct Event {
     /// The signature over [`crate::signing::event_bytes`] (base64url, no padding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<String>,
+    /// The federated site it came from, as the receiving site labels it (the subject it was
+    /// relayed on decides, never the sender; not signed); absent: this site's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 /// Why an event or one of its fields was refused.
@@ -70,7 +74,9 @@ pub enum EventError {
         "invalid jail name {0:?}: use 1-{MAX_JAIL_LEN} letters, digits, '_' or '-' (no dots, spaces or wildcards)"
     )]
     BadJail(String),
-    #[error("invalid host id {0:?}: use 1-{MAX_HOST_LEN} printable characters without whitespace")]
+    #[error(
+        "invalid host id {0:?}: use 1-{MAX_HOST_LEN} printable characters without whitespace or '@'"
+    )]
     BadHost(String),
     #[error("invalid bantime {0}: expected 0 to {MAX_BANTIME} seconds, or -1 for permanent")]
     BadBantime(i64),
@@ -129,7 +135,9 @@ pub fn validate_jail(jail: &str) -> Result<(), EventError> {
 pub fn validate_host(host: &str) -> Result<(), EventError> {
     let ok = !host.is_empty()
         && host.len() <= MAX_HOST_LEN
-        && host.chars().all(|c| !c.is_whitespace() && !c.is_control());
+        && host
+            .chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && c != '@');
     if ok {
         Ok(())
     } else {
@@ -188,6 +196,7 @@ impl Event {
             failures,
             key: None,
             sig: None,
+            site: None,
         };
         event.validate()?;
         Ok(event)
@@ -201,7 +210,20 @@ impl Event {
         validate_host(&self.origin)?;
         validate_jail(&self.jail)?;
         validate_bantime(self.bantime)?;
+        if let Some(site) = &self.site {
+            crate::federation::validate_site(site)
+                .map_err(|e| EventError::Malformed(e.to_string()))?;
+        }
         Ok(())
+    }
+
+    /// Who made it, as logs and pages show it: `alice`, or `alice@a` for a host of a federated
+    /// site.
+    pub fn who(&self) -> String {
+        match &self.site {
+            Some(site) => crate::federation::origin_at(&self.origin, site),
+            None => self.origin.clone(),
+        }
     }
 
     /// When the ban ends, or `None` for a permanent ban (or one ending beyond what the clock

@@ -3,6 +3,7 @@
 
 use crate::control::Control;
 use crate::event::Event;
+use crate::federation::split_remote;
 use crate::subject::{parse_control_subject, parse_subject};
 
 /// Why a received message is not a usable event.
@@ -21,12 +22,34 @@ fn reject(reason: &'static str, detail: impl Into<String>) -> Rejection {
     }
 }
 
+/// The prefix a stored subject's tokens are under, and the federated site it was relayed from:
+/// `(prefix, None)` for this site's own, `("f2b.remote.a", Some("a"))` for site a's.
+pub fn origin_prefix<'a>(prefix: &'a str, subject: &'a str) -> (&'a str, Option<&'a str>) {
+    match split_remote(prefix, subject) {
+        Some((site, inner)) => (inner, Some(site)),
+        None => (prefix, None),
+    }
+}
+
 /// Decodes `payload` received on `subject` and checks that origin, jail and action agree with
-/// the subject's tokens.
+/// the subject's tokens. An event relayed from a federated site (`<prefix>.remote.<site>.…`)
+/// gets that site; a payload naming another site, or a site on a local subject, is refused.
 pub fn decode_received(prefix: &str, subject: &str, payload: &[u8]) -> Result<Event, Rejection> {
+    let (prefix, site) = origin_prefix(prefix, subject);
     let parsed =
         parse_subject(prefix, subject).map_err(|e| reject("bad_subject", e.to_string()))?;
-    let event = Event::decode(payload).map_err(|e| reject(e.reason(), e.to_string()))?;
+    let mut event = Event::decode(payload).map_err(|e| reject(e.reason(), e.to_string()))?;
+    if event.site.is_some() && event.site.as_deref() != site {
+        return Err(reject(
+            "spoofed_site",
+            format!(
+                "payload site {:?} but received from {:?}",
+                event.site,
+                site.unwrap_or("this site")
+            ),
+        ));
+    }
+    event.site = site.map(str::to_owned);
     if event.origin != parsed.host {
         return Err(reject(
             "spoofed_origin",
@@ -54,6 +77,7 @@ pub fn decode_received(prefix: &str, subject: &str, payload: &[u8]) -> Result<Ev
 /// Decodes a control event received on `subject` and checks that operator and kind agree with
 /// the subject's tokens (the subject is what NATS permissions pin to operator users).
 pub fn decode_control(prefix: &str, subject: &str, payload: &[u8]) -> Result<Control, Rejection> {
+    let (prefix, _) = origin_prefix(prefix, subject);
     let (kind, operator) =
         parse_control_subject(prefix, subject).map_err(|e| reject("bad_subject", e.to_string()))?;
     let control = Control::decode(payload).map_err(|e| reject(e.reason(), e.to_string()))?;
@@ -87,9 +111,9 @@ pub enum Received {
 }
 
 /// Decodes any message stored on the stream: a control event on a control subject, else an
-/// event.
+/// event (relayed ones from federated sites too: [`origin_prefix`] tells which site).
 pub fn decode_any(prefix: &str, subject: &str, payload: &[u8]) -> Result<Received, Rejection> {
-    if crate::subject::is_control(prefix, subject) {
+    if crate::subject::is_control(origin_prefix(prefix, subject).0, subject) {
         decode_control(prefix, subject, payload).map(Received::Control)
     } else {
         decode_received(prefix, subject, payload).map(Received::Event)
@@ -122,6 +146,22 @@ mod tests {
         assert_eq!(reason("f2b.ban.nginx.alice", &p), Some("subject_mismatch"));
         assert_eq!(reason("f2b.ban.sshd", &p), Some("bad_subject"));
         assert_eq!(reason("f2b.ban.sshd.alice", b"{nope"), Some("malformed"));
+        // Relayed from site a: the subject gives the site, the payload may not name another.
+        let relayed = decode_received("f2b", "f2b.remote.a.ban.sshd.alice", &p).unwrap();
+        assert_eq!(relayed.site.as_deref(), Some("a"));
+        assert_eq!(relayed.who(), "alice@a");
+        let mut claims = e.clone();
+        claims.site = Some("b".into());
+        let claims = claims.encode();
+        assert_eq!(
+            reason("f2b.remote.a.ban.sshd.alice", &claims),
+            Some("spoofed_site")
+        );
+        assert_eq!(reason("f2b.ban.sshd.alice", &claims), Some("spoofed_site"));
+        assert_eq!(
+            reason("f2b.remote.a.ban.sshd.mallory", &p),
+            Some("spoofed_origin")
+        );
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE)
 }
 
+/// The file for a federated site's host keys in a `state_dir`: `keyring-<site>.json`.
+pub fn site_path(state_dir: &Path, site: &str) -> PathBuf {
+    state_dir.join(format!("keyring-{site}.json"))
+}
+
 /// One host key as the newest record for it says.
 #[derive(Debug, Clone)]
 pub struct HostKey {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod event;
+pub mod federation;
 pub mod health;
 pub mod inbound;
 pub mod keyring;

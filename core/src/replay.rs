@@ -83,6 +83,9 @@ pub struct Replayed {
 pub struct ReplayedControl {
     pub seq: u64,
     pub control: Control,
+    /// The federated site it was relayed from; absent: the answering site's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 /// One page of the answer.

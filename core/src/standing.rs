@@ -109,6 +109,7 @@ impl Standing {
                 self.controls.push(ReplayedControl {
                     seq,
                     control: control.clone(),
+                    site: None,
                 });
                 Change::Added
             }
@@ -243,10 +244,12 @@ mod tests {
             ReplayedControl {
                 seq: 1,
                 control: old.clone(),
+                site: None,
             },
             ReplayedControl {
                 seq: 4,
                 control: missed.clone(),
+                site: None,
             },
         ];
         let new = s.reconcile(snapshot, 5);

@@ -116,12 +116,14 @@ pub fn event_subject(
     ))
 }
 
-/// The subjects the stream captures: every ban and unban, and the operators' control events.
+/// The subjects the stream captures: every ban and unban, the operators' control events, and
+/// what the archiver relays from federated sites (`<prefix>.remote.<site>.…`).
 pub fn stream_subjects(prefix: &str) -> Vec<String> {
     vec![
         format!("{prefix}.ban.>"),
         format!("{prefix}.unban.>"),
         format!("{prefix}.control.>"),
+        format!("{prefix}.remote.>"),
     ]
 }
 

@@ -2,7 +2,7 @@
 //! each batch of live events to the [`Worker`] until told to stop, catching up again whenever
 //! live delivery may have missed something.
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Sites};
 use crate::apply::Applier;
 use crate::apply::fail2ban::Fail2Ban;
 use crate::intake::catchup::{self, Asker, Fetched};
@@ -69,10 +69,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     };
     let mut state = State::open(&sub.state_dir, sub.max_bantime).map_err(state_dir)?;
     state.load_keyring(&operators).map_err(state_dir)?;
+    let sites = Sites::new(&config)?;
+    for (site, site_operators) in sites.operators() {
+        state
+            .load_site_keyring(site, site_operators)
+            .map_err(state_dir)?;
+    }
     tracing::info!(
         operator_keys = operators.len(),
         host_keys = state.keyring.len(),
         require_signatures = sub.require_signatures,
+        site = ?config.site_id,
+        federated_sites = state.site_keyrings.len(),
         "trust"
     );
     tracing::info!(host = ?config.host_id, holdings = state.holdings.len(),
@@ -99,7 +107,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         );
     }
     let result = follow(
-        &config, state, operators, &metrics, &health, &mut tasks, &shutdown,
+        &config,
+        state,
+        (operators, sites),
+        &metrics,
+        &health,
+        &mut tasks,
+        &shutdown,
     )
     .await;
     // Also when `follow` failed before its own epilogue ran (a second time is harmless).
@@ -117,7 +131,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
 async fn follow(
     config: &Config,
     state: State,
-    operators: OperatorKeys,
+    (operators, sites): (OperatorKeys, Sites),
     metrics: &Metrics,
     health: &Health,
     tasks: &mut Tasks,
@@ -152,7 +166,7 @@ async fn follow(
     let (mut running, mut pages) = Running::new(
         config,
         state,
-        Admission::new(config, nats_servers, operators),
+        Admission::new(config, nats_servers, operators).with_sites(sites),
         conn.client.clone(),
         health,
         metrics,
@@ -342,9 +356,11 @@ impl Running<'_> {
             Step::Controls { controls, high } => {
                 // Key records go to the keyring (every one, ended keys too), the rest are the
                 // orders in force.
+                // (Federated sites' records, and the orders of sites whose orders count here,
+                // go through admission like key records.)
                 let (keys, orders): (Vec<_>, Vec<_>) = controls
                     .into_iter()
-                    .partition(|c| c.control.kind == ControlKind::Key);
+                    .partition(|c| c.control.kind == ControlKind::Key || c.site.is_some());
                 let new = self.state.standing.reconcile(orders, high);
                 self.state.standing_changed();
                 let items: Vec<Incoming> = keys

@@ -632,6 +632,7 @@ mod tests {
             row_id: seq,
             seq,
             control: c,
+            site: None,
         }
     }
 

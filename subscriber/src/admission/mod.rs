@@ -14,6 +14,7 @@ pub mod escalation;
 pub mod limits;
 mod orders;
 pub mod prefixes;
+pub mod sites;
 
 use crate::intake::follow::{Incoming, Source};
 use crate::state::State;
@@ -26,9 +27,10 @@ use prefixes::Prefixes;
 use shared_f2b::config::Config;
 use shared_f2b::control::{Control, ControlKind, host_net as host, overlap};
 use shared_f2b::event::{Action, Event};
-use shared_f2b::inbound::decode_received;
+use shared_f2b::inbound::{decode_received, origin_prefix};
 use shared_f2b::signing::{OperatorKeys, SigError};
 use shared_f2b::subject::is_control;
+pub use sites::Sites;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -75,6 +77,14 @@ pub enum Reason {
     /// The signature did not check out (`unsigned`, `bad_signature`, `unknown_key`,
     /// `revoked_key`).
     Signature(SigError),
+    /// Relayed from a site not in `[federation] sites`.
+    UnknownSite,
+    /// From a federated site not in `trusted_sites`.
+    UntrustedSite,
+    /// An order of another site's operators, and that site has no `accept_orders`.
+    RemoteOrder,
+    /// Fewer distinct sites than `min_sites` reported it so far.
+    AwaitingSites,
 }
 
 impl Reason {
@@ -100,6 +110,10 @@ impl Reason {
             Reason::Allowed => "allowed",
             Reason::RevokesNothing => "revokes_nothing",
             Reason::Signature(e) => e.reason(),
+            Reason::UnknownSite => "unknown_site",
+            Reason::UntrustedSite => "untrusted_site",
+            Reason::RemoteOrder => "remote_order",
+            Reason::AwaitingSites => "awaiting_sites",
         }
     }
 
@@ -117,6 +131,8 @@ impl Reason {
                 | Reason::Allowlisted
                 | Reason::RateLimited
                 | Reason::Signature(_)
+                | Reason::UnknownSite
+                | Reason::UntrustedSite
         )
     }
 }
@@ -216,6 +232,8 @@ pub struct Admission {
     require_signatures: bool,
     /// Origins already warned about for unsigned (or unknown-key) events.
     warned: HashSet<String>,
+    /// The policy for events of federated sites.
+    sites: Sites,
 }
 
 impl Admission {
@@ -244,7 +262,20 @@ impl Admission {
             operators,
             require_signatures: sub.require_signatures,
             warned: HashSet::new(),
+            sites: Sites::default(),
         }
+    }
+
+    /// With `sites` as the policy for federated sites' events (without: every one is refused
+    /// as from an unknown site).
+    pub fn with_sites(mut self, sites: Sites) -> Admission {
+        self.sites = sites;
+        self
+    }
+
+    /// The federated sites and their operator keys.
+    pub fn sites(&self) -> &Sites {
+        &self.sites
     }
 
     /// Whether an event's signature lets it through. Required: only a valid signature by a key
@@ -315,7 +346,9 @@ impl Admission {
         let events: Vec<Option<Event>> = batch
             .iter()
             .map(|m| {
-                (!is_control(&self.prefix, &m.subject))
+                // Federated sites' events are checked against their own keyrings, one by one.
+                let local = origin_prefix(&self.prefix, &m.subject).1.is_none();
+                (local && !is_control(&self.prefix, &m.subject))
                     .then(|| decode_received(&self.prefix, &m.subject, &m.payload).ok())
                     .flatten()
             })
@@ -346,10 +379,14 @@ impl Admission {
                 format!("stream {:?}, sequence {:?}", msg.stream, msg.seq),
             );
         }
+        if let (inner, Some(site)) = origin_prefix(&self.prefix, &msg.subject) {
+            let (inner, site) = (inner.to_owned(), site.to_owned());
+            return self.remote(msg, &site, &inner, state, now);
+        }
         if is_control(&self.prefix, &msg.subject) {
             return self.order(msg, state, now);
         }
-        let mut event = match decode_received(&self.prefix, &msg.subject, &msg.payload) {
+        let event = match decode_received(&self.prefix, &msg.subject, &msg.payload) {
             Ok(event) => event,
             Err(r) if r.reason == "spoofed_origin" => return drop(Reason::SpoofedOrigin, r.detail),
             Err(r) => return drop(Reason::Invalid(r.reason), r.detail),
@@ -357,21 +394,40 @@ impl Admission {
         if event.origin == self.host_id && !self.include_own {
             return drop(Reason::Own, "");
         }
-        if self
-            .jails
-            .as_ref()
-            .is_some_and(|j| !j.contains(&event.jail))
-        {
-            return drop(Reason::NotFollowed, "");
-        }
-        if !self.limits.trusts(&event.origin) {
-            return drop(Reason::Untrusted, "origin not in trusted_origins");
+        if let Some(skip) = self.followed_and_trusted(&event) {
+            return skip;
         }
         // Checked on the time as signed, then clamped.
         let stored = if live { Some(now) } else { msg.stored };
         if let Some(refused) = self.signature(&event, stored, verified, state) {
             return refused;
         }
+        self.admit(event, live, state, now)
+    }
+
+    /// Whether the event's jail is followed and its origin (`host`, or `host@site`) trusted.
+    fn followed_and_trusted(&self, event: &Event) -> Option<Decision> {
+        if self
+            .jails
+            .as_ref()
+            .is_some_and(|j| !j.contains(&event.jail))
+        {
+            return Some(drop(Reason::NotFollowed, ""));
+        }
+        if !self.limits.trusts(&event.origin) {
+            return Some(drop(Reason::Untrusted, "origin not in trusted_origins"));
+        }
+        None
+    }
+
+    /// The rest of the rules for an event whose origin and signature are settled.
+    fn admit(
+        &mut self,
+        mut event: Event,
+        live: bool,
+        state: &mut State,
+        now: SystemTime,
+    ) -> Decision {
         event.clamp_time(now);
         // Older than max_bantime: no ban of that age is still held here, and the replay guard
         // has forgotten it.
@@ -450,6 +506,14 @@ impl Admission {
         let ip = event.ip;
         if let Some(refused) = self.never_banned(host(ip), state, now) {
             return refused;
+        }
+        if let Some(site) = event.site.clone()
+            && !self.site_quorum(ip, &site, now)
+        {
+            return drop(
+                Reason::AwaitingSites,
+                format!("{ip}: fewer than min_sites sites"),
+            );
         }
         // A prefix that would cover something never banned: the address alone.
         let mut target = self.prefixes.widen(ip);

@@ -49,6 +49,17 @@ impl Admission {
         if let Some(refused) = self.order_signature(&control) {
             return refused;
         }
+        self.enact(msg, control, state, now)
+    }
+
+    /// An order whose signature is settled: recorded in the standing orders, then enacted.
+    pub(super) fn enact(
+        &mut self,
+        msg: &Incoming,
+        control: Control,
+        state: &mut State,
+        now: SystemTime,
+    ) -> Decision {
         if control.kind != ControlKind::Revoke && !control.in_force_at(now) {
             return drop(Reason::Expired, format!("order {} has ended", control.id));
         }
@@ -116,6 +127,7 @@ impl Admission {
             failures: 0,
             key: None,
             sig: None,
+            site: None,
         };
         Decision::Ban {
             jail: self.target_jail.clone(),

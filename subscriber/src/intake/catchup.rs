@@ -93,7 +93,8 @@ pub fn items(prefix: &str, page: &ReplayPage) -> Vec<Incoming> {
         .iter()
         .filter_map(|r| {
             let e = &r.event;
-            let subject = event_subject(prefix, e.action, &e.jail, &e.origin).ok()?;
+            let prefix = origin_prefix(prefix, e.site.as_deref());
+            let subject = event_subject(&prefix, e.action, &e.jail, &e.origin).ok()?;
             Some(Incoming {
                 source: Source::Replay,
                 stored: r.stored,
@@ -111,6 +112,14 @@ pub fn items(prefix: &str, page: &ReplayPage) -> Vec<Incoming> {
     items
 }
 
+/// The prefix of the subjects of `site`'s events and records here (this site's own: `prefix`).
+fn origin_prefix(prefix: &str, site: Option<&str>) -> String {
+    match site {
+        Some(site) => shared_f2b::federation::remote_prefix(prefix, site),
+        None => prefix.to_owned(),
+    }
+}
+
 /// A control event as a message for the normal pipeline.
 pub fn control_item(prefix: &str, c: &ReplayedControl) -> Option<Incoming> {
     let control: &Control = &c.control;
@@ -119,7 +128,12 @@ pub fn control_item(prefix: &str, c: &ReplayedControl) -> Option<Incoming> {
         stored: None,
         seq: Some(c.seq),
         stream: None,
-        subject: control_subject(prefix, control.kind, &control.operator).ok()?,
+        subject: control_subject(
+            &origin_prefix(prefix, c.site.as_deref()),
+            control.kind,
+            &control.operator,
+        )
+        .ok()?,
         payload: control.encode().into(),
     })
 }

@@ -109,6 +109,9 @@ pub struct State {
     /// The host keys operators vouched for, kept in `keyring.json` beside the journal.
     pub keyring: Keyring,
     keyring_changed: bool,
+    /// Each federated site's host keys (its operators vouched for), in `keyring-<site>.json`.
+    pub site_keyrings: BTreeMap<String, Keyring>,
+    site_keyrings_changed: std::collections::BTreeSet<String>,
 }
 
 impl State {
@@ -166,6 +169,8 @@ impl State {
             standing_changed: false,
             keyring: Keyring::default(),
             keyring_changed: false,
+            site_keyrings: BTreeMap::new(),
+            site_keyrings_changed: Default::default(),
         })
     }
 
@@ -238,6 +243,24 @@ impl State {
         Ok(())
     }
 
+    /// Reads `keyring-<site>.json`, taking the records the site's `operators` signed.
+    pub fn load_site_keyring(&mut self, site: &str, operators: &OperatorKeys) -> io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let ring = Keyring::load(&keyring::site_path(dir, site), operators)?;
+        self.site_keyrings.insert(site.to_owned(), ring);
+        Ok(())
+    }
+
+    /// The host keys of `site` (empty for a site never heard of).
+    pub fn site_keyring(&mut self, site: &str) -> &mut Keyring {
+        self.site_keyrings.entry(site.to_owned()).or_default()
+    }
+
+    /// `site`'s keyring changed: its file is rewritten at the next commit.
+    pub fn site_keyring_changed(&mut self, site: &str) {
+        self.site_keyrings_changed.insert(site.to_owned());
+    }
+
     /// The keyring changed: `keyring.json` is rewritten at the next commit.
     pub fn keyring_changed(&mut self) {
         self.keyring_changed = true;
@@ -268,6 +291,12 @@ impl State {
             let dir = self.path.parent().unwrap_or(Path::new("."));
             self.keyring.save(&keyring::path(dir))?;
             self.keyring_changed = false;
+        }
+        for site in std::mem::take(&mut self.site_keyrings_changed) {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            if let Some(ring) = self.site_keyrings.get(&site) {
+                ring.save(&keyring::site_path(dir, &site))?;
+            }
         }
         if self.pending.is_empty() {
             return Ok(());
