@@ -22,7 +22,7 @@ pub fn history_table(rows: &[Stored]) -> String {
             e.action.as_str(),
             e.ip,
             e.jail,
-            e.origin,
+            e.who(),
             e.bantime,
             e.failures
         );

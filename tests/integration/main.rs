@@ -7,6 +7,7 @@ mod control;
 mod faults;
 mod feeds;
 mod feeds_attack;
+mod federation;
 mod health;
 mod install;
 mod keys;

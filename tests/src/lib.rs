@@ -7,11 +7,13 @@
 pub mod browser;
 pub mod db;
 pub mod fail2ban;
+pub mod federation;
 pub mod host;
 pub mod http;
 pub mod jwt;
 pub mod nats;
 pub mod netns;
+pub mod proxy;
 pub mod served;
 pub mod site;
 pub mod tls;
