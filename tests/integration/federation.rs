@@ -23,9 +23,7 @@ async fn wait_held(host: &Host, ip: &str) {
 }
 
 fn ban(host: &Host, ip: &str) {
-    let out = host
-        .config
-        .publish(&["ban", "--jail", "sshd", "--ip", ip]);
+    let out = host.config.publish(&["ban", "--jail", "sshd", "--ip", ip]);
     assert!(
         out.status.success(),
         "{} could not publish: {}",
@@ -70,7 +68,10 @@ async fn a_ban_at_one_site_reaches_the_others_once_and_min_sites_waits_for_a_sec
     // waits for a second site.
     barrier(&bob, &[&anna, &charlie], "198.51.100.200").await;
     assert!(!holds(&alice, "198.51.100.1"), "alice got her own ban back");
-    assert!(!holds(&carol, "198.51.100.1"), "carol applied one site's report");
+    assert!(
+        !holds(&carol, "198.51.100.1"),
+        "carol applied one site's report"
+    );
     assert!(skipped(&carol, "awaiting_sites") >= 1.0);
     // ... which b gives her.
     ban(&bob, "198.51.100.1");
@@ -92,10 +93,14 @@ async fn a_ban_at_one_site_reaches_the_others_once_and_min_sites_waits_for_a_sec
         "alice's ban once in c's history: {history}"
     );
     assert_eq!(history.matches("bob@b").count(), 1, "{history}");
-    let stored = shared_f2b_tests::nats::read_stream_as(&c.url(), "admin", "change-me-admin", site::STREAM).await;
+    let stored =
+        shared_f2b_tests::nats::read_stream_as(&c.url(), "admin", "change-me-admin", site::STREAM)
+            .await;
     let relayed = stored
         .iter()
-        .filter(|(subject, e)| subject.starts_with("f2b.remote.a.") && e.ip.to_string() == "198.51.100.1")
+        .filter(|(subject, e)| {
+            subject.starts_with("f2b.remote.a.") && e.ip.to_string() == "198.51.100.1"
+        })
         .count();
     assert_eq!(relayed, 1, "c's stream holds a's event once");
 }
@@ -127,7 +132,9 @@ async fn a_site_cut_off_keeps_sharing_inside_and_gets_everything_once_on_heal() 
     }
     // Exactly once in c's stream.
     let c = fed.site("c");
-    let stored = shared_f2b_tests::nats::read_stream_as(&c.url(), "admin", "change-me-admin", site::STREAM).await;
+    let stored =
+        shared_f2b_tests::nats::read_stream_as(&c.url(), "admin", "change-me-admin", site::STREAM)
+            .await;
     for ip in &missed {
         let copies = stored
             .iter()
@@ -155,7 +162,9 @@ async fn a_compromised_site_cannot_speak_for_another() {
     barrier(&alice, &[&bob, &charlie], "198.51.100.250").await;
     // A real, signed event of alice's, as b received it.
     let b = fed.site("b");
-    let a_events = shared_f2b_tests::nats::read_stream_as(&b.url(), "admin", "change-me-admin", site::STREAM).await;
+    let a_events =
+        shared_f2b_tests::nats::read_stream_as(&b.url(), "admin", "change-me-admin", site::STREAM)
+            .await;
     let (_, real) = a_events
         .iter()
         .find(|(s, _)| s.starts_with("f2b.remote.a.ban."))
@@ -215,7 +224,9 @@ async fn a_compromised_site_cannot_speak_for_another() {
         "a forged enrolment",
     )
     .unwrap();
-    Signer::from_file(&stranger).unwrap().sign_control(&mut record);
+    Signer::from_file(&stranger)
+        .unwrap()
+        .sign_control(&mut record);
     publish_as_admin(&b.url(), "f2b.control.key.admin", record.encode()).await;
     // An order of b's operators (c does not accept them).
     let mut pardon = shared_f2b::control::Control::pardon(
@@ -241,7 +252,9 @@ async fn a_compromised_site_cannot_speak_for_another() {
     );
     // c's relay refused them and stored none.
     let c = fed.site("c");
-    let stored = shared_f2b_tests::nats::read_stream_as(&c.url(), "admin", "change-me-admin", site::STREAM).await;
+    let stored =
+        shared_f2b_tests::nats::read_stream_as(&c.url(), "admin", "change-me-admin", site::STREAM)
+            .await;
     for (subject, e) in &stored {
         let ip = e.ip.to_string();
         assert!(

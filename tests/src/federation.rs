@@ -57,7 +57,8 @@ fn shipped(file: &str) -> String {
 fn federate(cfg: &HostConfig, site: &str, others: &[(&str, &str)], extra: &str) {
     let text = std::fs::read_to_string(&cfg.path).unwrap();
     let (first, rest) = text.split_once('\n').unwrap();
-    let mut out = format!("{first}\nsite_id = {site:?}\n{rest}\n{extra}\n\n[federation]\nresync = \"1s\"\n");
+    let mut out =
+        format!("{first}\nsite_id = {site:?}\n{rest}\n{extra}\n\n[federation]\nresync = \"1s\"\n");
     for (id, key) in others {
         out.push_str(&format!(
             "\n[[federation.sites]]\nid = {id:?}\noperator_keys = [{key:?}]\n"
@@ -71,11 +72,24 @@ impl Federation {
     /// no database server state).
     pub fn start(dir: &Path) -> Federation {
         let leaf_port = free_port();
-        let hub_conf = shipped("hub.conf").replace(
+        let mut hub_conf = shipped("hub.conf").replace(
             "listen: 0.0.0.0:7422",
             &format!("listen: 127.0.0.1:{leaf_port}"),
         );
-        assert!(hub_conf.contains(&leaf_port.to_string()), "hub leafnode listen");
+        // The hub tells its sites the address to dial again (`advertise`, the sites' own
+        // name for it): here one where nothing listens, so a site reaches the hub only
+        // through its link.
+        hub_conf = match hub_conf.contains("advertise: \"hub.example.org:7422\"") {
+            true => hub_conf.replace(
+                "advertise: \"hub.example.org:7422\"",
+                "advertise: \"127.0.0.1:1\"",
+            ),
+            false => hub_conf.replacen(
+                &format!("listen: 127.0.0.1:{leaf_port}"),
+                &format!("listen: 127.0.0.1:{leaf_port}\n  advertise: \"127.0.0.1:1\""),
+                1,
+            ),
+        };
         let hub = NatsServer::start_without_store(dir, &hub_conf);
         let mut sites = Vec::new();
         let keys: Vec<(PathBuf, String)> = SITES

@@ -25,11 +25,7 @@ impl Proxy {
             closed: Arc::default(),
             open: Arc::default(),
         };
-        let (cut, closed, open) = (
-            proxy.cut.clone(),
-            proxy.closed.clone(),
-            proxy.open.clone(),
-        );
+        let (cut, closed, open) = (proxy.cut.clone(), proxy.closed.clone(), proxy.open.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if closed.load(Ordering::SeqCst) {
