@@ -292,7 +292,7 @@ impl Source {
         }
         let wanted = |e: &Event| {
             (req.jails.iter().any(|j| j == "*") || req.jails.contains(&e.jail))
-                && req.exclude_origin.as_deref() != Some(e.origin.as_str())
+                && !(e.site.is_none() && req.exclude_origin.as_deref() == Some(e.origin.as_str()))
         };
         let (events, controls, next) = if after + 1 >= state.first_sequence {
             self.read_stream(after, high, limit).await?

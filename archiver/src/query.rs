@@ -92,7 +92,17 @@ pub async fn history(db: &Db, f: &HistoryFilter) -> Result<Vec<Stored>, sqlx::Er
         q.push(" AND b.jail = ").push_bind(jail.clone());
     }
     if let Some(origin) = &f.origin {
-        q.push(" AND b.origin = ").push_bind(origin.clone());
+        // `alice` (this site's), or `alice@a` (federated site a's).
+        match origin.split_once('@') {
+            Some((host, site)) => {
+                q.push(" AND b.origin = ").push_bind(host.to_owned());
+                q.push(" AND b.site = ").push_bind(site.to_owned());
+            }
+            None => {
+                q.push(" AND b.origin = ").push_bind(origin.clone());
+                q.push(" AND b.site IS NULL");
+            }
+        }
     }
     if let Some(since) = f.since {
         q.push(" AND b.event_time_ms >= ").push_bind(ms(since));
@@ -113,7 +123,10 @@ fn scope(q: &mut QueryBuilder<Any>, jails: &[String], exclude_origin: Option<&st
         q.push(")");
     }
     if let Some(origin) = exclude_origin {
-        q.push(" AND b.origin <> ").push_bind(origin.to_owned());
+        // The asking host is this site's: a federated site's host of that name is not it.
+        q.push(" AND NOT (b.origin = ")
+            .push_bind(origin.to_owned())
+            .push(" AND b.site IS NULL)");
     }
 }
 
@@ -131,6 +144,7 @@ fn active_conditions(q: &mut QueryBuilder<Any>, now: SystemTime, backend: Backen
         })
         .push(
             " WHERE u.ip = b.ip AND u.origin = b.origin AND u.jail = b.jail \
+             AND (u.site = b.site OR (u.site IS NULL AND b.site IS NULL)) \
              AND u.action = 'unban' AND u.stream_seq > b.stream_seq) AND NOT ",
         );
     pardoned_since(q);
@@ -571,18 +585,24 @@ pub async fn host_hours(
     until_seq: u64,
 ) -> Result<Vec<HostHour>, sqlx::Error> {
     let mut q: QueryBuilder<Any> = QueryBuilder::new(
-        "SELECT origin, (event_time_ms - event_time_ms % 3600000) AS hour, \
+        "SELECT origin, site, (event_time_ms - event_time_ms % 3600000) AS hour, \
          COUNT(CASE WHEN action = 'ban' THEN 1 END) AS bans, MAX(received_ms) AS last \
          FROM f2b_events WHERE event_time_ms >= ",
     );
     q.push_bind(ms(since));
     q.push(" AND stream_seq <= ").push_bind(until_seq as i64);
-    q.push(" GROUP BY origin, hour");
+    q.push(" GROUP BY origin, site, hour");
     let rows = q.build().fetch_all(&db.pool).await?;
     rows.iter()
         .map(|r| {
+            let origin: String = r.try_get("origin")?;
+            let site: Option<String> = r.try_get("site")?;
             Ok(HostHour {
-                origin: r.try_get("origin")?,
+                // As the page shows it: `host@site` for a federated site's.
+                origin: match site {
+                    Some(site) => shared_f2b::federation::origin_at(&origin, &site),
+                    None => origin,
+                },
                 hour_ms: r.try_get("hour")?,
                 bans: r.try_get::<i64, _>("bans")? as u64,
                 last_received_ms: r.try_get("last")?,

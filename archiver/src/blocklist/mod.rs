@@ -351,11 +351,11 @@ impl Snapshot {
         let held = self.bans.entry(e.ip).or_default();
         match held
             .iter_mut()
-            .find(|h| h.origin == e.origin && h.jail == e.jail)
+            .find(|h| h.origin == e.who() && h.jail == e.jail)
         {
             Some(h) => h.add(ban),
             None => held.push(Held {
-                origin: e.origin.clone(),
+                origin: e.who(),
                 jail: e.jail.clone(),
                 bans: vec![ban],
             }),
@@ -366,7 +366,7 @@ impl Snapshot {
     fn release(&mut self, s: &Stored) {
         let e = &s.event;
         if let Some(held) = self.bans.get_mut(&e.ip) {
-            held.retain(|h| !(h.origin == e.origin && h.jail == e.jail));
+            held.retain(|h| !(h.origin == e.who() && h.jail == e.jail));
             if held.is_empty() {
                 self.bans.remove(&e.ip);
             }

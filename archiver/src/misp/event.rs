@@ -143,7 +143,7 @@ fn render_object(ban: &Stored) -> Value {
             BANNED_IP.render(&e.id, e.ip.to_string(), &timestamp),
             ATTACK_TYPE.render(&e.id, e.jail.clone(), &timestamp),
             FAILURES.render(&e.id, e.failures.to_string(), &timestamp),
-            SENSOR.render(&e.id, e.origin.clone(), &timestamp),
+            SENSOR.render(&e.id, e.who(), &timestamp),
             PROCESSING_TIMESTAMP.render(&e.id, rfc3339(e.time), &timestamp),
         ],
     })

@@ -142,7 +142,7 @@ impl Activity {
     fn count(&mut self, s: &Stored) {
         let e = &s.event;
         let made = ms(e.time);
-        let host = self.hosts.entry(e.origin.clone()).or_default();
+        let host = self.hosts.entry(e.who()).or_default();
         host.last_ms = host.last_ms.max(ms(s.received));
         if e.action == Action::Ban {
             *host

@@ -14,7 +14,7 @@ pub fn event(seq: u64, e: &Event) -> Value {
         "type": "event",
         "action": e.action,
         "ip": e.ip.to_string(),
-        "origin": e.origin,
+        "origin": e.who(),
         "jail": e.jail,
         "time": ms(e.time),
         "bantime": e.bantime,
