@@ -223,3 +223,199 @@ impl Admission {
         self.enact(msg, control, state, now)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::Admission;
+    use shared_f2b::control::Control;
+    use shared_f2b::event::{Event, parse_ip};
+    use shared_f2b::signing::Signer;
+    use shared_f2b::subject::{control_subject, event_subject};
+
+    struct Case {
+        admission: Admission,
+        state: State,
+        operator: Signer,
+        host: Signer,
+        _dir: tempfile::TempDir,
+    }
+
+    fn case(extra: &str, site_extra: &str) -> Case {
+        let operator = Signer::generate();
+        let config = Config::parse(&format!(
+            "host_id = \"carol\"\nsite_id = \"c\"\n[subscriber]\napply = \"ban\"\n{extra}\n\
+             [[federation.sites]]\nid = \"a\"\noperator_keys = [{:?}]\n{site_extra}\n\
+             [[federation.sites]]\nid = \"b\"\noperator_keys = [{:?}]\n",
+            operator.public_key(),
+            Signer::generate().public_key(),
+        ))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let admission = Admission::new(&config, vec![], config.trust.operator_keys().unwrap())
+            .with_sites(Sites::new(&config).unwrap());
+        let mut c = Case {
+            admission,
+            state: State::open(dir.path(), Duration::from_secs(86400)).unwrap(),
+            operator,
+            host: Signer::generate(),
+            _dir: dir,
+        };
+        let mut record = Control::key_record(
+            "ops",
+            "alice",
+            c.host.public_key(),
+            SystemTime::now() - Duration::from_secs(60),
+            None,
+            "enrolled",
+        )
+        .unwrap();
+        c.operator.sign_control(&mut record);
+        assert_eq!(c.control("a", &record), "keyed");
+        c
+    }
+
+    fn incoming(subject: String, payload: Vec<u8>) -> Incoming {
+        Incoming {
+            source: Source::Live,
+            stored: None,
+            seq: Some(1),
+            stream: Some("F2B_EVENTS".into()),
+            subject,
+            payload: payload.into(),
+        }
+    }
+
+    impl Case {
+        fn decide(&mut self, msg: &Incoming) -> &'static str {
+            match self
+                .admission
+                .decide(msg, &mut self.state, SystemTime::now())
+            {
+                Decision::Ban { .. } => "ban",
+                Decision::Unban { .. } => "unban",
+                Decision::Drop { reason, .. } => reason.label(),
+                Decision::Lift { .. } => "lift",
+                Decision::Ended { .. } => "ended",
+                Decision::Keyed { .. } => "keyed",
+            }
+        }
+
+        fn control(&mut self, site: &str, c: &Control) -> &'static str {
+            let prefix = shared_f2b::federation::remote_prefix("f2b", site);
+            let subject = control_subject(&prefix, c.kind, &c.operator).unwrap();
+            self.decide(&incoming(subject, c.encode()))
+        }
+
+        fn event(&mut self, site: &str, e: &Event) -> &'static str {
+            let prefix = shared_f2b::federation::remote_prefix("f2b", site);
+            let subject = event_subject(&prefix, e.action, &e.jail, &e.origin).unwrap();
+            self.decide(&incoming(subject, e.encode()))
+        }
+
+        fn signed(&self, action: Action, ip: &str, bantime: i64) -> Event {
+            let mut e = Event::new(
+                action,
+                "alice",
+                "sshd",
+                parse_ip(ip).unwrap(),
+                SystemTime::now(),
+                bantime,
+                1,
+            )
+            .unwrap();
+            self.host.sign_event(&mut e);
+            e
+        }
+    }
+
+    #[test]
+    fn a_sites_signed_ban_is_applied_as_host_at_site() {
+        let mut c = case("", "");
+        let e = c.signed(Action::Ban, "198.51.100.7", 600);
+        match c.admission.decide(
+            &incoming(
+                event_subject("f2b.remote.a", e.action, &e.jail, &e.origin).unwrap(),
+                e.encode(),
+            ),
+            &mut c.state,
+            SystemTime::now(),
+        ) {
+            Decision::Ban { event, .. } => assert_eq!(event.origin, "alice@a"),
+            other => panic!("{other:?}"),
+        }
+        // The same from another site (its keyring does not hold alice's key), unsigned, from a
+        // site not federated, or with a payload naming another site: refused.
+        let e = c.signed(Action::Ban, "198.51.100.8", 600);
+        assert_eq!(c.event("b", &e), "unknown_key");
+        let mut unsigned = e.clone();
+        unsigned.sig = None;
+        assert_eq!(c.event("a", &unsigned), "unsigned");
+        assert_eq!(c.event("x", &e), "unknown_site");
+        let mut claims = e.clone();
+        claims.site = Some("b".into());
+        assert_eq!(c.event("a", &claims), "spoofed_origin");
+    }
+
+    #[test]
+    fn policy_trusted_sites_bantime_cap_min_sites_and_orders() {
+        let mut c = case("trusted_sites = [\"b\"]", "");
+        let e = c.signed(Action::Ban, "198.51.100.9", 600);
+        assert_eq!(c.event("a", &e), "untrusted_site");
+
+        let mut c = case("", "max_bantime = \"1h\"");
+        let e = c.signed(Action::Ban, "198.51.100.10", -1);
+        match c.admission.decide(
+            &incoming(
+                event_subject("f2b.remote.a", e.action, &e.jail, &e.origin).unwrap(),
+                e.encode(),
+            ),
+            &mut c.state,
+            SystemTime::now(),
+        ) {
+            Decision::Ban { event, .. } => assert_eq!(event.bantime, 3600),
+            other => panic!("{other:?}"),
+        }
+
+        let mut c = case("min_sites = 2", "");
+        let e = c.signed(Action::Ban, "198.51.100.11", 600);
+        assert_eq!(c.event("a", &e), "awaiting_sites");
+
+        // a's operators' orders: not taken, even signed by them.
+        let mut c = case("", "");
+        let mut pardon = Control::pardon(
+            "ops",
+            shared_f2b::control::parse_net("198.51.100.0/24").unwrap(),
+            None,
+            "a's pardon",
+        )
+        .unwrap();
+        c.operator.sign_control(&mut pardon);
+        assert_eq!(c.control("a", &pardon), "remote_order");
+        // ... unless the site's policy accepts them.
+        let mut c = case("", "accept_orders = true");
+        c.operator.sign_control(&mut pardon);
+        assert_eq!(c.control("a", &pardon), "lift");
+    }
+
+    #[test]
+    fn a_remote_unban_lifts_only_what_that_host_placed() {
+        let mut c = case("", "");
+        let ban = c.signed(Action::Ban, "198.51.100.12", 600);
+        assert_eq!(c.event("a", &ban), "ban");
+        let mut other = Event::new(
+            Action::Unban,
+            "alice",
+            "sshd",
+            parse_ip("198.51.100.13").unwrap(),
+            SystemTime::now(),
+            600,
+            1,
+        )
+        .unwrap();
+        c.host.sign_event(&mut other);
+        assert_eq!(c.event("a", &other), "not_held");
+        let unban = c.signed(Action::Unban, "198.51.100.12", 600);
+        assert_eq!(c.event("a", &unban), "unban");
+    }
+}
