@@ -196,10 +196,14 @@ impl Relay {
         if seq <= self.cursor {
             return;
         }
-        match self
+        let taken = match self
             .take(&stored, &msg.payload, Some(SystemTime::now()))
             .await
         {
+            Ok(ack) => self.confirm(ack.into_iter().collect()).await,
+            Err(e) => Err(e),
+        };
+        match taken {
             Ok(()) => self.cursor = seq,
             Err(e) => {
                 tracing::warn!(site = %self.site, seq, error = %e, "relay held up; retried at the next resync")
@@ -258,17 +262,26 @@ impl Relay {
                 )
                 .collect();
             items.sort_by_key(|(seq, _)| *seq);
+            // Sent one after the other, their acks awaited together: the cursor moves past the
+            // page only once this site's stream holds all of it.
+            let start = self.cursor;
+            let mut acks = Vec::with_capacity(items.len());
             for (seq, item) in items {
                 if seq <= self.cursor {
                     continue;
                 }
-                match item {
+                let ack = match item {
                     // A third site's event the site relayed: that site speaks for itself.
-                    Item::Event(event, _) if event.site.is_some() => {}
+                    Item::Event(event, _) if event.site.is_some() => None,
                     Item::Event(event, stored) => self.event(&event, stored).await?,
                     Item::Control(control) => self.control(&control).await?,
-                }
+                };
+                acks.extend(ack);
                 self.cursor = seq;
+            }
+            if let Err(e) = self.confirm(acks).await {
+                self.cursor = start;
+                return Err(e);
             }
             self.cursor = self.cursor.max(page.next);
             self.save_cursor_logged().await;
@@ -293,11 +306,13 @@ impl Relay {
         loop {
             let page = self.page(ReplayKind::Controls, after, until).await?;
             until = Some(page.high_seq);
+            let mut acks = Vec::new();
             for c in page.controls.iter().filter(|c| c.site.is_none()) {
                 if c.control.kind == ControlKind::Key {
-                    self.control(&c.control).await?;
+                    acks.extend(self.control(&c.control).await?);
                 }
             }
+            self.confirm(acks).await?;
             after = page.next;
             if page.done {
                 break;
@@ -358,76 +373,88 @@ impl Relay {
         subject: &str,
         payload: &[u8],
         stored: Option<SystemTime>,
-    ) -> Result<(), RelayError> {
+    ) -> Result<Option<Ack>, RelayError> {
         if split_remote(&self.prefix, subject).is_some() {
-            return Ok(());
+            return Ok(None);
         }
         match decode_any(&self.prefix, subject, payload) {
             Ok(Received::Event(event)) => self.event(&event, stored).await,
             Ok(Received::Control(control)) => self.control(&control).await,
             Err(r) => {
-                self.refused(&r.reason.to_string(), subject);
-                Ok(())
+                self.refused(r.reason, subject);
+                Ok(None)
             }
         }
     }
 
     /// Relays an event whose signature a key of the site's keyring made.
-    async fn event(&mut self, event: &Event, stored: Option<SystemTime>) -> Result<(), RelayError> {
+    async fn event(
+        &mut self,
+        event: &Event,
+        stored: Option<SystemTime>,
+    ) -> Result<Option<Ack>, RelayError> {
         if let Err(e) = self.keyring.check(event, stored) {
             self.refused(e.reason(), &event.origin);
-            return Ok(());
+            return Ok(None);
         }
         let prefix = remote_prefix(&self.prefix, &self.site);
         let Ok(subject) = event_subject(&prefix, event.action, &event.jail, &event.origin) else {
-            return Ok(());
+            return Ok(None);
         };
-        self.publish(subject, &event.id.to_string(), event.encode())
+        self.send(subject, &event.id.to_string(), event.encode())
             .await
+            .map(Some)
     }
 
     /// Relays a key record the site's operators signed (and takes it into the keyring), or an
     /// order when this site accepts theirs.
-    async fn control(&mut self, control: &Control) -> Result<(), RelayError> {
+    async fn control(&mut self, control: &Control) -> Result<Option<Ack>, RelayError> {
         let taken = if control.kind == ControlKind::Key {
             self.keyring.take(control, &self.operators).map(|_| ())
         } else if self.accept_orders {
             self.operators.check(control)
         } else {
-            return Ok(());
+            return Ok(None);
         };
         if let Err(e) = taken {
             self.refused(e.reason(), &control.operator);
-            return Ok(());
+            return Ok(None);
         }
         let prefix = remote_prefix(&self.prefix, &self.site);
         let Ok(subject) = control_subject(&prefix, control.kind, &control.operator) else {
-            return Ok(());
+            return Ok(None);
         };
-        self.publish(subject, &control.id.to_string(), control.encode())
+        self.send(subject, &control.id.to_string(), control.encode())
             .await
+            .map(Some)
     }
 
-    async fn publish(
-        &mut self,
-        subject: String,
-        id: &str,
-        payload: Vec<u8>,
-    ) -> Result<(), RelayError> {
+    /// Sends into this site's stream; the ack is awaited by [`Relay::confirm`].
+    async fn send(&self, subject: String, id: &str, payload: Vec<u8>) -> Result<Ack, RelayError> {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
-        let failed = |error: String| RelayError::Publish {
-            site: self.site.clone(),
-            error,
-        };
-        let ack = self
-            .js
+        self.js
             .publish_with_headers(subject, headers, payload.into())
             .await
-            .map_err(|e| failed(e.to_string()))?;
-        ack.await.map_err(|e| failed(e.to_string()))?;
-        self.counts.relayed += 1;
+            .map_err(|e| self.publish_failed(e.to_string()))
+    }
+
+    /// Waits until this site's stream has stored everything sent.
+    async fn confirm(&mut self, acks: Vec<Ack>) -> Result<(), RelayError> {
+        for ack in acks {
+            let ack = ack.await.map_err(|e| self.publish_failed(e.to_string()))?;
+            if !ack.duplicate {
+                self.counts.relayed += 1;
+            }
+        }
         Ok(())
+    }
+
+    fn publish_failed(&self, error: String) -> RelayError {
+        RelayError::Publish {
+            site: self.site.clone(),
+            error,
+        }
     }
 
     fn refused(&mut self, reason: &str, who: &str) {
@@ -435,6 +462,9 @@ impl Relay {
         tracing::warn!(site = %self.site, reason, who, "refused an event or record of the site; not relayed");
     }
 }
+
+/// A publish into this site's stream, until its ack comes.
+type Ack = async_nats::jetstream::context::PublishAckFuture;
 
 /// A replayed item, in stream order.
 enum Item {

@@ -137,7 +137,7 @@ impl Default for FederationConfig {
         FederationConfig {
             sites: Vec::new(),
             hub_prefix: "site".into(),
-            resync: Duration::from_secs(10),
+            resync: Duration::from_secs(2),
         }
     }
 }
