@@ -5,6 +5,7 @@
 mod archive;
 mod control;
 mod fanout;
+mod federation;
 mod feeds;
 mod packets;
 mod publish;
@@ -60,8 +61,14 @@ struct Cli {
     /// Page loads and requests per site page figure.
     #[arg(long, default_value_t = 30)]
     site_runs: usize,
+    /// Events at site a while site c is cut off (federation group).
+    #[arg(long, default_value_t = 10_000)]
+    federation_missed: u32,
+    /// Sites in the many-sites federation figure (0: left out).
+    #[arg(long, default_value_t = 32)]
+    federation_sites: usize,
     /// Only these groups, comma-separated: publish, signing, subscribe, archive, fanout,
-    /// packets, control, feeds, site (default: all).
+    /// packets, control, feeds, site, federation (default: all).
     #[arg(long)]
     only: Option<String>,
     /// Only write a screenshot of the site page over a made-up site here (the README's).
@@ -111,6 +118,15 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("site") {
         site::run(&mut report, cli.feed_bans, cli.site_runs).await;
+    }
+    if wants("federation") {
+        federation::run(
+            &mut report,
+            cli.latency_runs,
+            cli.federation_missed,
+            cli.federation_sites,
+        )
+        .await;
     }
     if wants("packets") {
         tokio::task::block_in_place(|| packets::run(&mut report, cli.packet_runs));

@@ -1,6 +1,7 @@
 //! Sites sharing with sites (`deploy/federation/` as shipped: a hub and sites a, b, c, each its
 //! own nats-server, archiver and operator key; real Fail2Ban hosts that sign their events).
 
+use futures::StreamExt;
 use shared_f2b::event::{Action, Event, parse_ip};
 use shared_f2b::signing::Signer;
 use shared_f2b_tests::federation::{Federation, publish_as_admin};
@@ -268,4 +269,95 @@ async fn a_compromised_site_cannot_speak_for_another() {
     }
     let log = c.archiver.as_ref().unwrap().log_text();
     assert!(log.contains("refused"), "c's relay says what it refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compromised_hub_reaches_neither_a_sites_hosts_nor_its_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    // Whoever took the hub over gave themselves a user in site a's account there.
+    let fed = Federation::with_hub(dir.path(), |hub| {
+        hub.replacen(
+            "{ user: leaf-a,",
+            "{ user: mallory, password: \"change-me-mallory\" }\n      { user: leaf-a,",
+            1,
+        )
+    });
+    let alice = fed.host("a", "alice", "").await;
+    let anna = fed.host("a", "anna", "").await;
+    let charlie = fed.host("c", "charlie", "").await;
+    barrier(&alice, &[&anna, &charlie], "198.51.100.240").await;
+    let a = fed.site("a");
+    let before =
+        shared_f2b_tests::nats::read_stream_as(&a.url(), "admin", "change-me-admin", site::STREAM)
+            .await
+            .len();
+    // A stock client of anna's kind, to see what reaches a's hosts at all.
+    let watcher = site::client(&a.url(), "anna").await;
+    let mut seen = watcher.subscribe("f2b.live.>").await.unwrap();
+
+    let mallory = async_nats::ConnectOptions::with_user_and_password(
+        "mallory".into(),
+        "change-me-mallory".into(),
+    )
+    .connect(fed.hub.url())
+    .await
+    .unwrap();
+    let forged = Event::new(
+        Action::Ban,
+        "alice",
+        "sshd",
+        parse_ip("192.0.2.77").unwrap(),
+        SystemTime::now(),
+        600,
+        1,
+    )
+    .unwrap()
+    .encode();
+    for subject in [
+        "f2b.live.ban.sshd.alice",
+        "f2b.ban.sshd.alice",
+        "f2b.remote.b.ban.sshd.bob",
+        "site.b.f2b.live.ban.sshd.bob",
+    ] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Stream", "F2B_EVENTS");
+        headers.insert("Nats-Sequence", "999999");
+        headers.insert("Nats-Subject", "f2b.ban.sshd.alice");
+        mallory
+            .publish_with_headers(subject.to_owned(), headers, forged.clone().into())
+            .await
+            .unwrap();
+    }
+    for api in [
+        "$JS.a.API.STREAM.PURGE.F2B_EVENTS",
+        "$JS.API.STREAM.PURGE.F2B_EVENTS",
+        "$JS.a.API.STREAM.DELETE.F2B_EVENTS",
+    ] {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            mallory.request(api.to_owned(), "{}".into()),
+        )
+        .await;
+        assert!(!matches!(answer, Ok(Ok(_))), "{api} answered: {answer:?}");
+    }
+    mallory.flush().await.unwrap();
+    barrier(&alice, &[&anna, &charlie], "198.51.100.241").await;
+    // Nothing of mallory's reached a's hosts' subject, a's stream or anyone's Fail2Ban.
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(200), seen.next()).await {
+        assert!(
+            !String::from_utf8_lossy(&msg.payload).contains("192.0.2.77"),
+            "a host of a received the hub's message on {}",
+            msg.subject
+        );
+    }
+    for host in [&alice, &anna, &charlie] {
+        assert!(!holds(host, "192.0.2.77"), "applied at {}", host.name);
+    }
+    let after =
+        shared_f2b_tests::nats::read_stream_as(&a.url(), "admin", "change-me-admin", site::STREAM)
+            .await;
+    assert!(
+        after.len() > before && after.iter().all(|(_, e)| e.ip.to_string() != "192.0.2.77"),
+        "a's stream is whole and holds nothing of the hub's"
+    );
 }

@@ -23,7 +23,7 @@ pub const SITES: [(&str, [&str; 2]); 3] = [
 
 /// One site.
 pub struct FedSite {
-    pub id: &'static str,
+    pub id: String,
     pub dir: PathBuf,
     pub nats: NatsServer,
     pub db: TestDb,
@@ -69,12 +69,72 @@ fn federate(cfg: &HostConfig, site: &str, others: &[(&str, &str)], extra: &str) 
 
 impl Federation {
     /// Starts the hub, the sites and their archivers (SQLite archives, so the three sites share
-    /// no database server state).
+    /// no database server state), from `deploy/federation/` as shipped.
     pub fn start(dir: &Path) -> Federation {
+        Federation::with_hub(dir, |hub| hub)
+    }
+
+    /// As [`Federation::start`], with the hub's config changed by `edit` first (a hub taken
+    /// over).
+    pub fn with_hub(dir: &Path, edit: impl FnOnce(String) -> String) -> Federation {
+        let sites = SITES
+            .iter()
+            .map(|(id, _)| (id.to_string(), shipped(&format!("site-{id}.conf"))))
+            .collect();
+        Federation::start_with(dir, edit(shipped("hub.conf")), sites)
+    }
+
+    /// `n` sites `s1`…`sN` made from the example's site a (hosts alice and anna each) and a
+    /// hub made for them the way the example's is.
+    pub fn generated(dir: &Path, n: usize) -> Federation {
+        let ids: Vec<String> = (1..=n).map(|i| format!("s{i}")).collect();
+        let template = shipped("site-a.conf");
+        let sites = ids
+            .iter()
+            .map(|id| {
+                let conf = template
+                    .replace("server_name: site-a", &format!("server_name: site-{id}"))
+                    .replace("domain: a", &format!("domain: {id}"))
+                    .replace(
+                        "leaf-a:change-me-leaf-a",
+                        &format!("leaf-{id}:change-me-leaf-{id}"),
+                    );
+                (id.clone(), conf)
+            })
+            .collect();
+        let mut hub = String::from(
+            "server_name: hub\nlisten: 0.0.0.0:4222\nleafnodes {\n  listen: 0.0.0.0:7422\n}\naccounts {\n",
+        );
+        for id in &ids {
+            hub.push_str(&format!(
+                "  {} {{\n    users = [ {{ user: leaf-{id}, password: \"change-me-leaf-{id}\", \
+                 allowed_connection_types: [ \"LEAFNODE\" ] }} ]\n    exports = [ {{ stream: \"f2b.live.>\" }} \
+                 {{ service: \"f2b.replay\" }} ]\n    imports = [\n",
+                id.to_uppercase()
+            ));
+            for other in ids.iter().filter(|o| *o != id) {
+                hub.push_str(&format!(
+                    "      {{ stream: {{ account: {}, subject: \"f2b.live.>\" }}, prefix: \"site.{other}\" }}\n      \
+                     {{ service: {{ account: {}, subject: \"f2b.replay\" }}, to: \"site.{other}.f2b.replay\" }}\n",
+                    other.to_uppercase(),
+                    other.to_uppercase()
+                ));
+            }
+            hub.push_str("    ]\n  }\n");
+        }
+        hub.push_str("}\n");
+        Federation::start_with(dir, hub, sites)
+    }
+
+    fn start_with(dir: &Path, hub_conf: String, site_confs: Vec<(String, String)>) -> Federation {
         let leaf_port = free_port();
-        let mut hub_conf = shipped("hub.conf").replace(
+        let mut hub_conf = hub_conf.replace(
             "listen: 0.0.0.0:7422",
             &format!("listen: 127.0.0.1:{leaf_port}"),
+        );
+        assert!(
+            hub_conf.contains(&leaf_port.to_string()),
+            "hub leafnode listen"
         );
         // The hub tells its sites the address to dial again (`advertise`, the sites' own
         // name for it): here one where nothing listens, so a site reaches the hub only
@@ -91,8 +151,7 @@ impl Federation {
             ),
         };
         let hub = NatsServer::start_without_store(dir, &hub_conf);
-        let mut sites = Vec::new();
-        let keys: Vec<(PathBuf, String)> = SITES
+        let keys: Vec<(PathBuf, String)> = site_confs
             .iter()
             .map(|(id, _)| {
                 let d = dir.join(id);
@@ -100,11 +159,11 @@ impl Federation {
                 site::operator_key(&d)
             })
             .collect();
-        for (n, (id, _)) in SITES.iter().enumerate() {
+        let mut sites = Vec::new();
+        for (n, (id, conf)) in site_confs.iter().enumerate() {
             let sdir = dir.join(id);
             let link = Proxy::start(leaf_port);
-            let conf = shipped(&format!("site-{id}.conf"))
-                .replace("hub.example.org:7422", &format!("127.0.0.1:{}", link.port));
+            let conf = conf.replace("hub.example.org:7422", &format!("127.0.0.1:{}", link.port));
             let nats = NatsServer::start_with_config(&sdir, &conf);
             let db = TestDb::sqlite(&sdir);
             let cfg = site::config(
@@ -114,16 +173,16 @@ impl Federation {
                 &nats.url(),
                 &format!("[archiver]\ndatabase_url = {:?}\n", db.url),
             );
-            let others: Vec<(&str, &str)> = SITES
+            let others: Vec<(&str, &str)> = site_confs
                 .iter()
                 .enumerate()
                 .filter(|(m, _)| *m != n)
-                .map(|(m, (other, _))| (*other, keys[m].1.as_str()))
+                .map(|(m, (other, _))| (other.as_str(), keys[m].1.as_str()))
                 .collect();
             federate(&cfg, id, &others, "");
             let archiver = Daemon::archiver(&cfg.path, &sdir.join("archiver.log"));
             sites.push(FedSite {
-                id,
+                id: id.clone(),
                 dir: sdir,
                 nats,
                 db,
@@ -164,7 +223,7 @@ impl Federation {
             .sites
             .iter()
             .filter(|o| o.id != site)
-            .map(|o| (o.id, o.operator.1.as_str()))
+            .map(|o| (o.id.as_str(), o.operator.1.as_str()))
             .collect();
         federate(
             &host.config,
