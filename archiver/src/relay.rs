@@ -28,7 +28,7 @@ use shared_f2b::control::{Control, ControlKind};
 use shared_f2b::event::Event;
 use shared_f2b::federation::{FederationConfig, remote_prefix, split_remote};
 use shared_f2b::inbound::{Received, decode_any};
-use shared_f2b::keyring::Keyring;
+use shared_f2b::keyring::{Keyring, Taken};
 use shared_f2b::replay::{MAX_PAGE, ReplayKind, ReplayPage, ReplayRequest};
 use shared_f2b::signing::OperatorKeys;
 use shared_f2b::subject::{control_subject, event_subject, stored_subject};
@@ -39,6 +39,10 @@ use tokio_util::sync::CancellationToken;
 const PAGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the stream may take to acknowledge a relayed event.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most pages one catch-up reads (the next resync goes on).
+const MAX_PAGES: usize = 500;
+/// Most host keys taken from one site.
+const MAX_KEYS: usize = 100_000;
 /// How often the cursor is written while live events flow.
 const CURSOR_EVERY: Duration = Duration::from_secs(1);
 
@@ -188,7 +192,7 @@ impl Relay {
             tracing::warn!(site = %self.site, subject = %msg.subject, "not from the site's stream; dropped");
             return;
         };
-        if !self.keyed || seq > self.cursor + 1 {
+        if !self.keyed || seq > self.cursor.saturating_add(1) {
             // What came before it first (the replay reaches at least this one).
             self.catch_up_logged().await;
             return;
@@ -200,11 +204,16 @@ impl Relay {
             .take(&stored, &msg.payload, Some(SystemTime::now()))
             .await
         {
-            Ok(ack) => self.confirm(ack.into_iter().collect()).await,
+            Ok(Relayed::Sent(ack)) => self.confirm(vec![ack]).await.map(|()| true),
+            Ok(Relayed::Skipped) => Ok(true),
+            // Its sequence is not signed: what the site's archiver says about it decides (a
+            // hub must not move the cursor past a real event with a message of its own).
+            Ok(Relayed::Refused) => Ok(false),
             Err(e) => Err(e),
         };
         match taken {
-            Ok(()) => self.cursor = seq,
+            Ok(true) => self.cursor = seq,
+            Ok(false) => self.catch_up_logged().await,
             Err(e) => {
                 tracing::warn!(site = %self.site, seq, error = %e, "relay held up; retried at the next resync")
             }
@@ -233,23 +242,37 @@ impl Relay {
         }
     }
 
-    /// Fetches the key records (once) and everything after the cursor from the site's
-    /// archiver, relaying it in stream order.
+    /// Fetches everything after the cursor from the site's archiver, relaying it in stream
+    /// order; first the site's key records (again whenever there is something to read: a range
+    /// the site's archive serves from its database carries no key records).
     async fn catch_up(&mut self) -> Result<(), RelayError> {
-        if !self.keyed {
-            self.load_keys().await?;
-        }
         let mut until = None;
         let before = self.counts;
-        loop {
+        let mut reset = false;
+        for pages in 0.. {
+            if pages >= MAX_PAGES {
+                tracing::warn!(site = %self.site, cursor = self.cursor, "catch-up stopped after {MAX_PAGES} pages; going on at the next resync");
+                break;
+            }
             let page = self.page(ReplayKind::Since, self.cursor, until).await?;
             if page.high_seq < self.cursor {
+                if reset {
+                    return Err(self.remote_error("its stream's last sequence went back twice"));
+                }
                 tracing::warn!(site = %self.site, cursor = self.cursor, high = page.high_seq,
                     "the site's stream was re-created; reading it from the start (ids dedupe)");
                 self.cursor = 0;
+                reset = true;
                 continue;
             }
-            until = Some(page.high_seq);
+            if until.is_none() && (page.high_seq > self.cursor || !self.keyed) {
+                self.load_keys().await?;
+            }
+            let high = *until.get_or_insert(page.high_seq);
+            // A page that goes nowhere, or past the end it promised, is not taken.
+            if page.next > high || (page.next <= self.cursor && !page.done) {
+                return Err(self.remote_error("a page outside its range"));
+            }
             let mut items: Vec<(u64, Item)> = page
                 .events
                 .into_iter()
@@ -267,16 +290,23 @@ impl Relay {
             let start = self.cursor;
             let mut acks = Vec::with_capacity(items.len());
             for (seq, item) in items {
-                if seq <= self.cursor {
+                if seq <= self.cursor || seq > high {
                     continue;
                 }
-                let ack = match item {
+                let relayed = match item {
                     // A third site's event the site relayed: that site speaks for itself.
-                    Item::Event(event, _) if event.site.is_some() => None,
-                    Item::Event(event, stored) => self.event(&event, stored).await?,
-                    Item::Control(control) => self.control(&control).await?,
+                    Item::Event(event, _) if event.site.is_some() => Ok(Relayed::Skipped),
+                    Item::Event(event, stored) => self.event(&event, stored).await,
+                    Item::Control(control) => self.control(&control).await,
                 };
-                acks.extend(ack);
+                match relayed {
+                    Ok(Relayed::Sent(ack)) => acks.push(ack),
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.cursor = start;
+                        return Err(e);
+                    }
+                }
                 self.cursor = seq;
             }
             if let Err(e) = self.confirm(acks).await {
@@ -308,11 +338,18 @@ impl Relay {
             until = Some(page.high_seq);
             let mut acks = Vec::new();
             for c in page.controls.iter().filter(|c| c.site.is_none()) {
-                if c.control.kind == ControlKind::Key {
-                    acks.extend(self.control(&c.control).await?);
+                if c.control.kind == ControlKind::Key
+                    && let Relayed::Sent(ack) = self.control(&c.control).await?
+                {
+                    acks.push(ack);
                 }
             }
             self.confirm(acks).await?;
+            if (page.next <= after && !page.done) || self.keyring.len() > MAX_KEYS {
+                return Err(
+                    self.remote_error("a key record page that goes nowhere, or too many keys")
+                );
+            }
             after = page.next;
             if page.done {
                 break;
@@ -373,16 +410,16 @@ impl Relay {
         subject: &str,
         payload: &[u8],
         stored: Option<SystemTime>,
-    ) -> Result<Option<Ack>, RelayError> {
+    ) -> Result<Relayed, RelayError> {
         if split_remote(&self.prefix, subject).is_some() {
-            return Ok(None);
+            return Ok(Relayed::Skipped);
         }
         match decode_any(&self.prefix, subject, payload) {
             Ok(Received::Event(event)) => self.event(&event, stored).await,
             Ok(Received::Control(control)) => self.control(&control).await,
             Err(r) => {
                 self.refused(r.reason, subject);
-                Ok(None)
+                Ok(Relayed::Refused)
             }
         }
     }
@@ -392,47 +429,57 @@ impl Relay {
         &mut self,
         event: &Event,
         stored: Option<SystemTime>,
-    ) -> Result<Option<Ack>, RelayError> {
+    ) -> Result<Relayed, RelayError> {
         if let Err(e) = self.keyring.check(event, stored) {
             self.refused(e.reason(), &event.origin);
-            return Ok(None);
+            return Ok(Relayed::Refused);
         }
         let prefix = remote_prefix(&self.prefix, &self.site);
         let Ok(subject) = event_subject(&prefix, event.action, &event.jail, &event.origin) else {
-            return Ok(None);
+            return Ok(Relayed::Refused);
         };
         self.send(subject, &event.id.to_string(), event.encode())
             .await
-            .map(Some)
+            .map(Relayed::Sent)
     }
 
     /// Relays a key record the site's operators signed (and takes it into the keyring), or an
     /// order when this site accepts theirs.
-    async fn control(&mut self, control: &Control) -> Result<Option<Ack>, RelayError> {
+    async fn control(&mut self, control: &Control) -> Result<Relayed, RelayError> {
         let taken = if control.kind == ControlKind::Key {
-            self.keyring.take(control, &self.operators).map(|_| ())
+            match self.keyring.take(control, &self.operators) {
+                // Relayed once (the snapshot brings it again at every catch-up).
+                Ok(Taken::Known) => return Ok(Relayed::Skipped),
+                Ok(Taken::New) => Ok(()),
+                Err(e) => Err(e),
+            }
         } else if self.accept_orders {
             self.operators.check(control)
         } else {
-            return Ok(None);
+            return Ok(Relayed::Skipped);
         };
         if let Err(e) = taken {
             self.refused(e.reason(), &control.operator);
-            return Ok(None);
+            return Ok(Relayed::Refused);
         }
         let prefix = remote_prefix(&self.prefix, &self.site);
         let Ok(subject) = control_subject(&prefix, control.kind, &control.operator) else {
-            return Ok(None);
+            return Ok(Relayed::Refused);
         };
         self.send(subject, &control.id.to_string(), control.encode())
             .await
-            .map(Some)
+            .map(Relayed::Sent)
     }
 
     /// Sends into this site's stream; the ack is awaited by [`Relay::confirm`].
     async fn send(&self, subject: String, id: &str, payload: Vec<u8>) -> Result<Ack, RelayError> {
         let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        // The site's name in it: another site sending the same id first does not make this
+        // site's stream drop the real one.
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{}:{id}", self.site).as_str(),
+        );
         self.js
             .publish_with_headers(subject, headers, payload.into())
             .await
@@ -450,6 +497,13 @@ impl Relay {
         Ok(())
     }
 
+    fn remote_error(&self, what: &str) -> RelayError {
+        RelayError::Remote {
+            site: self.site.clone(),
+            error: what.to_owned(),
+        }
+    }
+
     fn publish_failed(&self, error: String) -> RelayError {
         RelayError::Publish {
             site: self.site.clone(),
@@ -461,6 +515,16 @@ impl Relay {
         self.counts.refused += 1;
         tracing::warn!(site = %self.site, reason, who, "refused an event or record of the site; not relayed");
     }
+}
+
+/// What became of one event or record of the site.
+enum Relayed {
+    /// Sent into this site's stream; the ack comes.
+    Sent(Ack),
+    /// Nothing to relay (a third site's event, an order not taken here, a known key record).
+    Skipped,
+    /// It did not check out (logged and counted).
+    Refused,
 }
 
 /// A publish into this site's stream, until its ack comes.

@@ -356,11 +356,9 @@ impl Running<'_> {
             Step::Controls { controls, high } => {
                 // Key records go to the keyring (every one, ended keys too), the rest are the
                 // orders in force.
-                // (Federated sites' records, and the orders of sites whose orders count here,
-                // go through admission like key records.)
                 let (keys, orders): (Vec<_>, Vec<_>) = controls
                     .into_iter()
-                    .partition(|c| c.control.kind == ControlKind::Key || c.site.is_some());
+                    .partition(|c| c.control.kind == ControlKind::Key);
                 let new = self.state.standing.reconcile(orders, high);
                 self.state.standing_changed();
                 let items: Vec<Incoming> = keys

@@ -21,6 +21,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+/// Most addresses `min_sites` keeps reports of.
+const MAX_REPORTED: usize = 100_000;
+
 /// What this site holds of one federated site.
 struct Site {
     operators: OperatorKeys,
@@ -97,9 +100,13 @@ impl Sites {
             return true;
         }
         let since = now - self.window;
-        if self.reports.len() > 100_000 {
+        if self.reports.len() > MAX_REPORTED {
             self.reports
                 .retain(|_, r| r.iter().any(|(_, t)| *t > since));
+            if self.reports.len() > MAX_REPORTED {
+                // Flooded: start counting again rather than grow.
+                self.reports.clear();
+            }
         }
         let reports = self.reports.entry(ip).or_default();
         reports.retain(|(_, t)| *t > since);
@@ -220,6 +227,15 @@ impl Admission {
                 format!("order {} of site {site}: {e}", control.id),
             );
         }
+        // A revoke names an order by id alone: it could end this site's own.
+        if control.kind == ControlKind::Revoke {
+            return drop(
+                Reason::RemoteOrder,
+                format!("site {site:?}'s revokes are not taken here"),
+            );
+        }
+        let mut control = control;
+        control.operator = shared_f2b::federation::origin_at(&control.operator, site);
         self.enact(msg, control, state, now)
     }
 }

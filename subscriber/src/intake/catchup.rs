@@ -237,9 +237,11 @@ impl Asker {
             };
             req.until_seq.get_or_insert(page.high_seq);
             total += page.events.len();
+            // This site's own bans: a federated site's count only through its policy, live.
             let bans = page
                 .events
                 .iter()
+                .filter(|r| r.event.site.is_none())
                 .map(|r| (r.event.ip, r.event.time, r.event.expires()))
                 .collect();
             if tx.send(Fetched::History(bans)).await.is_err() {
