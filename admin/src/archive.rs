@@ -34,6 +34,7 @@ fn request(after: u64, until_seq: Option<u64>) -> ReplayRequest {
         until_seq,
         limit: MAX_PAGE,
         since_ms: None,
+        local: false,
     }
 }
 

@@ -293,6 +293,7 @@ impl Source {
         let wanted = |e: &Event| {
             (req.jails.iter().any(|j| j == "*") || req.jails.contains(&e.jail))
                 && !(e.site.is_none() && req.exclude_origin.as_deref() == Some(e.origin.as_str()))
+                && !(req.local && e.site.is_some())
         };
         let (events, controls, next) = if after + 1 >= state.first_sequence {
             self.read_stream(after, high, limit).await?
@@ -322,7 +323,10 @@ impl Source {
                 .collect();
             (events, Vec::new(), next)
         };
-        page.controls = controls;
+        page.controls = controls
+            .into_iter()
+            .filter(|c| !req.local || c.site.is_none())
+            .collect();
         page.events = events
             .into_iter()
             .filter(|(_, e, _)| wanted(e))

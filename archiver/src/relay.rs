@@ -29,18 +29,21 @@ use shared_f2b::event::Event;
 use shared_f2b::federation::{FederationConfig, remote_prefix, split_remote};
 use shared_f2b::inbound::{Received, decode_any};
 use shared_f2b::keyring::{Keyring, Taken};
-use shared_f2b::replay::{MAX_PAGE, ReplayKind, ReplayPage, ReplayRequest};
+use shared_f2b::replay::{ReplayKind, ReplayPage, ReplayRequest};
 use shared_f2b::signing::OperatorKeys;
 use shared_f2b::subject::{control_subject, event_subject, stored_subject};
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 /// How long one replay page may take to come back across the hub.
-const PAGE_TIMEOUT: Duration = Duration::from_secs(5);
+const PAGE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the stream may take to acknowledge a relayed event.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Events per page asked for: small pages cross the hub quickly (a page of the catch-up
+/// protocol's largest size, signed events, nears NATS' 1 MB message limit).
+const RELAY_PAGE: usize = 1000;
 /// Most pages one catch-up reads (the next resync goes on).
-const MAX_PAGES: usize = 500;
+const MAX_PAGES: usize = 2000;
 /// Most host keys taken from one site.
 const MAX_KEYS: usize = 100_000;
 /// How often the cursor is written while live events flow.
@@ -288,15 +291,25 @@ impl Relay {
             // Sent one after the other, their acks awaited together: the cursor moves past the
             // page only once this site's stream holds all of it.
             let start = self.cursor;
+            // The page's signatures checked at once (ed25519 batch verification); an event
+            // whose key record is in this page is checked on its own after the record.
+            let refs: Vec<Option<&Event>> = items
+                .iter()
+                .map(|(_, item)| match item {
+                    Item::Event(event, _) if event.site.is_none() => Some(event.as_ref()),
+                    _ => None,
+                })
+                .collect();
+            let verified = self.keyring.verify_all(&refs);
             let mut acks = Vec::with_capacity(items.len());
-            for (seq, item) in items {
+            for ((seq, item), verified) in items.into_iter().zip(verified) {
                 if seq <= self.cursor || seq > high {
                     continue;
                 }
                 let relayed = match item {
                     // A third site's event the site relayed: that site speaks for itself.
                     Item::Event(event, _) if event.site.is_some() => Ok(Relayed::Skipped),
-                    Item::Event(event, stored) => self.event(&event, stored).await,
+                    Item::Event(event, stored) => self.event(&event, stored, verified).await,
                     Item::Control(control) => self.control(&control).await,
                 };
                 match relayed {
@@ -372,8 +385,9 @@ impl Relay {
             exclude_origin: None,
             after,
             until_seq,
-            limit: MAX_PAGE,
+            limit: RELAY_PAGE,
             since_ms: None,
+            local: true,
         };
         let body = serde_json::to_vec(&request).expect("a request serialises");
         let reply = tokio::time::timeout(
@@ -415,7 +429,7 @@ impl Relay {
             return Ok(Relayed::Skipped);
         }
         match decode_any(&self.prefix, subject, payload) {
-            Ok(Received::Event(event)) => self.event(&event, stored).await,
+            Ok(Received::Event(event)) => self.event(&event, stored, false).await,
             Ok(Received::Control(control)) => self.control(&control).await,
             Err(r) => {
                 self.refused(r.reason, subject);
@@ -424,13 +438,15 @@ impl Relay {
         }
     }
 
-    /// Relays an event whose signature a key of the site's keyring made.
+    /// Relays an event whose signature a key of the site's keyring made (`verified`: the batch
+    /// check found the signature good).
     async fn event(
         &mut self,
         event: &Event,
         stored: Option<SystemTime>,
+        verified: bool,
     ) -> Result<Relayed, RelayError> {
-        if let Err(e) = self.keyring.check(event, stored) {
+        if let Err(e) = self.keyring.check_verified(event, stored, verified) {
             self.refused(e.reason(), &event.origin);
             return Ok(Relayed::Refused);
         }

@@ -141,6 +141,12 @@ async fn three_sites(report: &mut Report, runs: usize, missed: u32) {
         let e = alice.event("alice", 100_000 + n);
         ids.insert(e.id.to_string());
         acks.push(alice.send(&e).await);
+        // Within the client's acks in flight (5,000).
+        if acks.len() == 1000 {
+            for ack in acks.drain(..) {
+                ack.await.unwrap();
+            }
+        }
     }
     for ack in acks {
         ack.await.unwrap();

@@ -58,6 +58,10 @@ pub struct ReplayRequest {
     /// `history`: bans from this time on (milliseconds since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_ms: Option<i64>,
+    /// Only the answering site's own events and records, not what it relayed from federated
+    /// sites (a federated site's relay asks so).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local: bool,
 }
 
 /// One replayed event and where it sits.

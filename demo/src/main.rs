@@ -3,12 +3,17 @@
 //! Where it can (root, network namespaces), a site of real hosts, each with its own address
 //! ([`site`]): mallory fails to log in to alice, then alice, bob and charlie drop her packets;
 //! dave joins late and backfills the ban from the archive. Elsewhere, or with `--loopback`, the
-//! loopback demo ([`loopback`]), after saying why.
+//! loopback demo ([`loopback`]), after saying why. `--federation`: three sites and a hub
+//! ([`federation`]).
 
+mod federation;
 mod loopback;
 mod site;
 
 fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--federation") {
+        return tokio::runtime::Runtime::new()?.block_on(federation::run());
+    }
     let reason = if std::env::args().any(|a| a == "--loopback") {
         Some("--loopback was given".to_owned())
     } else {

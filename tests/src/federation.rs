@@ -55,10 +55,12 @@ fn shipped(file: &str) -> String {
 
 /// Puts `site_id` first in a config and the federation tables for every other site last.
 fn federate(cfg: &HostConfig, site: &str, others: &[(&str, &str)], extra: &str) {
+    let resync = if others.len() > 2 { "2s" } else { "1s" };
     let text = std::fs::read_to_string(&cfg.path).unwrap();
     let (first, rest) = text.split_once('\n').unwrap();
-    let mut out =
-        format!("{first}\nsite_id = {site:?}\n{rest}\n{extra}\n\n[federation]\nresync = \"1s\"\n");
+    let mut out = format!(
+        "{first}\nsite_id = {site:?}\n{rest}\n{extra}\n\n[federation]\nresync = {resync:?}\n"
+    );
     for (id, key) in others {
         out.push_str(&format!(
             "\n[[federation.sites]]\nid = {id:?}\noperator_keys = [{key:?}]\n"
@@ -108,7 +110,7 @@ impl Federation {
         for id in &ids {
             hub.push_str(&format!(
                 "  {} {{\n    users = [ {{ user: leaf-{id}, password: \"change-me-leaf-{id}\", \
-                 allowed_connection_types: [ \"LEAFNODE\" ] }} ]\n    exports = [ {{ stream: \"f2b.live.>\" }} \
+                 allowed_connection_types: [ \"LEAFNODE\" ] }} ]\n    exports = [ {{ stream: \"f2b.live.>\" }},\
                  {{ service: \"f2b.replay\" }} ]\n    imports = [\n",
                 id.to_uppercase()
             ));

@@ -184,6 +184,7 @@ impl Asker {
             until_seq: None,
             limit: MAX_PAGE,
             since_ms: None,
+            local: false,
         };
         let mut controls = Vec::new();
         loop {
@@ -225,6 +226,7 @@ impl Asker {
                     .unwrap_or_default()
                     .as_millis() as i64,
             ),
+            local: false,
         };
         let mut total = 0;
         loop {
@@ -276,6 +278,7 @@ impl Asker {
             until_seq: None,
             limit: MAX_PAGE,
             since_ms: None,
+            local: false,
         }
     }
 
