@@ -111,33 +111,46 @@ pub struct TrustConfig {
 impl TrustConfig {
     /// The trusted operator keys: `operator_keys` and the lines of `operator_keys_file`.
     pub fn operator_keys(&self) -> Result<crate::signing::OperatorKeys, Invalid> {
-        let mut texts = self.operator_keys.clone();
-        if let Some(path) = &self.operator_keys_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Invalid::from(format!(
-                    "trust.operator_keys_file: cannot read {}: {e}",
-                    path.display()
-                ))
-            })?;
-            texts.extend(
-                text.lines()
-                    .map(|l| l.split('#').next().unwrap_or("").trim())
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_owned),
-            );
-        }
-        let keys = texts
-            .iter()
-            .map(|t| crate::signing::PublicKey::parse(t))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Invalid::from(format!("trust.operator_keys: {e}")))?;
-        Ok(crate::signing::OperatorKeys::new(keys))
+        operator_keys(
+            &self.operator_keys,
+            self.operator_keys_file.as_deref(),
+            "trust",
+        )
     }
 
     /// The seed this host signs with, if it signs.
     pub fn signing_seed<'a>(&'a self, nats: &'a NatsConfig) -> Option<&'a Path> {
         self.seed_file.as_deref().or(nats.nkey_seed_file.as_deref())
     }
+}
+
+/// Operator keys given as `keys` and the lines of `file` (`#` comments); errors name `what`.
+pub fn operator_keys(
+    keys: &[String],
+    file: Option<&Path>,
+    what: &str,
+) -> Result<crate::signing::OperatorKeys, Invalid> {
+    let mut texts = keys.to_vec();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Invalid::from(format!(
+                "{what}: cannot read operator_keys_file {}: {e}",
+                path.display()
+            ))
+        })?;
+        texts.extend(
+            text.lines()
+                .map(|l| l.split('#').next().unwrap_or("").trim())
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    let keys = texts
+        .iter()
+        .map(|t| crate::signing::PublicKey::parse(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Invalid::from(format!("{what} operator_keys: {e}")))?;
+    Ok(crate::signing::OperatorKeys::new(keys))
 }
 
 /// `[admin]`: what `shared-f2b-admin host` edits on the NATS server's machine.

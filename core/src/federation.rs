@@ -94,28 +94,11 @@ fn default_site_rate() -> u32 {
 impl SiteConfig {
     /// Its operator keys: `operator_keys` and the lines of `operator_keys_file`.
     pub fn operators(&self) -> Result<OperatorKeys, Invalid> {
-        let mut texts = self.operator_keys.clone();
-        if let Some(path) = &self.operator_keys_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Invalid::from(format!(
-                    "federation.sites {}: cannot read operator_keys_file {}: {e}",
-                    self.id,
-                    path.display()
-                ))
-            })?;
-            texts.extend(
-                text.lines()
-                    .map(|l| l.split('#').next().unwrap_or("").trim())
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_owned),
-            );
-        }
-        let keys = texts
-            .iter()
-            .map(|t| PublicKey::parse(t))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Invalid::from(format!("federation.sites {}: {e}", self.id)))?;
-        Ok(OperatorKeys::new(keys))
+        crate::config::operator_keys(
+            &self.operator_keys,
+            self.operator_keys_file.as_deref(),
+            &format!("federation.sites {}", self.id),
+        )
     }
 }
 

@@ -10,6 +10,7 @@ use shared_f2b::control::{Control, ControlKind, host_net as host};
 use shared_f2b::event::{Action, Event};
 use shared_f2b::inbound::decode_control;
 use shared_f2b::keyring::Taken;
+use shared_f2b::signing::SigError;
 use shared_f2b::standing::Change;
 use std::time::SystemTime;
 
@@ -17,6 +18,28 @@ use std::time::SystemTime;
 /// can have, so no host's unban can lift it.
 pub fn operator_holder(operator: &str) -> String {
     format!("operator {operator}")
+}
+
+/// What taking key record `control` into a keyring decided (`of`: whose keyring, for the log).
+/// A record is never taken without a trusted operator's signature, whatever
+/// `require_signatures` says.
+pub(super) fn keyed(taken: Result<Taken, SigError>, control: Control, of: &str) -> Decision {
+    match taken {
+        Ok(Taken::New) => Decision::Keyed {
+            control: Box::new(control),
+        },
+        Ok(Taken::Known) => drop(
+            Reason::Replayed,
+            format!("key record {}{of} is known already", control.id),
+        ),
+        Err(e) => drop(
+            Reason::Signature(e),
+            format!(
+                "key record {}{of} by {:?}: {e}",
+                control.id, control.operator
+            ),
+        ),
+    }
 }
 
 impl Admission {
@@ -28,23 +51,11 @@ impl Admission {
             Err(r) => return drop(Reason::Invalid(r.reason), r.detail),
         };
         if control.kind == ControlKind::Key {
-            return match state.keyring.take(&control, &self.operators) {
-                Ok(Taken::New) => {
-                    state.keyring_changed();
-                    Decision::Keyed {
-                        control: Box::new(control),
-                    }
-                }
-                Ok(Taken::Known) => drop(
-                    Reason::Replayed,
-                    format!("key record {} is known already", control.id),
-                ),
-                // Never taken without a trusted operator's signature, whatever require_signatures says.
-                Err(e) => drop(
-                    Reason::Signature(e),
-                    format!("key record {} by {:?}: {e}", control.id, control.operator),
-                ),
-            };
+            let taken = state.keyring.take(&control, &self.operators);
+            if matches!(taken, Ok(Taken::New)) {
+                state.keyring_changed();
+            }
+            return keyed(taken, control, "");
         }
         if let Some(refused) = self.order_signature(&control) {
             return refused;

@@ -197,23 +197,11 @@ impl Admission {
         };
         let policy = &self.sites.sites[site];
         if control.kind == ControlKind::Key {
-            let operators = policy.operators.clone();
-            return match state.site_keyring(site).take(&control, &operators) {
-                Ok(Taken::New) => {
-                    state.site_keyring_changed(site);
-                    Decision::Keyed {
-                        control: Box::new(control),
-                    }
-                }
-                Ok(Taken::Known) => drop(
-                    Reason::Replayed,
-                    format!("key record {} of site {site} is known already", control.id),
-                ),
-                Err(e) => drop(
-                    Reason::Signature(e),
-                    format!("key record {} of site {site}: {e}", control.id),
-                ),
-            };
+            let taken = state.site_keyring(site).take(&control, &policy.operators);
+            if matches!(taken, Ok(Taken::New)) {
+                state.site_keyring_changed(site);
+            }
+            return super::orders::keyed(taken, control, &format!(" of site {site}"));
         }
         if !policy.accept_orders {
             return drop(
