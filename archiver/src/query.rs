@@ -2,7 +2,7 @@
 //! a placeholder; only fixed SQL fragments are pushed.
 
 use crate::db::{Backend, Db};
-use crate::store::{ip_key, ms};
+use crate::store::{IMPORTED_SEQ, ip_key, ms};
 use shared_f2b::control::{Control, ControlKind, parse_net};
 use shared_f2b::event::{Action, Event, MAX_SKEW, SCHEMA_VERSION, parse_ip};
 use sqlx::any::AnyRow;
@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const EVENT_COLUMNS: &str = "SELECT b.id, b.event_id, b.origin, b.jail, b.ip_text, b.action, \
     b.event_time_ms, b.bantime, b.failures, b.stream_seq, b.received_ms, b.key_id, b.sig, \
-    b.site FROM f2b_events b";
+    b.site, b.port, b.protocol FROM f2b_events b";
 
 /// An archived event with where it sits.
 #[derive(Debug, Clone)]
@@ -50,6 +50,8 @@ fn decode(row: &AnyRow) -> Result<Stored, sqlx::Error> {
         key: row.try_get("key_id")?,
         sig: row.try_get("sig")?,
         site: row.try_get("site")?,
+        port: row.try_get("port")?,
+        protocol: row.try_get("protocol")?,
     };
     Ok(Stored {
         row_id: row.try_get::<i64, _>("id")? as u64,
@@ -107,7 +109,8 @@ pub async fn history(db: &Db, f: &HistoryFilter) -> Result<Vec<Stored>, sqlx::Er
     if let Some(since) = f.since {
         q.push(" AND b.event_time_ms >= ").push_bind(ms(since));
     }
-    q.push(" ORDER BY b.stream_seq DESC LIMIT ")
+    // Imported history (sequence 0) comes after everything the stream carried, newest first.
+    q.push(" ORDER BY b.stream_seq DESC, b.event_time_ms DESC LIMIT ")
         .push_bind(f.limit);
     fetch_events(db, q).await
 }
@@ -132,7 +135,9 @@ fn scope(q: &mut QueryBuilder<Any>, jails: &[String], exclude_origin: Option<&st
 
 /// A ban is active while it has not expired, its origin has not unbanned it since, and no
 /// operator pardoned or allowed it since (what a pardon lifted stays lifted after it ends).
+/// Imported history never is: it was not carried by the stream, and no host applied it.
 fn active_conditions(q: &mut QueryBuilder<Any>, now: SystemTime, backend: Backend) {
+    q.push(" AND b.stream_seq <> ").push_bind(IMPORTED_SEQ);
     q.push(" AND b.action = 'ban' AND (b.expires_ms IS NULL OR b.expires_ms > ")
         .push_bind(ms(now))
         .push(") AND NOT EXISTS (SELECT 1 FROM f2b_events u ")
@@ -177,7 +182,9 @@ pub async fn bans_page(
     let mut q: QueryBuilder<Any> = QueryBuilder::new(EVENT_COLUMNS);
     q.push(" WHERE b.id > ").push_bind(after as i64);
     q.push(" AND b.stream_seq <= ").push_bind(until_seq as i64);
-    // Not the bans that were over when they arrived (back-dated ones no subscriber applied).
+    // Not the bans that were over when they arrived (back-dated ones no subscriber applied),
+    // nor imported history.
+    q.push(" AND b.stream_seq <> ").push_bind(IMPORTED_SEQ);
     q.push(" AND b.action = 'ban' AND b.event_time_ms >= ")
         .push_bind(ms(since))
         .push(" AND (b.expires_ms IS NULL OR b.expires_ms > b.received_ms) AND NOT ");

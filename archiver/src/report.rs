@@ -10,24 +10,34 @@ use std::fmt::Write;
 /// `history` as a table.
 pub fn history_table(rows: &[Stored]) -> String {
     let mut out = format!(
-        "{:<20} {:<6} {:<39} {:<16} {:<20} {:>8} {:>8}\n",
+        "{:<20} {:<6} {:<39} {:<16} {:<20} {:>8} {:>8} port/protocol\n",
         "time (UTC)", "action", "ip", "jail", "origin", "bantime", "failures"
     );
     for s in rows {
         let e = &s.event;
         let _ = writeln!(
             out,
-            "{:<20} {:<6} {:<39} {:<16} {:<20} {:>8} {:>8}",
+            "{:<20} {:<6} {:<39} {:<16} {:<20} {:>8} {:>8} {}",
             when(e.time),
             e.action.as_str(),
             e.ip,
             e.jail,
             e.who(),
             e.bantime,
-            e.failures
+            e.failures,
+            port_protocol(e)
         );
     }
     out
+}
+
+/// `ssh/tcp`, `22`, `/udp` or `-`: what the event says of the jail's ports.
+fn port_protocol(e: &shared_f2b::Event) -> String {
+    match (&e.port, &e.protocol) {
+        (None, None) => "-".into(),
+        (port, None) => port.clone().unwrap_or_default(),
+        (port, Some(protocol)) => format!("{}/{protocol}", port.as_deref().unwrap_or("")),
+    }
 }
 
 /// `history --json`: one object per event, with its stream sequence.

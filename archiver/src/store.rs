@@ -14,7 +14,11 @@ const ROWS_PER_INSERT: usize = 1000;
 /// Rows per retention DELETE, so one run never holds long locks.
 const ROWS_PER_DELETE: i64 = 10_000;
 
-/// An event and the stream sequence it arrived with.
+/// The stream sequence of history imported from elsewhere (`import-legacy`): archived, shown by
+/// `history`, never part of the bans in force.
+pub const IMPORTED_SEQ: i64 = 0;
+
+/// An event and the stream sequence it arrived with ([`IMPORTED_SEQ`] if it never did).
 #[derive(Debug, Clone)]
 pub struct Archived {
     pub event: Event,
@@ -117,7 +121,8 @@ pub async fn insert(
     for chunk in events.chunks(ROWS_PER_INSERT) {
         let mut q: QueryBuilder<Any> = QueryBuilder::new(
             "INSERT INTO f2b_events (event_id, origin, jail, ip, ip_text, action, event_time_ms, \
-             bantime, expires_ms, failures, stream_seq, received_ms, key_id, sig, site) ",
+             bantime, expires_ms, failures, stream_seq, received_ms, key_id, sig, site, port, \
+             protocol) ",
         );
         q.push_values(chunk, |mut row, a| {
             let e = &a.event;
@@ -135,7 +140,9 @@ pub async fn insert(
                 .push_bind(received)
                 .push_bind(e.key.clone())
                 .push_bind(e.sig.clone())
-                .push_bind(e.site.clone());
+                .push_bind(e.site.clone())
+                .push_bind(e.port.clone())
+                .push_bind(e.protocol.clone());
         });
         // Idempotent without INSERT IGNORE, which would also hide every other error.
         q.push(first_stored_wins(db.backend));

@@ -17,6 +17,10 @@ pub const MAX_PAYLOAD: usize = 4096;
 pub const MAX_JAIL_LEN: usize = 64;
 /// Longest host id accepted (a fully qualified domain name).
 pub const MAX_HOST_LEN: usize = 253;
+/// Longest port text accepted (the original's `port` column).
+pub const MAX_PORT_LEN: usize = 32;
+/// Longest protocol text accepted (the original's `protocol` column).
+pub const MAX_PROTOCOL_LEN: usize = 16;
 /// Bantime that means "forever", as in Fail2Ban.
 pub const PERMANENT: i64 = -1;
 /// Longest bantime accepted (100 years): anything longer is an error, not a ban.
@@ -63,6 +67,13 @@ pub struct Event {
     /// relayed on decides, never the sender; not signed); absent: this site's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+    /// The jail's port(s) as Fail2Ban names them (`ssh`, `22`, `http,https`, `0:65535`):
+    /// information for people, not signed, never used to decide what is banned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// The jail's protocol (`tcp`, `udp`, `all`): information, like `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
 }
 
 /// Why an event or one of its fields was refused.
@@ -80,6 +91,14 @@ pub enum EventError {
     BadHost(String),
     #[error("invalid bantime {0}: expected 0 to {MAX_BANTIME} seconds, or -1 for permanent")]
     BadBantime(i64),
+    #[error(
+        "invalid port {0:?}: use 1-{MAX_PORT_LEN} letters, digits, ',', ':', '-' or '_' (e.g. ssh, 22, http,https, 0:65535)"
+    )]
+    BadPort(String),
+    #[error(
+        "invalid protocol {0:?}: use 1-{MAX_PROTOCOL_LEN} letters or digits (e.g. tcp, udp, all)"
+    )]
+    BadProtocol(String),
     #[error("invalid time {0}: expected seconds since the Unix epoch")]
     BadTime(String),
     #[error("payload of {0} bytes exceeds the {MAX_PAYLOAD}-byte limit")]
@@ -98,6 +117,8 @@ impl EventError {
             EventError::BadJail(_) => "bad_jail",
             EventError::BadHost(_) => "bad_host",
             EventError::BadBantime(_) => "bad_bantime",
+            EventError::BadPort(_) => "bad_port",
+            EventError::BadProtocol(_) => "bad_protocol",
             EventError::BadTime(_) => "bad_time",
             EventError::Oversize(_) => "oversize",
             EventError::Version(_) => "version",
@@ -142,6 +163,32 @@ pub fn validate_host(host: &str) -> Result<(), EventError> {
         Ok(())
     } else {
         Err(EventError::BadHost(host.to_owned()))
+    }
+}
+
+/// Checks a port text (`ssh`, `22`, `http,https`, `0:65535`).
+pub fn validate_port(port: &str) -> Result<(), EventError> {
+    let ok = !port.is_empty()
+        && port.len() <= MAX_PORT_LEN
+        && port
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b',' | b':' | b'-' | b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EventError::BadPort(port.to_owned()))
+    }
+}
+
+/// Checks a protocol name (`tcp`, `udp`, `all`).
+pub fn validate_protocol(protocol: &str) -> Result<(), EventError> {
+    let ok = !protocol.is_empty()
+        && protocol.len() <= MAX_PROTOCOL_LEN
+        && protocol.bytes().all(|b| b.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(EventError::BadProtocol(protocol.to_owned()))
     }
 }
 
@@ -197,9 +244,35 @@ impl Event {
             key: None,
             sig: None,
             site: None,
+            port: None,
+            protocol: None,
         };
         event.validate()?;
         Ok(event)
+    }
+
+    /// Sets the jail's port(s) and protocol as Fail2Ban (or the original's table) gives them:
+    /// whitespace dropped, the protocol lower-cased, empty text meaning "not given".
+    pub fn set_ports(
+        &mut self,
+        port: Option<&str>,
+        protocol: Option<&str>,
+    ) -> Result<(), EventError> {
+        let port: Option<String> = port
+            .map(|p| p.chars().filter(|c| !c.is_whitespace()).collect::<String>())
+            .filter(|p| !p.is_empty());
+        let protocol = protocol
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty());
+        if let Some(port) = &port {
+            validate_port(port)?;
+        }
+        if let Some(protocol) = &protocol {
+            validate_protocol(protocol)?;
+        }
+        self.port = port;
+        self.protocol = protocol;
+        Ok(())
     }
 
     /// Checks every field; a decoded event is only used after this passed.
@@ -210,6 +283,12 @@ impl Event {
         validate_host(&self.origin)?;
         validate_jail(&self.jail)?;
         validate_bantime(self.bantime)?;
+        if let Some(port) = &self.port {
+            validate_port(port)?;
+        }
+        if let Some(protocol) = &self.protocol {
+            validate_protocol(protocol)?;
+        }
         if let Some(site) = &self.site {
             crate::federation::validate_site(site)
                 .map_err(|e| EventError::Malformed(e.to_string()))?;

@@ -109,7 +109,7 @@ fn build_event(
         return Ok(None);
     }
     let bantime = args.bantime.unwrap_or(DEFAULT_BANTIME);
-    Event::new(
+    let mut event = Event::new(
         action,
         &config.host_id,
         &args.jail,
@@ -117,8 +117,18 @@ fn build_event(
         time,
         bantime,
         args.failures,
-    )
-    .map(Some)
+    )?;
+    // The ports are for people: a jail's odd port text must not cost its ban.
+    if let Err(e) = event.set_ports(given(&args.port), given(&args.protocol)) {
+        tracing::warn!("port/protocol not sent with the event: {e}");
+    }
+    Ok(Some(event))
+}
+
+/// A tag's value, or `None` when Fail2Ban left it unresolved (`<port>`) or empty.
+fn given(tag: &Option<String>) -> Option<&str> {
+    tag.as_deref()
+        .filter(|t| !(t.starts_with('<') && t.ends_with('>')))
 }
 
 /// The operator's pardon or allow in force that covers `ip`, as the subscriber on this host

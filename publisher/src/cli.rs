@@ -43,6 +43,12 @@ pub struct EventArgs {
     /// Ban time, seconds since the epoch (`<time>`) [default: now].
     #[arg(long)]
     pub time: Option<String>,
+    /// The jail's port(s) (`<port>`, e.g. ssh, 22, http,https), shown with the ban; empty: none.
+    #[arg(long)]
+    pub port: Option<String>,
+    /// The jail's protocol (`<protocol>`, e.g. tcp), shown with the ban; empty: none.
+    #[arg(long)]
+    pub protocol: Option<String>,
     /// 1 when Fail2Ban restored the ban from its database at start-up (`<restored>`): skipped.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub restored: u8,

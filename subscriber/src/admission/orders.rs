@@ -139,6 +139,8 @@ impl Admission {
             key: None,
             sig: None,
             site: None,
+            port: None,
+            protocol: None,
         };
         Decision::Ban {
             jail: self.target_jail.clone(),
