@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use shared_f2b::{Config, config, shutdown, telemetry};
 use shared_f2b_archiver::blocklist::format::Format;
 use shared_f2b_archiver::blocklist::{Family, Filter};
+use shared_f2b_archiver::legacy::import::{self, ImportOptions};
 use shared_f2b_archiver::query::HistoryFilter;
 use shared_f2b_archiver::{commands, daemon, db::Db, verify};
 use std::net::IpAddr;
@@ -74,6 +75,24 @@ enum Command {
     Health,
     /// Events per day, per origin and per jail.
     Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import the history of the original Shared Fail2Ban (its MySQL table `f2b`) as archived
+    /// events: idempotent, bad rows reported by reason and left out.
+    ImportLegacy {
+        /// The original's database, e.g. mysql://f2b:PASSWORD@db.example.org/f2b
+        #[arg(long)]
+        from: String,
+        /// The zone the hosts wrote `created` in (IANA name) [default: this machine's zone]
+        #[arg(long)]
+        timezone: Option<String>,
+        /// A file of `<legacy hostname> <host id>` lines [default: each hostname's short name]
+        #[arg(long)]
+        hosts: Option<PathBuf>,
+        /// Read and check every row, write nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         json: bool,
     },
@@ -179,6 +198,27 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
             since,
         } => Ok(commands::misp_push(&db, config, &url, &key_file, since).await?),
         Command::Stats { json } => Ok(commands::stats(&db, json).await?),
+        Command::ImportLegacy {
+            from,
+            timezone,
+            hosts,
+            dry_run,
+            json,
+        } => {
+            let options = ImportOptions {
+                from,
+                timezone,
+                hosts,
+                dry_run,
+            };
+            let report = import::import(&db, &options).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", import::render(&report));
+            }
+            Ok(())
+        }
         Command::Verify { json } => {
             let operators = config.trust.operator_keys()?;
             let report = verify::verify(&db, &operators).await?;

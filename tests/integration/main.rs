@@ -11,6 +11,7 @@ mod feeds_attack;
 mod health;
 mod install;
 mod keys;
+mod legacy;
 mod misp;
 mod network;
 mod operations;
