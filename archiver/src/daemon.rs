@@ -2,6 +2,7 @@
 //! retention until told to stop.
 
 use crate::db::{Db, DbError};
+use crate::legacy::api::Api;
 use crate::metrics::Metrics;
 use crate::{catchup_service, consumer, http, ingest, relay, store};
 use shared_f2b::Config;
@@ -50,6 +51,8 @@ pub enum DaemonError {
     CatchupRequests(async_nats::SubscribeError),
     #[error("cannot subscribe to the live events: {0}")]
     LiveEvents(async_nats::Error),
+    #[error(transparent)]
+    LegacyApi(crate::legacy::api::clients::ClientsError),
     #[error("federation: {0}")]
     Federation(shared_f2b::config::Invalid),
     #[error(transparent)]
@@ -180,7 +183,15 @@ async fn spawn_parts(
                 nats: conn.up.clone(),
             },
         };
-        http::spawn(tasks, addr, sources, config, shutdown).await;
+        let legacy = match &archiver.legacy_api {
+            Some(api) => Some(std::sync::Arc::new(
+                Api::new(api, db.clone())
+                    .await
+                    .map_err(DaemonError::LegacyApi)?,
+            )),
+            None => None,
+        };
+        http::spawn(tasks, addr, sources, legacy, config, shutdown).await;
     }
     relay::spawn(tasks, config, &db, &conn.client, shutdown).map_err(DaemonError::Federation)?;
     if let Some(keep) = archiver.retention {

@@ -626,3 +626,109 @@ pub async fn latest_controls(db: &Db, limit: usize) -> Result<Vec<StoredControl>
     let rows = q.build().fetch_all(&db.pool).await?;
     rows.iter().map(decode_control).collect()
 }
+
+/// A ban as the original Shared Fail2Ban's API lists it.
+#[derive(Debug, Clone)]
+pub struct RecentBan {
+    pub origin: String,
+    pub jail: String,
+    pub ip: String,
+    pub time_ms: i64,
+    pub port: Option<String>,
+    pub protocol: Option<String>,
+}
+
+/// This site's hosts' bans from `since` on, oldest first, leaving out those an operator
+/// pardoned or allowed since (mistakes: an old host would ban them again).
+pub async fn recent_bans(db: &Db, since: SystemTime) -> Result<Vec<RecentBan>, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new(
+        "SELECT b.origin, b.jail, b.ip_text, b.event_time_ms, b.port, b.protocol \
+         FROM f2b_events b WHERE b.action = 'ban' AND b.site IS NULL AND b.event_time_ms >= ",
+    );
+    q.push_bind(ms(since)).push(" AND NOT ");
+    pardoned_since(&mut q);
+    q.push(" ORDER BY b.event_time_ms");
+    let rows = q.build().fetch_all(&db.pool).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(RecentBan {
+                origin: r.try_get("origin")?,
+                jail: r.try_get("jail")?,
+                ip: r.try_get("ip_text")?,
+                time_ms: r.try_get("event_time_ms")?,
+                port: r.try_get("port")?,
+                protocol: r.try_get("protocol")?,
+            })
+        })
+        .collect()
+}
+
+/// An address with how many bans it got, as the original's `count` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanCount {
+    pub ip: String,
+    pub count: i64,
+    pub port: Option<String>,
+    pub protocol: Option<String>,
+}
+
+/// What [`ban_counts`] counts.
+#[derive(Debug, Clone, Default)]
+pub struct CountFilter {
+    pub since: Option<SystemTime>,
+    pub jail: Option<String>,
+    /// Leave this host's bans out.
+    pub exclude_origin: Option<String>,
+    /// Only hosts whose id ends with this.
+    pub origin_suffix: Option<String>,
+    pub min_count: i64,
+    pub limit: i64,
+}
+
+/// Addresses banned at least `min_count` times by this site's hosts, most first (ties by
+/// address), leaving out the bans an operator pardoned or allowed since.
+pub async fn ban_counts(db: &Db, f: &CountFilter) -> Result<Vec<BanCount>, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new(
+        "SELECT b.ip_text, COUNT(*) AS n, MAX(b.port) AS port, MAX(b.protocol) AS protocol \
+         FROM f2b_events b WHERE b.action = 'ban' AND b.site IS NULL",
+    );
+    if let Some(since) = f.since {
+        q.push(" AND b.event_time_ms >= ").push_bind(ms(since));
+    }
+    if let Some(jail) = &f.jail {
+        q.push(" AND b.jail = ").push_bind(jail.clone());
+    }
+    if let Some(origin) = &f.exclude_origin {
+        q.push(" AND b.origin <> ").push_bind(origin.clone());
+    }
+    if let Some(suffix) = &f.origin_suffix {
+        // A pattern bound as a value, its own wildcards escaped.
+        let escaped: String = suffix
+            .chars()
+            .flat_map(|c| match c {
+                '!' | '%' | '_' => vec!['!', c],
+                c => vec![c],
+            })
+            .collect();
+        q.push(" AND b.origin LIKE ")
+            .push_bind(format!("%{escaped}"))
+            .push(" ESCAPE '!'");
+    }
+    q.push(" AND NOT ");
+    pardoned_since(&mut q);
+    q.push(" GROUP BY b.ip_text HAVING COUNT(*) >= ")
+        .push_bind(f.min_count)
+        .push(" ORDER BY n DESC, b.ip_text LIMIT ")
+        .push_bind(f.limit);
+    let rows = q.build().fetch_all(&db.pool).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(BanCount {
+                ip: r.try_get("ip_text")?,
+                count: r.try_get("n")?,
+                port: r.try_get("port")?,
+                protocol: r.try_get("protocol")?,
+            })
+        })
+        .collect()
+}

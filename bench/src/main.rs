@@ -7,6 +7,7 @@ mod control;
 mod fanout;
 mod federation;
 mod feeds;
+mod legacy;
 mod packets;
 mod publish;
 mod report;
@@ -67,8 +68,11 @@ struct Cli {
     /// Sites in the many-sites federation figure (0: left out).
     #[arg(long, default_value_t = 32)]
     federation_sites: usize,
+    /// Rows in the original's table for the import-legacy figures (legacy group).
+    #[arg(long, default_value_t = 1_850_000)]
+    legacy_rows: usize,
     /// Only these groups, comma-separated: publish, signing, subscribe, archive, fanout,
-    /// packets, control, feeds, site (default: all of these), federation (only when named:
+    /// packets, control, feeds, site, legacy (default: all of these), federation (only when named:
     /// it starts 35 nats-servers and takes about 4 minutes).
     #[arg(long)]
     only: Option<String>,
@@ -119,6 +123,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("site") {
         site::run(&mut report, cli.feed_bans, cli.site_runs).await;
+    }
+    if wants("legacy") {
+        legacy::run(&mut report, cli.legacy_rows);
     }
     if cli
         .only

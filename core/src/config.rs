@@ -466,6 +466,33 @@ pub struct ArchiverConfig {
     pub public_url: Option<String>,
     /// `[archiver.misp]`: who the MISP feed says it comes from, and how it may be shared.
     pub misp: Option<MispConfig>,
+    /// `[archiver.legacy_api]`: the original Shared Fail2Ban's HTTP API on `http_listen`, for
+    /// hosts that still run the original while a site moves.
+    pub legacy_api: Option<LegacyApiConfig>,
+}
+
+/// `[archiver.legacy_api]`: which old hosts may use the original's API, and who may read it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyApiConfig {
+    /// Nets answered `GET /api/v1/time` and `/count` besides the hosts' own addresses.
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+    /// The old hosts, each `[[archiver.legacy_api.hosts]]`.
+    #[serde(default)]
+    pub hosts: Vec<LegacyApiHost>,
+}
+
+/// One old host: its token (the only thing that says which host a PUT is from), its addresses
+/// (which host a GET is from), and its own config as `shared-f2b-admin host add` wrote it (its
+/// `host_id`, the NATS login the archiver publishes its bans with, the key that signs them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyApiHost {
+    pub config: PathBuf,
+    pub token_file: PathBuf,
+    #[serde(default)]
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 /// `[archiver.misp]`: the MISP feed's organisation, distribution and TLP tag.
@@ -563,6 +590,11 @@ impl ArchiverConfig {
         if let Some(misp) = &self.misp {
             misp.check()?;
         }
+        if self.legacy_api.is_some() && self.http_listen.is_none() {
+            return Err(Invalid::from(
+                "archiver.legacy_api is served on archiver.http_listen: set it too",
+            ));
+        }
         Ok(())
     }
 }
@@ -581,6 +613,7 @@ impl Default for ArchiverConfig {
             http_tokens: Vec::new(),
             public_url: None,
             misp: None,
+            legacy_api: None,
         }
     }
 }

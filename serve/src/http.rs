@@ -425,7 +425,10 @@ async fn connection(
 ) {
     let app = TowerToHyperService::new(app);
     let tracked = conn.clone();
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        // Who asks, for the handlers that answer by address (`ConnectInfo`).
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         let in_flight = InFlight::start(tracked.clone());
         let response = app.call(req);
         async move {

@@ -12,6 +12,7 @@ mod health;
 mod install;
 mod keys;
 mod legacy;
+mod legacy_api;
 mod misp;
 mod network;
 mod operations;

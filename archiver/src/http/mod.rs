@@ -2,7 +2,8 @@
 //! blocklist feeds ([`feeds`]) and the site page ([`site`]), siblings that read one shared
 //! view of the archive ([`shared`]) and do not know each other. The data routes of both sit
 //! behind one token layer ([`auth`]); every request's parameters are read by [`params`];
-//! every failure is one [`error::HttpError`].
+//! every failure is one [`error::HttpError`]. With `[archiver.legacy_api]`, the original's API
+//! ([`crate::legacy::api`]) is served beside them.
 
 pub mod auth;
 pub mod error;
@@ -42,6 +43,7 @@ pub async fn spawn(
     tasks: &mut Tasks,
     addr: SocketAddr,
     sources: Sources,
+    legacy: Option<Arc<crate::legacy::api::Api>>,
     config: &Config,
     shutdown: &CancellationToken,
 ) {
@@ -64,12 +66,15 @@ pub async fn spawn(
         .merge(site::data_routes(site.clone()))
         .route_layer(axum::middleware::from_fn_with_state(tokens, auth::require));
     let counted = shared.clone();
-    let app = site::page_routes()
-        .merge(data)
-        .layer(axum::middleware::map_response(move |r: Response| {
-            counted.metrics.count_feed(r.status().as_u16());
-            std::future::ready(r)
-        }));
+    let mut app = site::page_routes().merge(data);
+    // The old API checks its own tokens (X-TOKEN) and addresses.
+    if let Some(api) = legacy {
+        app = app.merge(crate::legacy::api::routes(api));
+    }
+    let app = app.layer(axum::middleware::map_response(move |r: Response| {
+        counted.metrics.count_feed(r.status().as_u16());
+        std::future::ready(r)
+    }));
     tasks.spawn("feeds", serve(addr, app, shutdown.clone()));
     tasks.spawn(
         "live events",
