@@ -71,6 +71,9 @@ struct Cli {
     /// Rows in the original's table for the import-legacy figures (legacy group).
     #[arg(long, default_value_t = 1_850_000)]
     legacy_rows: usize,
+    /// Bans of the last hour for the old API's `time` figure (legacy group).
+    #[arg(long, default_value_t = 100_000)]
+    legacy_api_bans: usize,
     /// Only these groups, comma-separated: publish, signing, subscribe, archive, fanout,
     /// packets, control, feeds, site, legacy (default: all of these), federation (only when named:
     /// it starts 35 nats-servers and takes about 4 minutes).
@@ -126,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("legacy") {
         legacy::run(&mut report, cli.legacy_rows);
+        legacy::api(&mut report, cli.legacy_api_bans, cli.latency_runs.min(200)).await;
     }
     if cli
         .only

@@ -5,6 +5,7 @@
 
 use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::fail2ban::Fail2Ban;
+use shared_f2b_tests::legacy::{OldHost, api_keys, request};
 use shared_f2b_tests::site;
 use shared_f2b_tests::{bin, free_port, repo_root, wait_for};
 use std::net::TcpStream;
@@ -31,63 +32,21 @@ fn old_host(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// One raw HTTP/1.1 request from address `source`; the status and body.
-async fn request(port: u16, source: &str, head: &str, body: &[u8]) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    let mut stream = socket
-        .connect(format!("127.0.0.1:{port}").parse().unwrap())
-        .await
-        .unwrap();
-    // `head`: the request line's method and path, then any header lines.
-    let (line, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    let headers = if headers.is_empty() {
-        String::new()
-    } else {
-        format!("{headers}\r\n")
-    };
-    let head = format!(
-        "{line} HTTP/1.1\r\n{headers}Host: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    // A server that answers early (413) may close before it all went out.
-    let _ = stream.write_all(body).await;
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer).await;
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The old hosts' `[archiver.legacy_api]`: oldweb at 127.0.0.1, oldmail at 127.0.0.2, their
-/// own configs logging in as themselves.
+/// oldweb at 127.0.0.1, oldmail at 127.0.0.2.
 fn legacy_api(dir: &Path, url: &str, http: u16) -> String {
-    let mut keys =
-        format!("http_listen = \"127.0.0.1:{http}\"\n\n[archiver.legacy_api]\nallow = []\n");
-    for (host, token, addr) in [
-        ("oldweb", WEB_TOKEN, "127.0.0.1"),
-        ("oldmail", MAIL_TOKEN, "127.0.0.2"),
-    ] {
-        let cfg = site::config(dir, host, host, url, "");
-        let token_file = dir.join(format!("{host}.token"));
-        std::fs::write(&token_file, format!("{token}\n")).unwrap();
-        keys.push_str(&format!(
-            "\n[[archiver.legacy_api.hosts]]\nconfig = {:?}\ntoken_file = {:?}\naddresses = [{addr:?}]\n",
-            cfg.path.display().to_string(),
-            token_file.display().to_string()
-        ));
-    }
-    keys
+    let hosts = [
+        OldHost {
+            name: "oldweb",
+            token: WEB_TOKEN,
+            address: "127.0.0.1",
+        },
+        OldHost {
+            name: "oldmail",
+            token: MAIL_TOKEN,
+            address: "127.0.0.2",
+        },
+    ];
+    api_keys(dir, url, http, &hosts)
 }
 
 /// The old host's own Fail2Ban: a jail reading the pulled file, as the original's docs set it.

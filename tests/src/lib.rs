@@ -11,6 +11,7 @@ pub mod federation;
 pub mod host;
 pub mod http;
 pub mod jwt;
+pub mod legacy;
 pub mod nats;
 pub mod netns;
 pub mod proxy;
