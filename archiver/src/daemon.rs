@@ -185,7 +185,7 @@ async fn spawn_parts(
         };
         let legacy = match &archiver.legacy_api {
             Some(api) => Some(std::sync::Arc::new(
-                Api::new(api, db.clone())
+                Api::new(api, db.clone(), crate::blocklist::never_nets(config).await)
                     .await
                     .map_err(DaemonError::LegacyApi)?,
             )),

@@ -93,6 +93,10 @@ enum Command {
         /// Read and check every row, write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Delete what earlier imports archived first (to import again with another zone or
+        /// host map).
+        #[arg(long, conflicts_with = "dry_run")]
+        replace: bool,
         #[arg(long)]
         json: bool,
     },
@@ -203,6 +207,7 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
             timezone,
             hosts,
             dry_run,
+            replace,
             json,
         } => {
             let options = ImportOptions {
@@ -210,6 +215,7 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
                 timezone,
                 hosts,
                 dry_run,
+                replace,
             };
             let report = import::import(&db, &options).await?;
             if json {

@@ -638,15 +638,17 @@ pub struct RecentBan {
     pub protocol: Option<String>,
 }
 
-/// This site's hosts' bans from `since` on, oldest first, leaving out those an operator
-/// pardoned or allowed since (mistakes: an old host would ban them again).
+/// This site's hosts' bans from `since` on, oldest first, as the old hosts' pulls list them:
+/// not imported history, not those over when they arrived, not those an operator pardoned or
+/// allowed since, and none of an address a pardon or allow in force covers now (an old host
+/// has no subscriber to refuse them).
 pub async fn recent_bans(db: &Db, since: SystemTime) -> Result<Vec<RecentBan>, sqlx::Error> {
     let mut q: QueryBuilder<Any> = QueryBuilder::new(
         "SELECT b.origin, b.jail, b.ip_text, b.event_time_ms, b.port, b.protocol \
          FROM f2b_events b WHERE b.action = 'ban' AND b.site IS NULL AND b.event_time_ms >= ",
     );
-    q.push_bind(ms(since)).push(" AND NOT ");
-    pardoned_since(&mut q);
+    q.push_bind(ms(since));
+    pulled_conditions(&mut q, SystemTime::now());
     q.push(" ORDER BY b.event_time_ms");
     let rows = q.build().fetch_all(&db.pool).await?;
     rows.iter()
@@ -661,6 +663,25 @@ pub async fn recent_bans(db: &Db, since: SystemTime) -> Result<Vec<RecentBan>, s
             })
         })
         .collect()
+}
+
+/// What the old hosts' pulls leave out (see [`recent_bans`]).
+fn pulled_conditions(q: &mut QueryBuilder<Any>, now: SystemTime) {
+    q.push(" AND b.stream_seq <> ").push_bind(IMPORTED_SEQ);
+    q.push(" AND (b.expires_ms IS NULL OR b.expires_ms > b.received_ms) AND NOT ");
+    pardoned_since(q);
+    q.push(" AND NOT EXISTS (SELECT 1 FROM f2b_control c WHERE c.kind IN (")
+        .push_bind(ControlKind::Pardon.as_str())
+        .push(", ")
+        .push_bind(ControlKind::Allow.as_str())
+        .push(") AND (c.until_ms IS NULL OR c.until_ms > ")
+        .push_bind(ms(now))
+        .push(") AND NOT EXISTS (SELECT 1 FROM f2b_control r WHERE r.revokes = c.event_id AND r.kind = ")
+        .push_bind(ControlKind::Revoke.as_str())
+        .push(
+            ") AND b.ip BETWEEN c.net_lo AND c.net_hi \
+             AND (c.net_text LIKE '%:%') = (b.ip_text LIKE '%:%'))",
+        );
 }
 
 /// An address with how many bans it got, as the original's `count` lists it.
@@ -686,7 +707,7 @@ pub struct CountFilter {
 }
 
 /// Addresses banned at least `min_count` times by this site's hosts, most first (ties by
-/// address), leaving out the bans an operator pardoned or allowed since.
+/// address), leaving out what [`recent_bans`] leaves out.
 pub async fn ban_counts(db: &Db, f: &CountFilter) -> Result<Vec<BanCount>, sqlx::Error> {
     let mut q: QueryBuilder<Any> = QueryBuilder::new(
         "SELECT b.ip_text, COUNT(*) AS n, MAX(b.port) AS port, MAX(b.protocol) AS protocol \
@@ -714,8 +735,7 @@ pub async fn ban_counts(db: &Db, f: &CountFilter) -> Result<Vec<BanCount>, sqlx:
             .push_bind(format!("%{escaped}"))
             .push(" ESCAPE '!'");
     }
-    q.push(" AND NOT ");
-    pardoned_since(&mut q);
+    pulled_conditions(&mut q, SystemTime::now());
     q.push(" GROUP BY b.ip_text HAVING COUNT(*) >= ")
         .push_bind(f.min_count)
         .push(" ORDER BY n DESC, b.ip_text LIMIT ")

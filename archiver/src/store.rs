@@ -229,6 +229,54 @@ pub async fn delete_older_than(db: &Db, cutoff: SystemTime) -> Result<u64, sqlx:
     }
 }
 
+/// Deletes all imported history ([`IMPORTED_SEQ`]), in bounded steps; how many rows went.
+pub async fn delete_imported(db: &Db) -> Result<u64, sqlx::Error> {
+    let sql = match db.backend {
+        Backend::MySql => "DELETE FROM f2b_events WHERE stream_seq = ? ORDER BY id LIMIT ?",
+        Backend::Sqlite => {
+            "DELETE FROM f2b_events WHERE id IN \
+             (SELECT id FROM f2b_events WHERE stream_seq = ? ORDER BY id LIMIT ?)"
+        }
+    };
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(sql)
+            .bind(IMPORTED_SEQ)
+            .bind(ROWS_PER_DELETE)
+            .execute(&db.pool)
+            .await?
+            .rows_affected();
+        total += n;
+        if n < ROWS_PER_DELETE as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Which of `ids` the archive holds already.
+pub async fn archived_ids(
+    db: &Db,
+    ids: &[uuid::Uuid],
+) -> Result<std::collections::HashSet<uuid::Uuid>, sqlx::Error> {
+    let mut found = std::collections::HashSet::new();
+    for chunk in ids.chunks(ROWS_PER_INSERT) {
+        let mut q: QueryBuilder<Any> =
+            QueryBuilder::new("SELECT event_id FROM f2b_events WHERE event_id IN (");
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(id.as_bytes().to_vec());
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&db.pool).await? {
+            let bytes: Vec<u8> = sqlx::Row::try_get(&row, "event_id")?;
+            if let Ok(id) = uuid::Uuid::from_slice(&bytes) {
+                found.insert(id);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// How far the relay has read `site`'s stream (0: nothing yet).
 pub async fn site_cursor(db: &Db, site: &str) -> Result<u64, sqlx::Error> {
     let row: Option<(i64,)> = sqlx::query_as("SELECT seq FROM f2b_site_cursors WHERE site = ?")

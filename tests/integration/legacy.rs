@@ -161,6 +161,17 @@ async fn the_original_table_is_imported_in_utc_once_with_bad_rows_reported() {
     assert!(second.contains("imported: 0"), "{second}");
     assert!(second.contains("already archived: 5"), "{second}");
     assert_eq!(archive.rows().await, 5);
+    // Another host map: --replace imports again from scratch.
+    std::fs::write(&hosts, "db2.example.org db-two\n").unwrap();
+    let replaced = import(&["--replace"]);
+    assert!(
+        replaced.contains("deleted first (--replace): 5"),
+        "{replaced}"
+    );
+    assert!(replaced.contains("imported: 5"), "{replaced}");
+    assert_eq!(archive.rows().await, 5);
+    let gap = ok(archiver(&cfg, &["history", "--ip", "198.51.100.7"]));
+    assert!(gap.contains(" db-two "), "{gap}");
     // The table is as it was (nothing of a row is ever run).
     mariadb_root(&format!("SELECT COUNT(*) FROM {name}.f2b"));
 }

@@ -261,8 +261,16 @@ async fn attacks_on_the_old_api_are_refused_and_store_nothing() {
         400
     );
 
-    // The token of another host: oldmail's token makes oldmail's ban, whatever the body says.
-    let (status, text) = request(http, "127.0.0.1", &put(MAIL_TOKEN), good).await;
+    // An address no host may ban; a host's token from another host's address.
+    let home = br#"{"jail": "ssh", "ip": "127.0.0.1", "bantime": "600"}"#;
+    let (status, text) = request(http, "127.0.0.1", &put(WEB_TOKEN), home).await;
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(
+        request(http, "127.0.0.1", &put(MAIL_TOKEN), good).await.0,
+        403
+    );
+    // oldmail's own token from its address makes oldmail's ban, whatever the body says.
+    let (status, text) = request(http, "127.0.0.2", &put(MAIL_TOKEN), good).await;
     assert_eq!((status, text.as_str()), (200, "OK"));
     wait_for(WAIT, "the archive", || async {
         let h = history(&cfg.path, "192.0.2.77");

@@ -33,6 +33,9 @@ pub struct ImportOptions {
     pub hosts: Option<PathBuf>,
     /// Read and convert everything, write nothing.
     pub dry_run: bool,
+    /// Delete the history an earlier import archived first (to import it again with another
+    /// zone or host map: the ids stay, so a plain second run would keep the first one's rows).
+    pub replace: bool,
 }
 
 /// Why the import stopped. Rows already written stay written: a second run goes on from them.
@@ -76,6 +79,8 @@ pub struct ImportReport {
     pub imported: u64,
     /// Good rows that were in the archive already (an earlier run).
     pub already_archived: u64,
+    /// Rows of earlier imports deleted first (`--replace`).
+    pub replaced: u64,
     /// Refused rows by reason (`bad_ip`, …).
     pub refused: BTreeMap<&'static str, RefusedRows>,
     /// Local times in a daylight-saving fold (read as the earlier) or gap (read as after it).
@@ -105,21 +110,21 @@ pub async fn import(db: &Db, options: &ImportOptions) -> Result<ImportReport, Im
     };
     let source_url = redact(&options.from);
     let source = connect(&options.from, &source_url).await?;
+    let mut replaced = 0;
     if !options.dry_run {
         db.migrate().await?;
+        if options.replace {
+            replaced = store::delete_imported(db)
+                .await
+                .map_err(ImportError::Write)?;
+        }
     }
-    // MySQL counts a duplicate the insert skipped as a row affected: the archive's own count
-    // of imported history tells what this run added.
-    let before = if options.dry_run {
-        0
-    } else {
-        imported_rows(db).await?
-    };
     let mut report = ImportReport {
         source: source_url.clone(),
         zone: zone_name,
         zone_is_default: options.timezone.is_none(),
         dry_run: options.dry_run,
+        replaced,
         ..ImportReport::default()
     };
     let converter = Converter { hosts, zone };
@@ -130,28 +135,31 @@ pub async fn import(db: &Db, options: &ImportOptions) -> Result<ImportReport, Im
             backend: db.backend,
         });
         tokio::spawn(async move {
-            while let Some(page) = written.recv().await {
-                if let Some(db) = &db {
-                    store::insert(db, &page, &[], &[])
-                        .await
-                        .map_err(ImportError::Write)?;
-                }
+            let mut new = 0u64;
+            while let Some(mut page) = written.recv().await {
+                let Some(db) = &db else { continue };
+                // What is archived already stays as it is; the rest is this run's.
+                let ids: Vec<_> = page.iter().map(|a| a.event.id).collect();
+                let have = store::archived_ids(db, &ids)
+                    .await
+                    .map_err(ImportError::Write)?;
+                page.retain(|a| !have.contains(&a.event.id));
+                store::insert(db, &page, &[], &[])
+                    .await
+                    .map_err(ImportError::Write)?;
+                new += page.len() as u64;
             }
-            Ok::<(), ImportError>(())
+            Ok::<u64, ImportError>(new)
         })
     };
     let read = read_all(&source, &source_url, &converter, &mut report, &pages).await;
     drop(pages);
-    let written = writer.await.expect("the import's writer does not panic");
+    let new = writer.await.expect("the import's writer does not panic");
     read?;
-    written?;
+    let new = new?;
     let good = report.rows_read - report.refused_total();
-    if options.dry_run {
-        report.imported = good;
-    } else {
-        report.imported = imported_rows(db).await?.saturating_sub(before);
-        report.already_archived = good.saturating_sub(report.imported);
-    }
+    report.imported = if options.dry_run { good } else { new };
+    report.already_archived = if options.dry_run { 0 } else { good - new };
     source.close().await;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
@@ -212,16 +220,6 @@ async fn read_all(
     }
 }
 
-/// Events of imported history in the archive.
-async fn imported_rows(db: &Db) -> Result<u64, ImportError> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM f2b_events WHERE stream_seq = ?")
-        .bind(store::IMPORTED_SEQ)
-        .fetch_one(&db.pool)
-        .await
-        .map_err(ImportError::Write)?;
-    Ok(n as u64)
-}
-
 fn refuse(report: &mut ImportReport, why: Refused, id: i64) {
     let rows = report.refused.entry(why.name()).or_default();
     rows.count += 1;
@@ -230,14 +228,16 @@ fn refuse(report: &mut ImportReport, why: Refused, id: i64) {
     }
 }
 
-/// One page of rows after id `after`, every column as text.
+/// One page of rows after id `after`, every column as text. The table's own `f2b.id` orders
+/// and filters: ordering by the alias `id` (the CAST) would sort the whole rest of the table
+/// for every page (measured: 0.8 s a page instead of 27 ms).
 async fn page(source: &MySqlPool, after: i64) -> Result<Vec<LegacyRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT CAST(id AS SIGNED) AS id, CAST(hostname AS CHAR) AS hostname, \
          CAST(created AS CHAR) AS created, CAST(jail AS CHAR) AS jail, \
          CAST(protocol AS CHAR) AS protocol, CAST(port AS CHAR) AS port, \
          CAST(ip AS CHAR) AS ip, CAST(bantime AS CHAR) AS bantime \
-         FROM f2b WHERE id > ? ORDER BY id LIMIT ?",
+         FROM f2b WHERE f2b.id > ? ORDER BY f2b.id LIMIT ?",
     )
     .bind(after)
     .bind(PAGE_ROWS)
@@ -330,6 +330,9 @@ pub fn render(report: &ImportReport) -> String {
             ""
         }
     );
+    if report.replaced > 0 {
+        let _ = writeln!(out, "deleted first (--replace): {}", report.replaced);
+    }
     let _ = writeln!(out, "rows read: {}", report.rows_read);
     let _ = writeln!(out, "{verb}: {}", report.imported);
     if !report.dry_run {

@@ -4,7 +4,7 @@ use super::hosts::HostMap;
 use jiff::civil::DateTime;
 use jiff::tz::{AmbiguousOffset, TimeZone};
 use shared_f2b::event::{self, Action, Event, SCHEMA_VERSION};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 /// The original's default bantime (its column default), for rows without one.
@@ -32,7 +32,7 @@ pub struct LegacyRow {
 pub enum Refused {
     /// Nothing usable is left of `hostname`.
     Host,
-    /// `created` is missing or not a date and time.
+    /// `created` is missing, not a date and time, or in the future.
     Time,
     /// `jail` is missing or not a jail name.
     Jail,
@@ -127,13 +127,16 @@ impl Converter {
         })
     }
 
-    /// `created` in UTC milliseconds, and whether the local time was ambiguous.
+    /// `created` in UTC milliseconds, and whether the local time was ambiguous; `None` for a
+    /// time that is not one, or in the future (beyond the clock skew events may have).
     fn utc(&self, created: Option<&str>) -> Option<(u64, bool)> {
         let local: DateTime = created?.trim().parse().ok()?;
         let ambiguous = self.zone.to_ambiguous_timestamp(local);
         let unclear = !matches!(ambiguous.offset(), AmbiguousOffset::Unambiguous { .. });
-        let ms = ambiguous.compatible().ok()?.as_millisecond();
-        Some((u64::try_from(ms).ok()?, unclear))
+        let ms = u64::try_from(ambiguous.compatible().ok()?.as_millisecond()).ok()?;
+        let latest = SystemTime::now() + event::MAX_SKEW;
+        let latest = latest.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64;
+        (ms <= latest).then_some((ms, unclear))
     }
 }
 
@@ -242,6 +245,10 @@ mod tests {
             Some(Refused::Bantime)
         );
         assert_eq!(with(&|r| r.bantime = None), None);
+        assert_eq!(
+            with(&|r| r.created = Some("2999-01-01 00:00:00".into())),
+            Some(Refused::Time)
+        );
         let odd = with(&|r| r.port = Some("'; DROP TABLE f2b; --".into()));
         assert_eq!(odd, None);
     }

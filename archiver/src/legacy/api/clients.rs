@@ -71,6 +71,14 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Whether a PUT with this host's token may come from `addr`: any address when the host
+    /// lists none, else only its own.
+    pub fn puts_from(&self, addr: IpAddr) -> bool {
+        self.addresses.is_empty() || self.addresses.contains(&canonical(addr))
+    }
+}
+
 /// Every old host, and the nets that may read.
 pub struct Clients {
     clients: Vec<Client>,
@@ -139,7 +147,7 @@ impl Clients {
             sender: Sender::new(&conn, &config.nats, PUBLISH_TIMEOUT),
             host_id: config.host_id,
             token: digest(token.as_bytes()),
-            addresses: host.addresses.clone(),
+            addresses: host.addresses.iter().copied().map(canonical).collect(),
             signer,
         })
     }
@@ -162,9 +170,7 @@ impl Clients {
     /// The host at `addr`, if one is listed there.
     pub fn by_address(&self, addr: IpAddr) -> Option<&Client> {
         let addr = canonical(addr);
-        self.clients
-            .iter()
-            .find(|c| c.addresses.iter().any(|a| canonical(*a) == addr))
+        self.clients.iter().find(|c| c.addresses.contains(&addr))
     }
 
     /// Whether `addr` may read: a host's address, or in an `allow` net.

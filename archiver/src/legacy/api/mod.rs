@@ -9,6 +9,7 @@ pub mod clients;
 pub mod pull;
 pub mod put;
 
+use crate::blocklist::never_listed;
 use crate::db::Db;
 use axum::Router;
 use axum::body::Bytes;
@@ -17,7 +18,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put as put_route};
 use clients::{Clients, ClientsError, NotStored};
-use pull::{MAX_HOURS, Pull, Recent};
+use ipnet::IpNet;
+use pull::{MAX_COUNT_HOURS, MAX_TIME_HOURS, Pull, Recent};
 use put::BadPut;
 use shared_f2b::config::LegacyApiConfig;
 use shared_f2b::event::{MAX_HOST_LEN, validate_jail};
@@ -36,14 +38,21 @@ const DEFAULT_COUNT_HOURS: u64 = 24;
 pub struct Api {
     clients: Clients,
     recent: Recent,
+    never: Vec<IpNet>,
 }
 
 impl Api {
-    /// Connects as each old host.
-    pub async fn new(config: &LegacyApiConfig, db: Db) -> Result<Api, ClientsError> {
+    /// Connects as each old host; `never`: the nets no answer lists and no PUT may ban
+    /// ([`crate::blocklist::never_nets`]).
+    pub async fn new(
+        config: &LegacyApiConfig,
+        db: Db,
+        never: Vec<IpNet>,
+    ) -> Result<Api, ClientsError> {
         Ok(Api {
             clients: Clients::connect(config).await?,
-            recent: Recent::new(db),
+            recent: Recent::new(db, never.clone()),
+            never,
         })
     }
 }
@@ -68,7 +77,7 @@ pub enum LegacyApiError {
     Put(#[from] BadPut),
     #[error("{0}")]
     Path(String),
-    #[error("this address may not read the bans")]
+    #[error("not from this address")]
     Forbidden,
     #[error("the archive cannot be read now; try again later")]
     Unavailable(#[from] sqlx::Error),
@@ -115,7 +124,15 @@ async fn put_ban(
         tracing::warn!(%peer, "old API: a PUT with an unknown token");
         return Err(LegacyApiError::Token);
     };
+    // A token copied off the wire is no use from elsewhere: a host with addresses puts from them.
+    if !client.puts_from(peer.ip()) {
+        tracing::warn!(%peer, host = %client.host_id, "old API: a PUT with a host's token from another address");
+        return Err(LegacyApiError::Forbidden);
+    }
     let event = put::event(&client.host_id, &body, SystemTime::now())?;
+    if never_listed(event.ip, &api.never) {
+        return Err(LegacyApiError::Put(BadPut::Never(event.ip)));
+    }
     let event = client.publish(event).await?;
     tracing::info!(host = %client.host_id, jail = %event.jail, ip = %event.ip, id = %event.id,
         "old API: published a ban");
@@ -138,7 +155,7 @@ async fn time(
 ) -> Result<Response, LegacyApiError> {
     let segments = segments(&rest, 2)?;
     let mut pull = pull(&api, peer, &segments, 2, &params)?;
-    pull.hours = number(segments[1], "hours", 1, MAX_HOURS)?;
+    pull.hours = number(segments[1], "hours", 1, MAX_TIME_HOURS)?;
     Ok(json(&api.recent.time(&pull).await?))
 }
 
@@ -153,7 +170,7 @@ async fn count(
     let mut pull = pull(&api, peer, &segments, 2, &params)?;
     let min_count = number(segments[1], "min_count", 0, i64::MAX as u64)?;
     pull.hours = match &params.time {
-        Some(hours) => number(hours, "time", 1, MAX_HOURS)?,
+        Some(hours) => number(hours, "time", 1, MAX_COUNT_HOURS)?,
         None => DEFAULT_COUNT_HOURS,
     };
     Ok(json(&api.recent.count(&pull, min_count as i64).await?))

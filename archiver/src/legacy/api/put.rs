@@ -36,6 +36,10 @@ pub enum BadPut {
     Bantime,
     #[error("port or proto: {0}")]
     Ports(event::EventError),
+    #[error(
+        "ip: {0} is never banned here (loopback, link-local, multicast, a NATS server or the allowlist)"
+    )]
+    Never(std::net::IpAddr),
 }
 
 /// The event of `host`'s ban described by `body`, made now.
