@@ -3,6 +3,8 @@
 
 use crate::db::{Db, DbError};
 use crate::legacy::api::Api;
+use crate::legacy::api::clients::Clients;
+use crate::legacy::bridge::Bridge;
 use crate::metrics::Metrics;
 use crate::{catchup_service, consumer, http, ingest, relay, store};
 use shared_f2b::Config;
@@ -10,6 +12,7 @@ use shared_f2b::health::{self, Check, Health};
 use shared_f2b::nats;
 use shared_f2b::tasks::{TaskEnded, Tasks};
 use shared_f2b_serve::{notify_ready, notify_stopping, spawn_server};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +56,8 @@ pub enum DaemonError {
     LiveEvents(async_nats::Error),
     #[error(transparent)]
     LegacyApi(crate::legacy::api::clients::ClientsError),
+    #[error(transparent)]
+    Bridge(crate::legacy::bridge::BridgeError),
     #[error("federation: {0}")]
     Federation(shared_f2b::config::Invalid),
     #[error(transparent)]
@@ -169,6 +174,27 @@ async fn spawn_parts(
             shutdown.clone(),
         ),
     );
+    // The old hosts of the original Shared Fail2Ban, each logged in as itself.
+    let old_hosts = match &archiver.legacy_api {
+        Some(api) => Some(Arc::new(
+            Clients::connect(api)
+                .await
+                .map_err(DaemonError::LegacyApi)?,
+        )),
+        None => None,
+    };
+    if let (Some(legacy), Some(clients)) = (&archiver.legacy, &old_hosts) {
+        let bridge = Bridge::connect(
+            legacy,
+            db.clone(),
+            clients.clone(),
+            stream.clone(),
+            archiver.archiver_consumer.clone(),
+        )
+        .await
+        .map_err(DaemonError::Bridge)?;
+        tasks.spawn("legacy bridge", bridge.run(legacy.poll, shutdown.clone()));
+    }
     if let Some(addr) = archiver.http_listen {
         let live = http::site::live::subscribe(&conn.client, &config.nats.subject_prefix)
             .await
@@ -183,15 +209,15 @@ async fn spawn_parts(
                 nats: conn.up.clone(),
             },
         };
-        let legacy = match &archiver.legacy_api {
-            Some(api) => Some(std::sync::Arc::new(
-                Api::new(api, db.clone(), crate::blocklist::never_nets(config).await)
-                    .await
-                    .map_err(DaemonError::LegacyApi)?,
-            )),
+        let api = match &old_hosts {
+            Some(clients) => Some(Arc::new(Api::new(
+                clients.clone(),
+                db.clone(),
+                crate::blocklist::never_nets(config).await,
+            ))),
             None => None,
         };
-        http::spawn(tasks, addr, sources, legacy, config, shutdown).await;
+        http::spawn(tasks, addr, sources, api, config, shutdown).await;
     }
     relay::spawn(tasks, config, &db, &conn.client, shutdown).map_err(DaemonError::Federation)?;
     if let Some(keep) = archiver.retention {

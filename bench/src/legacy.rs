@@ -5,6 +5,7 @@
 
 use crate::report::Report;
 use shared_f2b_tests::db::{TestDb, mariadb_root};
+use shared_f2b_tests::legacy::LEGACY_TABLE;
 use shared_f2b_tests::{HostConfig, bin, unique};
 use std::path::Path;
 use std::time::Instant;
@@ -53,11 +54,7 @@ pub fn run(report: &mut Report, rows: usize) {
 /// times over five years, a few jails, 166,000 addresses, an IPv6 one in 50.
 fn fill(name: &str, rows: usize) {
     mariadb_root(&format!(
-        "USE {name}; CREATE TABLE f2b (id bigint NOT NULL AUTO_INCREMENT PRIMARY KEY, \
-         hostname varchar(255) DEFAULT NULL, created datetime DEFAULT NULL, jail text, \
-         protocol varchar(16) DEFAULT NULL, port varchar(32) DEFAULT NULL, \
-         ip varchar(64) DEFAULT NULL, bantime varchar(32) DEFAULT '900', \
-         KEY hostname (hostname, ip)); \
+        "USE {name}; {LEGACY_TABLE}; \
          INSERT INTO f2b (hostname, created, jail, protocol, port, ip, bantime) \
          SELECT CONCAT('node', seq % 150, '.example.ac.uk'), \
            TIMESTAMPADD(SECOND, seq * 85, '2020-06-01 00:00:00'), \

@@ -467,8 +467,29 @@ pub struct ArchiverConfig {
     /// `[archiver.misp]`: who the MISP feed says it comes from, and how it may be shared.
     pub misp: Option<MispConfig>,
     /// `[archiver.legacy_api]`: the original Shared Fail2Ban's HTTP API on `http_listen`, for
-    /// hosts that still run the original while a site moves.
+    /// hosts that still run the original while a site moves; its `hosts` are the old hosts
+    /// for the bridge too.
     pub legacy_api: Option<LegacyApiConfig>,
+    /// `[archiver.legacy]`: the bridge that keeps the original's table and the stream in step.
+    pub legacy: Option<LegacyConfig>,
+}
+
+/// `[archiver.legacy]`: the original's database, kept in step with the stream both ways.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyConfig {
+    /// `mysql://user:password@host/f2b` (SELECT and INSERT on table `f2b`).
+    pub database_url: Secret,
+    /// How often the table is read for new rows and written with new hosts' bans.
+    #[serde(default = "default_legacy_poll", with = "humantime_serde")]
+    pub poll: Duration,
+    /// The zone the old hosts write `created` in (an IANA name); unset: this machine's.
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+fn default_legacy_poll() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `[archiver.legacy_api]`: which old hosts may use the original's API, and who may read it.
@@ -483,16 +504,21 @@ pub struct LegacyApiConfig {
     pub hosts: Vec<LegacyApiHost>,
 }
 
-/// One old host: its token (the only thing that says which host a PUT is from), its addresses
-/// (which host a GET is from), and its own config as `shared-f2b-admin host add` wrote it (its
-/// `host_id`, the NATS login the archiver publishes its bans with, the key that signs them).
+/// One old host: its own config as `shared-f2b-admin host add` wrote it (its `host_id`, the
+/// NATS login the archiver publishes its bans with, the key that signs them); its token (the
+/// only thing that says which host a PUT is from; none: it does not use the API); its
+/// addresses (which host a GET is from); and the `hostname` its rows carry in the old table
+/// (default: its host id).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LegacyApiHost {
     pub config: PathBuf,
-    pub token_file: PathBuf,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub addresses: Vec<std::net::IpAddr>,
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 /// `[archiver.misp]`: the MISP feed's organisation, distribution and TLP tag.
@@ -590,10 +616,22 @@ impl ArchiverConfig {
         if let Some(misp) = &self.misp {
             misp.check()?;
         }
-        if self.legacy_api.is_some() && self.http_listen.is_none() {
+        let api_hosts = self.legacy_api.as_ref().map_or(&[][..], |a| &a.hosts[..]);
+        if api_hosts.iter().any(|h| h.token_file.is_some()) && self.http_listen.is_none() {
             return Err(Invalid::from(
                 "archiver.legacy_api is served on archiver.http_listen: set it too",
             ));
+        }
+        if let Some(legacy) = &self.legacy {
+            if api_hosts.is_empty() {
+                return Err(Invalid::from(
+                    "archiver.legacy: the bridge publishes the old hosts' bans as those hosts: \
+                     list them in [[archiver.legacy_api.hosts]] (config, hostname)",
+                ));
+            }
+            if legacy.poll.is_zero() {
+                return Err(Invalid::from("archiver.legacy.poll must be longer than 0s"));
+            }
         }
         Ok(())
     }
@@ -614,6 +652,7 @@ impl Default for ArchiverConfig {
             public_url: None,
             misp: None,
             legacy_api: None,
+            legacy: None,
         }
     }
 }

@@ -2,21 +2,10 @@
 //! times, free-text columns, no validation) into the archive.
 
 use shared_f2b_tests::db::{TestDb, mariadb_root};
+use shared_f2b_tests::legacy::LEGACY_TABLE;
 use shared_f2b_tests::{HostConfig, bin, shared_nats, unique};
 use std::path::Path;
 use std::process::Output;
-
-/// The original's table, as its schema creates it.
-const LEGACY_TABLE: &str = "CREATE TABLE f2b ( \
-    id bigint NOT NULL AUTO_INCREMENT PRIMARY KEY, \
-    hostname varchar(255) DEFAULT NULL, \
-    created datetime DEFAULT NULL, \
-    jail text, \
-    protocol varchar(16) DEFAULT NULL, \
-    port varchar(32) DEFAULT NULL, \
-    ip varchar(64) DEFAULT NULL, \
-    bantime varchar(32) DEFAULT '900', \
-    KEY hostname (hostname, ip))";
 
 /// Rows like the original's: (hostname, created, jail, protocol, port, ip, bantime).
 const ROWS: &str = "INSERT INTO f2b (hostname, created, jail, protocol, port, ip, bantime) VALUES \

@@ -13,6 +13,7 @@ mod install;
 mod keys;
 mod legacy;
 mod legacy_api;
+mod legacy_bridge;
 mod misp;
 mod network;
 mod operations;

@@ -2,6 +2,18 @@
 //! `[archiver.legacy_api]` for them, and raw HTTP requests from their own addresses.
 
 use crate::site;
+
+/// The original's table, as its schema creates it.
+pub const LEGACY_TABLE: &str = "CREATE TABLE f2b ( \
+    id bigint NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+    hostname varchar(255) DEFAULT NULL, \
+    created datetime DEFAULT NULL, \
+    jail text, \
+    protocol varchar(16) DEFAULT NULL, \
+    port varchar(32) DEFAULT NULL, \
+    ip varchar(64) DEFAULT NULL, \
+    bantime varchar(32) DEFAULT '900', \
+    KEY hostname (hostname, ip))";
 use std::path::Path;
 
 /// One old host: its host id (and NATS user on the shipped site), token and address.

@@ -176,7 +176,7 @@ async fn read_all(
     let now = SystemTime::now();
     let mut after = i64::MIN;
     loop {
-        let rows = page(source, after)
+        let rows = page(source, after, PAGE_ROWS)
             .await
             .map_err(|source| ImportError::Read {
                 url: url.to_owned(),
@@ -231,7 +231,11 @@ fn refuse(report: &mut ImportReport, why: Refused, id: i64) {
 /// One page of rows after id `after`, every column as text. The table's own `f2b.id` orders
 /// and filters: ordering by the alias `id` (the CAST) would sort the whole rest of the table
 /// for every page (measured: 0.8 s a page instead of 27 ms).
-async fn page(source: &MySqlPool, after: i64) -> Result<Vec<LegacyRow>, sqlx::Error> {
+pub(super) async fn page(
+    source: &MySqlPool,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<LegacyRow>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT CAST(id AS SIGNED) AS id, CAST(hostname AS CHAR) AS hostname, \
          CAST(created AS CHAR) AS created, CAST(jail AS CHAR) AS jail, \
@@ -240,7 +244,7 @@ async fn page(source: &MySqlPool, after: i64) -> Result<Vec<LegacyRow>, sqlx::Er
          FROM f2b WHERE f2b.id > ? ORDER BY f2b.id LIMIT ?",
     )
     .bind(after)
-    .bind(PAGE_ROWS)
+    .bind(limit)
     .fetch_all(source)
     .await?;
     rows.iter()
@@ -259,7 +263,7 @@ async fn page(source: &MySqlPool, after: i64) -> Result<Vec<LegacyRow>, sqlx::Er
         .collect()
 }
 
-async fn connect(url: &str, shown: &str) -> Result<MySqlPool, ImportError> {
+pub(super) async fn connect(url: &str, shown: &str) -> Result<MySqlPool, ImportError> {
     let url = if let Some(rest) = url.strip_prefix("mariadb://") {
         format!("mysql://{rest}")
     } else if url.starts_with("mysql://") {
@@ -279,7 +283,7 @@ async fn connect(url: &str, shown: &str) -> Result<MySqlPool, ImportError> {
 }
 
 /// The zone named, or this machine's; and how the report names it.
-fn zone(name: Option<&str>) -> Result<(TimeZone, String), ImportError> {
+pub(super) fn zone(name: Option<&str>) -> Result<(TimeZone, String), ImportError> {
     match name {
         Some(name) => TimeZone::get(name)
             .map(|tz| (tz, name.to_owned()))

@@ -5,6 +5,7 @@
 //! hosts while the site moves.
 
 pub mod api;
+pub mod bridge;
 pub mod hosts;
 pub mod import;
 pub mod row;

@@ -54,7 +54,10 @@ pub struct NotStored(pub shared_f2b::publish::SendError);
 /// One old host.
 pub struct Client {
     pub host_id: String,
-    token: [u8; 16],
+    /// The `hostname` its rows carry in the old table (lower case).
+    pub hostname: String,
+    /// `None`: it does not use the API.
+    token: Option<[u8; 16]>,
     addresses: Vec<IpAddr>,
     sender: Sender,
     signer: Option<Signer>,
@@ -94,7 +97,9 @@ impl Clients {
             let twice = clients.iter().find_map(|c| {
                 if c.host_id == client.host_id {
                     Some(c.host_id.clone())
-                } else if c.token == client.token {
+                } else if c.hostname == client.hostname {
+                    Some(format!("hostname {}", c.hostname))
+                } else if c.token.is_some() && c.token == client.token {
                     Some(format!("the token of {}", c.host_id))
                 } else {
                     c.addresses
@@ -116,15 +121,10 @@ impl Clients {
 
     async fn client(host: &LegacyApiHost) -> Result<Client, ClientsError> {
         let config = Config::load(&host.config)?;
-        let token =
-            std::fs::read_to_string(&host.token_file).map_err(|source| ClientsError::Token {
-                path: host.token_file.clone(),
-                source,
-            })?;
-        let token = token.trim();
-        if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ClientsError::WeakToken(host.token_file.clone()));
-        }
+        let token = match &host.token_file {
+            Some(path) => Some(digest(read_token(path)?.as_bytes())),
+            None => None,
+        };
         let signer = match config.trust.signing_seed(&config.nats) {
             Some(seed) => Some(Signer::from_file(seed).map_err(|source| ClientsError::Key {
                 host: config.host_id.clone(),
@@ -145,8 +145,14 @@ impl Clients {
         })?;
         Ok(Client {
             sender: Sender::new(&conn, &config.nats, PUBLISH_TIMEOUT),
+            hostname: host
+                .hostname
+                .as_deref()
+                .unwrap_or(&config.host_id)
+                .trim()
+                .to_ascii_lowercase(),
             host_id: config.host_id,
-            token: digest(token.as_bytes()),
+            token,
             addresses: host.addresses.iter().copied().map(canonical).collect(),
             signer,
         })
@@ -157,14 +163,25 @@ impl Clients {
     pub fn by_token(&self, given: &str) -> Option<&Client> {
         let given = digest(given.trim().as_bytes());
         self.clients.iter().fold(None, |found, c| {
-            let same = c
-                .token
+            let Some(token) = &c.token else { return found };
+            let same = token
                 .iter()
                 .zip(&given)
                 .fold(0u8, |acc, (x, y)| acc | (x ^ y))
                 == 0;
             if same { Some(c) } else { found }
         })
+    }
+
+    /// The old host `host_id`.
+    pub fn by_host_id(&self, host_id: &str) -> Option<&Client> {
+        self.clients.iter().find(|c| c.host_id == host_id)
+    }
+
+    /// The old host whose rows carry `hostname` (compared case-insensitively).
+    pub fn by_hostname(&self, hostname: &str) -> Option<&Client> {
+        let hostname = hostname.trim().to_ascii_lowercase();
+        self.clients.iter().find(|c| c.hostname == hostname)
     }
 
     /// The host at `addr`, if one is listed there.
@@ -178,6 +195,19 @@ impl Clients {
         let addr = canonical(addr);
         self.by_address(addr).is_some() || self.allow.iter().any(|n| n.contains(&addr))
     }
+}
+
+/// The token in `path`, checked.
+fn read_token(path: &std::path::Path) -> Result<String, ClientsError> {
+    let token = std::fs::read_to_string(path).map_err(|source| ClientsError::Token {
+        path: path.to_owned(),
+        source,
+    })?;
+    let token = token.trim();
+    if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ClientsError::WeakToken(path.to_owned()));
+    }
+    Ok(token.to_owned())
 }
 
 /// IPv4-mapped IPv6 (a dual-stack listener's view of an IPv4 client) as IPv4.

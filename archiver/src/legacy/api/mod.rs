@@ -17,11 +17,10 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put as put_route};
-use clients::{Clients, ClientsError, NotStored};
+use clients::{Clients, NotStored};
 use ipnet::IpNet;
 use pull::{MAX_COUNT_HOURS, MAX_TIME_HOURS, Pull, Recent};
 use put::BadPut;
-use shared_f2b::config::LegacyApiConfig;
 use shared_f2b::event::{MAX_HOST_LEN, validate_jail};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,24 +35,20 @@ const DEFAULT_COUNT_HOURS: u64 = 24;
 
 /// What the API answers from.
 pub struct Api {
-    clients: Clients,
+    clients: Arc<Clients>,
     recent: Recent,
     never: Vec<IpNet>,
 }
 
 impl Api {
-    /// Connects as each old host; `never`: the nets no answer lists and no PUT may ban
-    /// ([`crate::blocklist::never_nets`]).
-    pub async fn new(
-        config: &LegacyApiConfig,
-        db: Db,
-        never: Vec<IpNet>,
-    ) -> Result<Api, ClientsError> {
-        Ok(Api {
-            clients: Clients::connect(config).await?,
+    /// The API of the old hosts `clients`; `never`: the nets no answer lists and no PUT may
+    /// ban ([`crate::blocklist::never_nets`]).
+    pub fn new(clients: Arc<Clients>, db: Db, never: Vec<IpNet>) -> Api {
+        Api {
+            clients,
             recent: Recent::new(db, never.clone()),
             never,
-        })
+        }
     }
 }
 
