@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use shared_f2b::{Config, config, shutdown, telemetry};
 use shared_f2b_archiver::blocklist::format::Format;
 use shared_f2b_archiver::blocklist::{Family, Filter};
+use shared_f2b_archiver::legacy::api::clients::Clients;
 use shared_f2b_archiver::legacy::import::{self, ImportOptions};
 use shared_f2b_archiver::query::HistoryFilter;
 use shared_f2b_archiver::{commands, daemon, db::Db, verify};
@@ -93,6 +94,10 @@ enum Command {
         /// Read and check every row, write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also publish the bans still running, each as its host (the old hosts' logins of
+        /// [[archiver.legacy_api.hosts]]): every host applies them now.
+        #[arg(long, conflicts_with = "dry_run")]
+        publish_active: bool,
         /// Delete what earlier imports archived first (to import again with another zone or
         /// host map).
         #[arg(long, conflicts_with = "dry_run")]
@@ -207,6 +212,7 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
             timezone,
             hosts,
             dry_run,
+            publish_active,
             replace,
             json,
         } => {
@@ -215,9 +221,18 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
                 timezone,
                 hosts,
                 dry_run,
+                publish_active,
                 replace,
             };
-            let report = import::import(&db, &options).await?;
+            let old_hosts = match (&config.archiver.legacy_api, publish_active) {
+                (Some(api), true) => Some(Clients::connect(api).await?),
+                (None, true) => anyhow::bail!(
+                    "--publish-active publishes each ban as its host: list the old hosts in \
+                     [[archiver.legacy_api.hosts]] (config = their own config, with its NATS login)"
+                ),
+                (_, false) => None,
+            };
+            let report = import::import(&db, &options, old_hosts.as_ref()).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

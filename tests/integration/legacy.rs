@@ -6,6 +6,7 @@ use shared_f2b_tests::legacy::LEGACY_TABLE;
 use shared_f2b_tests::{HostConfig, bin, shared_nats, unique};
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
 
 /// Rows like the original's: (hostname, created, jail, protocol, port, ip, bantime).
 const ROWS: &str = "INSERT INTO f2b (hostname, created, jail, protocol, port, ip, bantime) VALUES \
@@ -192,4 +193,73 @@ async fn a_wrong_source_or_zone_is_a_clear_error_and_changes_nothing() {
     let text = String::from_utf8_lossy(&missing.stderr);
     assert!(text.contains("cannot read table f2b"), "{text}");
     assert!(!text.contains(":pw@"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_active_makes_every_host_apply_the_bans_still_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = shared_f2b_tests::site::nats_with_hosts(dir.path(), &["web1"]);
+    let url = nats.url();
+    let source = TestDb::mariadb();
+    let name = source.mariadb.clone().unwrap();
+    // Local times as the hosts wrote them: the database's NOW() is this machine's zone.
+    mariadb_root(&format!(
+        "USE {name}; {LEGACY_TABLE}; INSERT INTO f2b (hostname, created, jail, protocol, port, ip, bantime) VALUES \
+         ('web1.example.org', NOW() - INTERVAL 10 MINUTE, 'SSH', 'tcp', 'ssh', '192.0.2.50', '3600'), \
+         ('web1.example.org', NOW() - INTERVAL 2 DAY, 'SSH', 'tcp', 'ssh', '192.0.2.51', '3600'), \
+         ('db2.example.org', NOW() - INTERVAL 5 MINUTE, 'SSH', 'tcp', 'ssh', '192.0.2.52', '3600');"
+    ));
+    let archive = TestDb::mariadb();
+    let web1 = shared_f2b_tests::site::config(dir.path(), "web1", "web1", &url, "");
+    let keys = format!(
+        "[archiver.legacy_api]\n[[archiver.legacy_api.hosts]]\nconfig = {:?}\n",
+        web1.path.display().to_string()
+    );
+    let (cfg, _archiver) = shared_f2b_tests::site::archiver_with(dir.path(), &url, &archive, &keys);
+    let alice = shared_f2b_tests::site::host(dir.path(), "alice", &url, "ban", "", true);
+    for run in 0..2 {
+        let out = ok(archiver(
+            &cfg,
+            &["import-legacy", "--from", &source.url, "--publish-active"],
+        ));
+        assert!(
+            out.contains("published as their hosts' (every host applies them now): 1"),
+            "run {run}: {out}"
+        );
+        assert!(
+            out.contains("no login for host db2 in [[archiver.legacy_api.hosts]]: 1"),
+            "{out}"
+        );
+    }
+    shared_f2b_tests::wait_for(
+        Duration::from_secs(30),
+        "alice to apply web1's running ban",
+        || async {
+            alice
+                .shared_banned()
+                .contains(&"192.0.2.50".to_owned())
+                .then_some(())
+        },
+    )
+    .await;
+    let banned = alice.shared_banned();
+    assert!(
+        !banned.contains(&"192.0.2.51".to_owned()),
+        "ended: {banned:?}"
+    );
+    assert!(
+        !banned.contains(&"192.0.2.52".to_owned()),
+        "no login: {banned:?}"
+    );
+    // The history row and the published ban, once each (the second run's was a duplicate).
+    shared_f2b_tests::wait_for(
+        Duration::from_secs(30),
+        "the published ban in the archive",
+        || async { (archive.rows().await == 4).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(archive.rows().await, 4);
+    let active = ok(archiver(&cfg, &["active"]));
+    assert!(active.contains("192.0.2.50"), "{active}");
 }

@@ -2,6 +2,7 @@
 //! history events (idempotent: a row's event id is derived from the row), with a report of
 //! what was imported and what was refused and why.
 
+use super::api::clients::Clients;
 use super::hosts::{HostMap, HostMapError};
 use super::row::{Converter, LegacyRow, Refused};
 use crate::db::{Db, DbError};
@@ -33,6 +34,9 @@ pub struct ImportOptions {
     pub hosts: Option<PathBuf>,
     /// Read and convert everything, write nothing.
     pub dry_run: bool,
+    /// Also publish the bans still running, each as its host (the old hosts' logins of
+    /// `[[archiver.legacy_api.hosts]]`), so that every host applies them now.
+    pub publish_active: bool,
     /// Delete the history an earlier import archived first (to import it again with another
     /// zone or host map: the ids stay, so a plain second run would keep the first one's rows).
     pub replace: bool,
@@ -55,6 +59,8 @@ pub enum ImportError {
     Archive(#[from] DbError),
     #[error("cannot write to the archive: {0}")]
     Write(sqlx::Error),
+    #[error("--publish-active: {0} (the rest of the import is archived)")]
+    Publish(String),
 }
 
 /// Rows refused for one reason: how many, and the first few ids.
@@ -87,8 +93,12 @@ pub struct ImportReport {
     pub ambiguous_times: u64,
     /// Rows imported without their port or protocol (not a port list or protocol name).
     pub dropped_ports: u64,
-    /// Bans whose time had not run out at the import (history only: not applied anywhere).
+    /// Bans whose time had not run out at the import (history only unless published).
     pub still_running: u64,
+    /// Of those, published into the stream as their hosts' (`--publish-active`).
+    pub published: u64,
+    /// Hosts whose running bans were not published: no login for them (host id, bans).
+    pub not_published: BTreeMap<String, u64>,
     /// Each legacy hostname (lower case; `NULL` for none) with its host id and row count.
     pub hosts: BTreeMap<String, (String, u64)>,
     pub seconds: f64,
@@ -100,8 +110,13 @@ impl ImportReport {
     }
 }
 
-/// Reads the whole table and archives its good rows.
-pub async fn import(db: &Db, options: &ImportOptions) -> Result<ImportReport, ImportError> {
+/// Reads the whole table and archives its good rows; with `publish_active`, publishes the
+/// bans still running as the `old_hosts` they belong to.
+pub async fn import(
+    db: &Db,
+    options: &ImportOptions,
+    old_hosts: Option<&Clients>,
+) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
     let (zone, zone_name) = zone(options.timezone.as_deref())?;
     let hosts = match &options.hosts {
@@ -152,7 +167,9 @@ pub async fn import(db: &Db, options: &ImportOptions) -> Result<ImportReport, Im
             Ok::<u64, ImportError>(new)
         })
     };
-    let read = read_all(&source, &source_url, &converter, &mut report, &pages).await;
+    let mut running = Vec::new();
+    let keep = options.publish_active.then_some(&mut running);
+    let read = read_all(&source, &source_url, &converter, &mut report, &pages, keep).await;
     drop(pages);
     let new = writer.await.expect("the import's writer does not panic");
     read?;
@@ -161,6 +178,9 @@ pub async fn import(db: &Db, options: &ImportOptions) -> Result<ImportReport, Im
     report.imported = if options.dry_run { good } else { new };
     report.already_archived = if options.dry_run { 0 } else { good - new };
     source.close().await;
+    if let (true, Some(clients)) = (options.publish_active && !options.dry_run, old_hosts) {
+        publish_running(clients, running, &mut report).await?;
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -172,6 +192,7 @@ async fn read_all(
     converter: &Converter,
     report: &mut ImportReport,
     pages: &mpsc::Sender<Vec<Archived>>,
+    mut running: Option<&mut Vec<shared_f2b::Event>>,
 ) -> Result<(), ImportError> {
     let now = SystemTime::now();
     let mut after = i64::MIN;
@@ -193,7 +214,12 @@ async fn read_all(
                 Ok(c) => {
                     report.ambiguous_times += u64::from(c.ambiguous);
                     report.dropped_ports += u64::from(c.dropped_ports);
-                    report.still_running += u64::from(!c.event.expired_at(now));
+                    if !c.event.expired_at(now) {
+                        report.still_running += 1;
+                        if let Some(running) = running.as_deref_mut() {
+                            running.push(c.event.clone());
+                        }
+                    }
                     let name = row
                         .hostname
                         .as_deref()
@@ -218,6 +244,32 @@ async fn read_all(
             return Ok(());
         }
     }
+}
+
+/// Publishes each running ban as its host, under an id of its own derived from the archived
+/// one (the archived history stays history; a second run publishes the same ids, which the
+/// stream, the archive and the subscribers dedupe).
+async fn publish_running(
+    clients: &Clients,
+    running: Vec<shared_f2b::Event>,
+    report: &mut ImportReport,
+) -> Result<(), ImportError> {
+    for mut event in running {
+        let Some(client) = clients.by_host_id(&event.origin) else {
+            *report
+                .not_published
+                .entry(event.origin.clone())
+                .or_default() += 1;
+            continue;
+        };
+        event.id = super::row::active_id(event.id);
+        client
+            .publish(event)
+            .await
+            .map_err(|e| ImportError::Publish(e.to_string()))?;
+        report.published += 1;
+    }
+    Ok(())
 }
 
 fn refuse(report: &mut ImportReport, why: Refused, id: i64) {
@@ -363,11 +415,26 @@ pub fn render(report: &ImportReport) -> String {
         report.ambiguous_times
     );
     let _ = writeln!(out, "ports or protocols not kept: {}", report.dropped_ports);
-    let _ = writeln!(
-        out,
-        "bans still running: {} (archived as history; not applied on any host)",
-        report.still_running
-    );
+    if report.published > 0 || !report.not_published.is_empty() {
+        let _ = writeln!(
+            out,
+            "bans still running: {}, published as their hosts' (every host applies them now): {}",
+            report.still_running, report.published
+        );
+        for (host, bans) in &report.not_published {
+            let _ = writeln!(
+                out,
+                "  not published, no login for host {host} in [[archiver.legacy_api.hosts]]: {bans}"
+            );
+        }
+    } else {
+        let _ = writeln!(
+            out,
+            "bans still running: {} (archived as history; not applied on any host; \
+             --publish-active applies them)",
+            report.still_running
+        );
+    }
     let _ = writeln!(out, "hosts:");
     for (legacy, (id, rows)) in &report.hosts {
         let _ = writeln!(out, "  {legacy} -> {id} ({rows} rows)");

@@ -157,6 +157,24 @@ fn legacy_id(row: &LegacyRow, ms: u64) -> Uuid {
     uuid::Builder::from_unix_timestamp_millis(ms, &tail).into_uuid()
 }
 
+/// The id a running ban is published under (`--publish-active`): the archived row's time
+/// bits, a tail of its own, so that the stream's event is not the history's.
+pub fn active_id(archived: Uuid) -> Uuid {
+    let hash = Uuid::new_v5(
+        &LEGACY_NAMESPACE,
+        &[archived.as_bytes().as_slice(), b"active"].concat(),
+    );
+    let ms = archived
+        .get_timestamp()
+        .map(|t| {
+            let (s, n) = t.to_unix();
+            s * 1000 + u64::from(n) / 1_000_000
+        })
+        .unwrap_or(0);
+    let tail: [u8; 10] = hash.as_bytes()[6..].try_into().expect("ten bytes");
+    uuid::Builder::from_unix_timestamp_millis(ms, &tail).into_uuid()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
