@@ -184,14 +184,14 @@ async fn spawn_parts(
         None => None,
     };
     if let (Some(legacy), Some(clients)) = (&archiver.legacy, &old_hosts) {
-        let bridge = Bridge::connect(
+        let bridge = Bridge::new(
             legacy,
             db.clone(),
             clients.clone(),
             stream.clone(),
             archiver.archiver_consumer.clone(),
+            crate::blocklist::never_nets(config).await,
         )
-        .await
         .map_err(DaemonError::Bridge)?;
         tasks.spawn("legacy bridge", bridge.run(legacy.poll, shutdown.clone()));
     }

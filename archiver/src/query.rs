@@ -753,24 +753,27 @@ pub async fn ban_counts(db: &Db, f: &CountFilter) -> Result<Vec<BanCount>, sqlx:
         .collect()
 }
 
-/// This site's hosts' bans stored after stream sequence `after` and up to `until_seq`, in
-/// stream order, at most `limit` (what the bridge writes into the original's table).
+/// The bans stored after stream sequence `after` and up to `until_seq`, in stream order, at
+/// most `limit`, leaving out what an old host's pull leaves out at `now` (what the bridge
+/// writes into the original's table).
 pub async fn bans_after_seq(
     db: &Db,
     after: u64,
     until_seq: u64,
+    now: SystemTime,
     limit: i64,
 ) -> Result<Vec<Stored>, sqlx::Error> {
     let mut q: QueryBuilder<Any> = QueryBuilder::new(EVENT_COLUMNS);
     q.push(" WHERE b.stream_seq > ").push_bind(after as i64);
     q.push(" AND b.stream_seq <= ").push_bind(until_seq as i64);
-    q.push(" AND b.action = 'ban' ORDER BY b.stream_seq LIMIT ")
-        .push_bind(limit);
+    q.push(" AND b.action = 'ban'");
+    pulled_conditions(&mut q, now);
+    q.push(" ORDER BY b.stream_seq LIMIT ").push_bind(limit);
     fetch_events(db, q).await
 }
 
-/// Whether the archive holds a ban of `ip` by this site's host `origin` in `jail`, made from
-/// `from_ms` to `to_ms` (exclusive).
+/// Whether the archive holds a ban of `ip` by this site's host `origin` in `jail` that the
+/// stream carried (not imported history), made from `from_ms` to `to_ms` (exclusive).
 pub async fn has_ban(
     db: &Db,
     origin: &str,
@@ -781,11 +784,13 @@ pub async fn has_ban(
 ) -> Result<bool, sqlx::Error> {
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM f2b_events WHERE ip = ? AND origin = ? AND jail = ? \
-         AND action = 'ban' AND site IS NULL AND event_time_ms >= ? AND event_time_ms < ?",
+         AND action = 'ban' AND site IS NULL AND stream_seq <> ? \
+         AND event_time_ms >= ? AND event_time_ms < ?",
     )
     .bind(ip_key(ip))
     .bind(origin)
     .bind(jail)
+    .bind(IMPORTED_SEQ)
     .bind(from_ms)
     .bind(to_ms)
     .fetch_one(&db.pool)

@@ -119,7 +119,7 @@ async fn an_old_host_on_the_table_and_a_new_host_share_through_the_bridge() {
             &name,
             "SELECT hostname, ip FROM f2b WHERE ip = '198.51.100.80'",
         );
-        (rows == "alice\t198.51.100.80").then_some(())
+        (rows == "shared-f2b:alice\t198.51.100.80").then_some(())
     })
     .await;
     old_host(&["pull-sql", &database, OLD_HOSTNAME, "all", &logdir]);
@@ -153,5 +153,8 @@ async fn an_old_host_on_the_table_and_a_new_host_share_through_the_bridge() {
         &name,
         "SELECT hostname, jail, ip, bantime FROM f2b ORDER BY id",
     );
-    assert!(rows.contains("alice\tlogin\t198.51.100.81\t3600"), "{rows}");
+    assert!(
+        rows.contains("shared-f2b:alice\tlogin\t198.51.100.81\t3600"),
+        "{rows}"
+    );
 }

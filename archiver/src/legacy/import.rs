@@ -9,7 +9,7 @@ use crate::db::{Db, DbError};
 use crate::store::{self, Archived};
 use jiff::tz::TimeZone;
 use sqlx::Row;
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -315,7 +315,32 @@ pub(super) async fn page(
         .collect()
 }
 
-pub(super) async fn connect(url: &str, shown: &str) -> Result<MySqlPool, ImportError> {
+async fn connect(url: &str, shown: &str) -> Result<MySqlPool, ImportError> {
+    let pool = pool_options()
+        .connect_with(source_options(url, shown)?)
+        .await
+        .map_err(|source| ImportError::Connect {
+            url: shown.to_owned(),
+            source,
+        })?;
+    Ok(pool)
+}
+
+/// A pool for the original's database that connects when first used (the bridge: the old
+/// database being away must not keep the archiver from starting).
+pub(super) fn connect_lazy(url: &str, shown: &str) -> Result<MySqlPool, ImportError> {
+    Ok(pool_options().connect_lazy_with(source_options(url, shown)?))
+}
+
+fn pool_options() -> MySqlPoolOptions {
+    MySqlPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+}
+
+/// The connection options of `url`, in the server's own time zone (as the old hosts' `NOW()`
+/// is), not the UTC sqlx sets by default.
+fn source_options(url: &str, shown: &str) -> Result<MySqlConnectOptions, ImportError> {
     let url = if let Some(rest) = url.strip_prefix("mariadb://") {
         format!("mysql://{rest}")
     } else if url.starts_with("mysql://") {
@@ -323,15 +348,11 @@ pub(super) async fn connect(url: &str, shown: &str) -> Result<MySqlPool, ImportE
     } else {
         return Err(ImportError::Scheme(shown.to_owned()));
     };
-    MySqlPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(&url)
-        .await
-        .map_err(|source| ImportError::Connect {
-            url: shown.to_owned(),
-            source,
-        })
+    let options: MySqlConnectOptions = url.parse().map_err(|source| ImportError::Connect {
+        url: shown.to_owned(),
+        source,
+    })?;
+    Ok(options.timezone(None))
 }
 
 /// The zone named, or this machine's; and how the report names it.

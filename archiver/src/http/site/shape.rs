@@ -19,6 +19,8 @@ pub fn event(seq: u64, e: &Event) -> Value {
         "time": ms(e.time),
         "bantime": e.bantime,
         "failures": e.failures,
+        "port": e.port,
+        "protocol": e.protocol,
     })
 }
 

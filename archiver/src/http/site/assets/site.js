@@ -607,6 +607,7 @@
       const bits = [];
       if (info.who !== null) bits.push(append(el('span', 'who'), info.whoLabel, bdi(info.who)));
       if (info.jail !== null) bits.push(append(el('span', 'jail'), 'jail ', bdi(info.jail)));
+      if (info.ports) bits.push(append(el('span', 'ports'), 'port ', bdi(info.ports)));
       if (info.extra) bits.push(el('span', '', info.extra));
       if (info.reason !== null) bits.push(append(el('span', 'reason'), '“', bdi(info.reason), '”'));
       l2.append(joined(bits, ' · '));
@@ -887,9 +888,17 @@
       out.who = e.origin == null ? '' : e.origin;
       out.whoLabel = 'host ';
       out.jail = e.jail == null ? '' : e.jail;
+      out.ports = portsOf(e);
       if (a === 'ban' && typeof e.bantime === 'number') out.extra = e.bantime < 0 ? 'permanent' : 'for ' + dur(e.bantime);
     }
     return out;
+  }
+
+  // The jail's port(s) and protocol as the host's action gave them: `ssh/tcp`, `22`, or ''.
+  function portsOf(e) {
+    const port = typeof e.port === 'string' ? e.port : '';
+    const protocol = typeof e.protocol === 'string' ? e.protocol : '';
+    return protocol ? port + '/' + protocol : port;
   }
 
   // === story of one address
@@ -981,7 +990,7 @@
           append(el('td', 'when'), timeEl(e.time), isTime(e.time) ? el('div', 'abs', utc(e.time)) : null),
           append(el('td'), el('span', 'act act-' + x.kind, x.label), e.type === 'control' && e.net != null && e.net !== d.ip ? append(el('span'), ' ', netLink(e.net)) : null),
           append(el('td'), x.who === null ? '' : append(el('span'), el('span', 'muted small', e.type === 'control' ? 'operator ' : ''), bdi(x.who))),
-          append(el('td'), x.jail === null ? el('span', 'muted', '—') : bdi(x.jail)),
+          append(el('td'), x.jail === null ? el('span', 'muted', '—') : bdi(x.jail), x.ports ? append(el('span', 'muted small'), ' ', bdi(x.ports)) : null),
           el('td', '', bantime),
           el('td', 'num', typeof e.failures === 'number' ? num(e.failures) : '—'),
           append(el('td', 'reason'), x.reason === null ? '' : bdi(x.reason)));
