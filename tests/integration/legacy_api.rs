@@ -4,33 +4,16 @@
 //! attacks on the API, each refused with nothing stored.
 
 use shared_f2b_tests::db::TestDb;
-use shared_f2b_tests::fail2ban::Fail2Ban;
-use shared_f2b_tests::legacy::{OldHost, api_keys, request};
+use shared_f2b_tests::legacy::{OldHost, api_keys, history, old_fail2ban, old_host, request};
 use shared_f2b_tests::site;
-use shared_f2b_tests::{bin, free_port, repo_root, wait_for};
+use shared_f2b_tests::{free_port, wait_for};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 const WEB_TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const MAIL_TOKEN: &str = "fedcba9876543210fedcba9876543210";
-
-/// Runs the old host's script; its exit status and output.
-fn old_host(args: &[&str]) -> (bool, String) {
-    let out = Command::new("python3")
-        .arg(repo_root().join("tests/legacy/old_host.py"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 /// oldweb at 127.0.0.1, oldmail at 127.0.0.2.
 fn legacy_api(dir: &Path, url: &str, http: u16) -> String {
@@ -47,30 +30,6 @@ fn legacy_api(dir: &Path, url: &str, http: u16) -> String {
         },
     ];
     api_keys(dir, url, http, &hosts)
-}
-
-/// The old host's own Fail2Ban: a jail reading the pulled file, as the original's docs set it.
-fn old_fail2ban(dir: &Path) -> Fail2Ban {
-    let dir = dir.join("oldweb-f2b");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("filter-all.log"), "").unwrap();
-    let jails = format!(
-        "[DEFAULT]\nbackend = polling\n\n[shared-pull]\nenabled = true\nfilter = login\n\
-         failregex = \\[<HOST>\\]\ndatepattern = {{NONE}}\nlogpath = {}\nmaxretry = 1\n\
-         findtime = 1h\nbantime = 3600\naction = noop\n",
-        dir.join("filter-all.log").display()
-    );
-    Fail2Ban::start(&dir, &jails)
-}
-
-fn history(cfg: &Path, ip: &str) -> String {
-    let out = Command::new(bin("shared-f2b-archiver"))
-        .arg("--config")
-        .arg(cfg)
-        .args(["history", "--ip", ip])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,30 +4,20 @@
 //! twice after a restart.
 
 use shared_f2b_tests::db::{TestDb, mariadb_root};
-use shared_f2b_tests::fail2ban::Fail2Ban;
 use shared_f2b_tests::host::Daemon;
-use shared_f2b_tests::legacy::LEGACY_TABLE;
-use shared_f2b_tests::{bin, repo_root, site, wait_for};
-use std::path::Path;
+use shared_f2b_tests::legacy::{LEGACY_TABLE, history, old_fail2ban};
+use shared_f2b_tests::{site, wait_for};
 use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 const OLD_HOSTNAME: &str = "oldweb.example.org";
 
+/// The old host's script, which must succeed; what it printed.
 fn old_host(args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg(repo_root().join("tests/legacy/old_host.py"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let (ok, text) = shared_f2b_tests::legacy::old_host(args);
+    assert!(ok, "{args:?}: {text}");
+    text
 }
 
 fn table(name: &str, sql: &str) -> String {
@@ -36,29 +26,6 @@ fn table(name: &str, sql: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn history(cfg: &Path, ip: &str) -> String {
-    let out = Command::new(bin("shared-f2b-archiver"))
-        .arg("--config")
-        .arg(cfg)
-        .args(["history", "--ip", ip])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn old_fail2ban(dir: &Path) -> Fail2Ban {
-    let dir = dir.join("oldweb-f2b");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("filter-all.log"), "").unwrap();
-    let jails = format!(
-        "[DEFAULT]\nbackend = polling\n\n[shared-pull]\nenabled = true\nfilter = login\n\
-         failregex = \\[<HOST>\\]\ndatepattern = {{NONE}}\nlogpath = {}\nmaxretry = 1\n\
-         findtime = 1h\nbantime = 3600\naction = noop\n",
-        dir.join("filter-all.log").display()
-    );
-    Fail2Ban::start(&dir, &jails)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

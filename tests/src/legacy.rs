@@ -1,7 +1,10 @@
-//! Old hosts of the original Shared Fail2Ban on a test site: the archiver's
-//! `[archiver.legacy_api]` for them, and raw HTTP requests from their own addresses.
+//! Old hosts of the original Shared Fail2Ban on a test site: its table, the archiver's
+//! `[archiver.legacy_api]` for them, raw HTTP requests from their own addresses, the old host's
+//! script (tests/legacy/old_host.py) and its own Fail2Ban.
 
-use crate::site;
+use crate::fail2ban::Fail2Ban;
+use crate::{bin, repo_root, site};
+use std::process::Command;
 
 /// The original's table, as its schema creates it.
 pub const LEGACY_TABLE: &str = "CREATE TABLE f2b ( \
@@ -78,4 +81,46 @@ pub async fn request(port: u16, source: &str, head: &str, body: &[u8]) -> (u16, 
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Runs the old host of tests/legacy/old_host.py (its PUT, its cron pull, or the same straight
+/// on the table); whether it exited 0, and what it printed.
+pub fn old_host(args: &[&str]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg(repo_root().join("tests/legacy/old_host.py"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The old host's own Fail2Ban in `dir/oldweb-f2b`: jail `shared-pull` bans from the pulled
+/// `filter-all.log` with the original's failregex `\[<HOST>\]`.
+pub fn old_fail2ban(dir: &Path) -> Fail2Ban {
+    let dir = dir.join("oldweb-f2b");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("filter-all.log"), "").unwrap();
+    let jails = format!(
+        "[DEFAULT]\nbackend = polling\n\n[shared-pull]\nenabled = true\nfilter = login\n\
+         failregex = \\[<HOST>\\]\ndatepattern = {{NONE}}\nlogpath = {}\nmaxretry = 1\n\
+         findtime = 1h\nbantime = 3600\naction = noop\n",
+        dir.join("filter-all.log").display()
+    );
+    Fail2Ban::start(&dir, &jails)
+}
+
+/// `shared-f2b-archiver history --ip IP` with the config at `cfg`.
+pub fn history(cfg: &Path, ip: &str) -> String {
+    let out = Command::new(bin("shared-f2b-archiver"))
+        .arg("--config")
+        .arg(cfg)
+        .args(["history", "--ip", ip])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
