@@ -17,6 +17,7 @@ mod legacy_bridge;
 mod misp;
 mod network;
 mod operations;
+mod powercut;
 mod publish;
 mod site;
 mod site_attack;

@@ -14,6 +14,7 @@ pub mod jwt;
 pub mod legacy;
 pub mod nats;
 pub mod netns;
+pub mod powercut;
 pub mod proxy;
 pub mod served;
 pub mod site;
