@@ -14,6 +14,7 @@ mod report;
 mod signing;
 mod site;
 mod subscribe;
+mod sync;
 
 use clap::Parser;
 
@@ -76,7 +77,8 @@ struct Cli {
     legacy_api_bans: usize,
     /// Only these groups, comma-separated: publish, signing, subscribe, archive, fanout,
     /// packets, control, feeds, site, legacy (default: all of these), federation (only when named:
-    /// it starts 35 nats-servers and takes about 4 minutes).
+    /// it starts 35 nats-servers and takes about 4 minutes), sync (only when named, with
+    /// SHARED_F2B_NATS_SERVER a nats-server 2.10 or newer: what sync_interval: always costs).
     #[arg(long)]
     only: Option<String>,
     /// Only write a screenshot of the site page over a made-up site here (the README's).
@@ -143,6 +145,13 @@ async fn main() -> anyhow::Result<()> {
             cli.federation_sites,
         )
         .await;
+    }
+    if cli
+        .only
+        .as_deref()
+        .is_some_and(|o| o.split(',').any(|g| g == "sync"))
+    {
+        sync::run(&mut report, cli.publish_runs, cli.burst).await;
     }
     if wants("packets") {
         tokio::task::block_in_place(|| packets::run(&mut report, cli.packet_runs));
