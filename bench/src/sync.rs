@@ -4,7 +4,7 @@
 //! sync (every 2 minutes) and one syncing each write, measured in the same run.
 
 use crate::report::{Report, percentiles};
-use shared_f2b_tests::nats::{NatsServer, ban_event, burst};
+use shared_f2b_tests::nats::{NatsServer, ban_event, burst, has_sync_interval};
 use shared_f2b_tests::{HostConfig, bin, nats_server_bin, unique};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -127,17 +127,4 @@ impl Server {
         burst(&self.url, PREFIX, &events).await;
         n as f64 / t0.elapsed().as_secs_f64()
     }
-}
-
-/// Whether the nats-server the kit runs knows `sync_interval` (2.10 or newer).
-fn has_sync_interval() -> bool {
-    let out = Command::new(nats_server_bin()).arg("--version").output();
-    let Ok(out) = out else { return false };
-    let text = String::from_utf8_lossy(&out.stdout);
-    let version = text.split('v').nth(1).unwrap_or("");
-    let mut parts = version
-        .trim()
-        .split('.')
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 10)
 }

@@ -341,3 +341,18 @@ pub async fn wait_archived_all(url: &str, stream: &str, consumer: &str) {
     })
     .await;
 }
+
+/// Whether the nats-server the kit runs ([`crate::nats_server_bin`]) knows
+/// `jetstream { sync_interval }` (2.10 or newer; `nats-server: v2.15.1`).
+pub fn has_sync_interval() -> bool {
+    let Ok(out) = std::process::Command::new(crate::nats_server_bin())
+        .arg("--version")
+        .output()
+    else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.trim().rsplit(" v").next().unwrap_or("");
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 10)
+}

@@ -1,6 +1,7 @@
 //! `shared-f2b-powercut BACKING MOUNT`: mounts the power-cut file system
 //! ([`shared_f2b_tests::powercut`]) over BACKING at MOUNT. Each line `cut` on standard input
-//! drops what was not synced and answers `cut <files>`; end of input unmounts.
+//! drops what was not synced and answers `cut <files>`; `sync` makes everything written so far
+//! durable (the kernel's writeback) and answers `sync <files>`; end of input unmounts.
 
 use shared_f2b_tests::powercut::fs::{PowerCutFs, State};
 use std::io::{BufRead, Write};
@@ -23,11 +24,12 @@ fn main() -> std::io::Result<()> {
     println!("mounted");
     std::io::stdout().flush()?;
     for line in std::io::stdin().lock().lines() {
-        if line?.trim() == "cut" {
-            let files = state.lock().expect("not poisoned").cut()?;
-            println!("cut {files}");
-            std::io::stdout().flush()?;
+        match line?.trim() {
+            "cut" => println!("cut {}", state.lock().expect("not poisoned").cut()?),
+            "sync" => println!("sync {}", state.lock().expect("not poisoned").sync_all()),
+            _ => continue,
         }
+        std::io::stdout().flush()?;
     }
     drop(session);
     Ok(())

@@ -49,6 +49,14 @@ impl State {
         Ok(images.len())
     }
 
+    /// Everything written so far reaches the disk (as the kernel's writeback does within
+    /// half a minute); how many files were waiting.
+    pub fn sync_all(&mut self) -> usize {
+        let n = self.synced.len();
+        self.synced.clear();
+        n
+    }
+
     /// Keeps `ino`'s content as it is now, unless it is kept already (written since its sync).
     fn before_change(&mut self, ino: u64) -> io::Result<()> {
         if self.synced.contains_key(&ino) {
