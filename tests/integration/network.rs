@@ -80,6 +80,16 @@ fn mallory_is_banned_everywhere_by_packets(apply: &str) {
     for host in [bob, charlie] {
         assert_eq!(host.f2b.banned("shared"), [mallory.addr.to_string()]);
     }
+    // The jail's port and protocol travelled with the ban, as Fail2Ban gave them to the action.
+    wait_until(WAIT, "the ban's port and protocol in the archive", || {
+        let history = shared_f2b_tests::legacy::history(
+            &world.archiver_config.path,
+            &mallory.addr.to_string(),
+        );
+        history
+            .lines()
+            .any(|l| l.contains(" ban ") && l.ends_with(" ssh/tcp"))
+    });
 
     // Alice lifts her ban early: mallory may reach every host again.
     alice

@@ -322,7 +322,7 @@ impl RealHost {
             "[DEFAULT]\nbackend = auto\nbanaction = nftables-allports\nbanaction_allports = nftables-allports\n\
              bantime = 3600\nfindtime = 10m\n\n\
              [sshd]\nenabled = true\nfilter = sshd\nlogpath = {auth}\nmaxretry = {MAXRETRY}\n\
-             action = %(action_)s\n         shared-f2b[publisher=\"{publisher}\", config=\"{config}\"]\n\n\
+             action = %(action_)s\n         shared-f2b[publisher=\"{publisher}\", config=\"{config}\", port=\"%(port)s\", protocol=\"%(protocol)s\"]\n\n\
              [shared]\nenabled = true\nfilter = shared-f2b\nlogpath = {shared}\nmaxretry = 1\n\
              action = %(action_)s\n",
             auth = dir.join("auth.log").display(),
