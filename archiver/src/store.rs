@@ -214,19 +214,7 @@ pub async fn delete_older_than(db: &Db, cutoff: SystemTime) -> Result<u64, sqlx:
              (SELECT id FROM f2b_events WHERE event_time_ms < ? ORDER BY id LIMIT ?)"
         }
     };
-    let mut total = 0;
-    loop {
-        let n = sqlx::query(sql)
-            .bind(ms(cutoff))
-            .bind(ROWS_PER_DELETE)
-            .execute(&db.pool)
-            .await?
-            .rows_affected();
-        total += n;
-        if n < ROWS_PER_DELETE as u64 {
-            return Ok(total);
-        }
-    }
+    delete_in_steps(db, sql, ms(cutoff)).await
 }
 
 /// Deletes all imported history ([`IMPORTED_SEQ`]), in bounded steps; how many rows went.
@@ -238,10 +226,16 @@ pub async fn delete_imported(db: &Db) -> Result<u64, sqlx::Error> {
              (SELECT id FROM f2b_events WHERE stream_seq = ? ORDER BY id LIMIT ?)"
         }
     };
+    delete_in_steps(db, sql, IMPORTED_SEQ).await
+}
+
+/// Runs `sql` (a DELETE of at most `?` rows matching `?` = `value`) until a step deletes fewer
+/// than [`ROWS_PER_DELETE`], so that no step holds long locks; how many rows went.
+async fn delete_in_steps(db: &Db, sql: &'static str, value: i64) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     loop {
         let n = sqlx::query(sql)
-            .bind(IMPORTED_SEQ)
+            .bind(value)
             .bind(ROWS_PER_DELETE)
             .execute(&db.pool)
             .await?
