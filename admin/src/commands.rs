@@ -105,6 +105,8 @@ pub fn summary(c: &Control) -> String {
                     .to_string()),
             ends(c)
         ),
+        ControlKind::Intel => format!("{net} listed by source {} {}", c.operator, ends(c)),
+        ControlKind::Unlist => format!("{net} no longer listed by source {}", c.operator),
         ControlKind::Revoke => format!(
             "{} ends now",
             c.revokes.map(|id| id.to_string()).unwrap_or_default()

@@ -60,6 +60,8 @@ pub enum DaemonError {
     Bridge(crate::legacy::bridge::BridgeError),
     #[error("federation: {0}")]
     Federation(shared_f2b::config::Invalid),
+    #[error("intake: [trust] operator_seed_file: {0}")]
+    IntakeKey(shared_f2b::signing::KeyError),
     #[error(transparent)]
     PartStopped(#[from] TaskEnded),
 }
@@ -220,6 +222,9 @@ async fn spawn_parts(
         http::spawn(tasks, addr, sources, api, config, shutdown).await;
     }
     relay::spawn(tasks, config, &db, &conn.client, shutdown).map_err(DaemonError::Federation)?;
+    crate::intake::spawn(tasks, config, &db, &conn.client, shutdown)
+        .await
+        .map_err(DaemonError::IntakeKey)?;
     if let Some(keep) = archiver.retention {
         tasks.spawn("retention", retain(db.clone(), keep, shutdown.clone()));
     }

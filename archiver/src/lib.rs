@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod db;
 pub mod http;
 pub mod ingest;
+pub mod intake;
 pub mod legacy;
 pub mod metrics;
 pub mod misp;

@@ -3,10 +3,11 @@
 
 use crate::db::{Backend, Db};
 use crate::store::{IMPORTED_SEQ, ip_key, ms};
-use shared_f2b::control::{Control, ControlKind, parse_net};
+use shared_f2b::control::{Control, ControlKind, Listing, parse_net};
 use shared_f2b::event::{Action, Event, MAX_SKEW, SCHEMA_VERSION, parse_ip};
 use sqlx::any::AnyRow;
 use sqlx::{Any, QueryBuilder, Row};
+use ipnet::IpNet;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -255,7 +256,8 @@ pub async fn since_page(
 
 const CONTROL_COLUMNS: &str = "SELECT c.id, c.event_id, c.operator, c.kind, c.net_text, \
     c.revokes, c.event_time_ms, c.until_ms, c.reason, c.stream_seq, c.host, c.host_key, \
-    c.since_ms, c.key_id, c.sig, c.site FROM f2b_control c";
+    c.since_ms, c.key_id, c.sig, c.site, c.listing_event, c.listing_attribute, c.listing_tags \
+    FROM f2b_control c";
 
 /// An archived control event with where it sits.
 #[derive(Debug, Clone)]
@@ -292,12 +294,34 @@ fn decode_control(row: &AnyRow) -> Result<StoredControl, sqlx::Error> {
         since: row.try_get::<Option<i64>, _>("since_ms")?.map(time),
         key: row.try_get("key_id")?,
         sig: row.try_get("sig")?,
+        listing: (kind == ControlKind::Intel.as_str())
+            .then(|| listing(row))
+            .transpose()?,
     };
     Ok(StoredControl {
         row_id: row.try_get::<i64, _>("id")? as u64,
         seq: row.try_get::<i64, _>("stream_seq")? as u64,
         control,
         site: row.try_get("site")?,
+    })
+}
+
+/// An intel order's listing as archived (see migration 000007).
+pub fn listing(row: &AnyRow) -> Result<Listing, sqlx::Error> {
+    let bad = || sqlx::Error::Decode("archived listing is invalid".into());
+    let uuid = |column: &str| -> Result<Option<uuid::Uuid>, sqlx::Error> {
+        row.try_get::<Option<String>, _>(column)?
+            .map(|t| t.parse().map_err(|_| bad()))
+            .transpose()
+    };
+    let tags: Option<String> = row.try_get("listing_tags")?;
+    Ok(Listing {
+        event: uuid("listing_event")?,
+        attribute: uuid("listing_attribute")?,
+        tags: tags
+            .filter(|t| !t.is_empty())
+            .map(|t| t.split('\t').map(str::to_owned).collect())
+            .unwrap_or_default(),
     })
 }
 
@@ -316,6 +340,8 @@ fn in_force_conditions(q: &mut QueryBuilder<Any>, now: SystemTime, until_seq: u6
         .push_bind(ControlKind::Allow.as_str())
         .push(", ")
         .push_bind(ControlKind::Ban.as_str())
+        .push(", ")
+        .push_bind(ControlKind::Intel.as_str())
         .push(") AND (c.until_ms IS NULL OR c.until_ms > ")
         .push_bind(ms(now))
         .push(") AND NOT EXISTS (SELECT 1 FROM f2b_control r WHERE r.revokes = c.event_id AND r.kind = ")
@@ -323,9 +349,22 @@ fn in_force_conditions(q: &mut QueryBuilder<Any>, now: SystemTime, until_seq: u6
         .push(")");
     // An operator's ban a later pardon or allow covers ended with it (and stays ended after
     // it, as on the hosts that lifted it).
+    // An intel order ends when its source lists the net again (a renewal) or unlists it.
     q.push(" AND NOT (c.kind = ")
+        .push_bind(ControlKind::Intel.as_str())
+        .push(" AND EXISTS (SELECT 1 FROM f2b_control u WHERE u.kind IN (")
+        .push_bind(ControlKind::Intel.as_str())
+        .push(", ")
+        .push_bind(ControlKind::Unlist.as_str())
+        .push(
+            ") AND u.operator = c.operator AND u.net_lo = c.net_lo AND u.net_hi = c.net_hi \
+             AND u.stream_seq > c.stream_seq))",
+        );
+    q.push(" AND NOT (c.kind IN (")
         .push_bind(ControlKind::Ban.as_str())
-        .push(" AND EXISTS (SELECT 1 FROM f2b_control p WHERE p.kind IN (")
+        .push(", ")
+        .push_bind(ControlKind::Intel.as_str())
+        .push(") AND EXISTS (SELECT 1 FROM f2b_control p WHERE p.kind IN (")
         .push_bind(ControlKind::Pardon.as_str())
         .push(", ")
         .push_bind(ControlKind::Allow.as_str())
@@ -796,4 +835,27 @@ pub async fn has_ban(
     .fetch_one(&db.pool)
     .await?;
     Ok(n > 0)
+}
+
+/// The nets operators' pardons and allows in force at `now` cover (this site's own orders).
+pub async fn shields_in_force(db: &Db, now: SystemTime) -> Result<Vec<IpNet>, sqlx::Error> {
+    let mut q: QueryBuilder<Any> =
+        QueryBuilder::new("SELECT c.net_text FROM f2b_control c WHERE c.kind IN (");
+    q.push_bind(ControlKind::Pardon.as_str())
+        .push(", ")
+        .push_bind(ControlKind::Allow.as_str())
+        .push(") AND c.site IS NULL AND (c.until_ms IS NULL OR c.until_ms > ")
+        .push_bind(ms(now))
+        .push(") AND NOT EXISTS (SELECT 1 FROM f2b_control r WHERE r.revokes = c.event_id AND r.kind = ")
+        .push_bind(ControlKind::Revoke.as_str())
+        .push(")");
+    let rows = q.build().fetch_all(&db.pool).await?;
+    let mut nets = Vec::with_capacity(rows.len());
+    for row in rows {
+        let text: Option<String> = row.try_get("net_text")?;
+        if let Some(net) = text.and_then(|t| parse_net(&t).ok()) {
+            nets.push(net);
+        }
+    }
+    Ok(nets)
 }

@@ -152,10 +152,11 @@ pub async fn insert(
         let mut q: QueryBuilder<Any> = QueryBuilder::new(
             "INSERT INTO f2b_control (event_id, operator, kind, net_text, net_lo, net_hi, \
              revokes, event_time_ms, until_ms, reason, stream_seq, received_ms, host, host_key, \
-             since_ms, key_id, sig, site) ",
+             since_ms, key_id, sig, site, listing_event, listing_attribute, listing_tags) ",
         );
         q.push_values(chunk, |mut row, a| {
             let c = &a.control;
+            let l = c.listing.as_ref();
             row.push_bind(c.id.as_bytes().to_vec())
                 .push_bind(c.operator.clone())
                 .push_bind(c.kind.as_str())
@@ -173,7 +174,10 @@ pub async fn insert(
                 .push_bind(c.since.map(ms))
                 .push_bind(c.key.clone())
                 .push_bind(c.sig.clone())
-                .push_bind(a.site.clone());
+                .push_bind(a.site.clone())
+                .push_bind(l.and_then(|l| l.event).map(|u| u.to_string()))
+                .push_bind(l.and_then(|l| l.attribute).map(|u| u.to_string()))
+                .push_bind(l.map(|l| l.tags.join("\t")));
         });
         q.push(skip_duplicate_ids(db.backend));
         inserted.controls += q.build().execute(&mut *tx).await?.rows_affected();

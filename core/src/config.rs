@@ -317,7 +317,31 @@ pub struct SubscriberConfig {
     pub min_sites: usize,
     #[serde(with = "humantime_serde")]
     pub min_sites_window: Duration,
+    /// What to do with the archiver's intel orders (`[[archiver.intake]]`: MISP, blocklists):
+    /// `off` (default) or `ban` (into `target_jail`).
+    pub intel: IntelMode,
+    /// The intake sources whose orders are applied (`["*"]`: every one).
+    pub intel_sources: Vec<String>,
+    /// The longest an intel order is held here, whatever it says.
+    #[serde(with = "humantime_serde")]
+    pub intel_max_bantime: Duration,
+    /// A shorter cap for some sources: `{ spamhaus-drop = "7d" }`.
+    pub intel_source_max_bantime: BTreeMap<String, HumanDuration>,
 }
+
+/// `[subscriber] intel`: whether intel orders are applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntelMode {
+    #[default]
+    Off,
+    Ban,
+}
+
+/// A duration written as humantime text (`"7d"`), where a map holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct HumanDuration(#[serde(with = "humantime_serde")] pub Duration);
 
 /// `[subscriber.escalation]`: fleet-wide bantime escalation (`ban` mode).
 #[derive(Debug, Clone, Deserialize)]
@@ -383,6 +407,10 @@ impl Default for SubscriberConfig {
             trusted_sites: vec!["*".into()],
             min_sites: 1,
             min_sites_window: Duration::from_secs(3600),
+            intel: IntelMode::Off,
+            intel_sources: vec!["*".into()],
+            intel_max_bantime: Duration::from_secs(7 * 24 * 3600),
+            intel_source_max_bantime: BTreeMap::new(),
         }
     }
 }
@@ -420,6 +448,17 @@ impl SubscriberConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The longest `source`'s intel orders are held here; `None`: not applied at all.
+    pub fn intel_cap(&self, source: &str) -> Option<Duration> {
+        let taken = self.intel == IntelMode::Ban
+            && self.intel_sources.iter().any(|s| s == "*" || s == source);
+        taken.then(|| {
+            self.intel_source_max_bantime
+                .get(source)
+                .map_or(self.intel_max_bantime, |d| d.0.min(self.intel_max_bantime))
+        })
     }
 
     /// The local jail a remote jail's bans go into.
@@ -472,6 +511,8 @@ pub struct ArchiverConfig {
     pub legacy_api: Option<LegacyApiConfig>,
     /// `[archiver.legacy]`: the bridge that keeps the original's table and the stream in step.
     pub legacy: Option<LegacyConfig>,
+    /// `[[archiver.intake]]`: threat-intelligence sources turned into intel orders.
+    pub intake: Vec<crate::intake::IntakeConfig>,
 }
 
 /// `[archiver.legacy]`: the original's database, kept in step with the stream both ways.
@@ -633,6 +674,11 @@ impl ArchiverConfig {
                 return Err(Invalid::from("archiver.legacy.poll must be longer than 0s"));
             }
         }
+        let mut names = Vec::new();
+        for source in &self.intake {
+            source.check(&names)?;
+            names.push(source.name.as_str());
+        }
         Ok(())
     }
 }
@@ -653,6 +699,7 @@ impl Default for ArchiverConfig {
             misp: None,
             legacy_api: None,
             legacy: None,
+            intake: Vec::new(),
         }
     }
 }

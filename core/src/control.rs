@@ -8,7 +8,11 @@
 //! - `revoke`: end a pardon or allow early (names it by id);
 //! - `ban`: ban one address everywhere, as if every host had reported it;
 //! - `key`: a key record, vouching that a public key is a host's from `since` until `until`
-//!   (see [`crate::keyring`]).
+//!   (see [`crate::keyring`]);
+//! - `intel`: an address or net a threat-intelligence source lists (MISP, a blocklist), taken
+//!   in by the archiver (`[[archiver.intake]]`) and ordered banned until `until`; its
+//!   "operator" is the source's name, its [`Listing`] says where in the source it came from;
+//! - `unlist`: the source no longer lists the net: lift what its `intel` orders placed.
 //!
 //! Like [`crate::event`], everything that crosses the wire goes through [`Control::decode`] /
 //! [`Control::encode`], so the checks live here once.
@@ -35,6 +39,8 @@ pub enum ControlKind {
     Revoke,
     Ban,
     Key,
+    Intel,
+    Unlist,
 }
 
 impl ControlKind {
@@ -46,6 +52,8 @@ impl ControlKind {
             ControlKind::Revoke => "revoke",
             ControlKind::Ban => "ban",
             ControlKind::Key => "key",
+            ControlKind::Intel => "intel",
+            ControlKind::Unlist => "unlist",
         }
     }
 
@@ -57,6 +65,8 @@ impl ControlKind {
             ControlKind::Revoke,
             ControlKind::Ban,
             ControlKind::Key,
+            ControlKind::Intel,
+            ControlKind::Unlist,
         ]
         .into_iter()
         .find(|k| k.as_str() == word)
@@ -99,7 +109,26 @@ pub struct Control {
     /// The signature over [`crate::signing::control_bytes`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<String>,
+    /// An intel order: where in its source the entry came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<Listing>,
 }
+
+/// Where an intel order's entry came from: for MISP, the event and attribute and the tags they
+/// carry (the source itself is the order's `operator`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// Most tags an intel order carries, and the longest tag.
+pub const MAX_TAGS: usize = 32;
+pub const MAX_TAG: usize = 128;
 
 /// Why a control event was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -124,6 +153,10 @@ pub enum ControlError {
     BadHostKey(String),
     #[error("a key record says since when its key holds")]
     NoSince,
+    #[error("an intel order says when it ends")]
+    NoUntil,
+    #[error("at most {MAX_TAGS} tags of 1-{MAX_TAG} printable characters")]
+    BadTags,
     #[error(transparent)]
     Event(#[from] EventError),
 }
@@ -202,6 +235,7 @@ impl Control {
             since: None,
             key: None,
             sig: None,
+            listing: None,
         };
         control.validate()?;
         Ok(control)
@@ -233,6 +267,7 @@ impl Control {
             since: Some(millis(since)),
             key: None,
             sig: None,
+            listing: None,
         };
         control.validate()?;
         Ok(control)
@@ -295,6 +330,25 @@ impl Control {
         )
     }
 
+    /// `source` lists `net` until `until` (an intel order; `listing`: where in the source).
+    pub fn intel(
+        source: &str,
+        net: IpNet,
+        until: SystemTime,
+        reason: &str,
+        listing: Listing,
+    ) -> Result<Control, ControlError> {
+        let mut control = Control::new(ControlKind::Intel, source, Some(net), None, Some(until), reason)?;
+        control.listing = Some(listing);
+        control.validate()?;
+        Ok(control)
+    }
+
+    /// `source` no longer lists `net`.
+    pub fn unlist(source: &str, net: IpNet, reason: &str) -> Result<Control, ControlError> {
+        Control::new(ControlKind::Unlist, source, Some(net), None, None, reason)
+    }
+
     /// Checks every field; a decoded control event is only used after this passed.
     pub fn validate(&self) -> Result<(), ControlError> {
         if self.v != SCHEMA_VERSION {
@@ -331,6 +385,19 @@ impl Control {
                     return Err(ControlError::Unexpected(kind, "net or revokes"));
                 }
             }
+            ControlKind::Intel | ControlKind::Unlist => {
+                self.net.ok_or(ControlError::NoNet(kind))?;
+                if self.revokes.is_some() {
+                    return Err(ControlError::Unexpected(kind, "revokes"));
+                }
+                match (self.kind, self.until) {
+                    (ControlKind::Intel, None) => return Err(ControlError::NoUntil),
+                    (ControlKind::Unlist, Some(_)) => {
+                        return Err(ControlError::Unexpected(kind, "until"));
+                    }
+                    _ => {}
+                }
+            }
             ControlKind::Revoke => {
                 if self.revokes.is_none() {
                     return Err(ControlError::NoRevokes);
@@ -346,6 +413,16 @@ impl Control {
         let keyish = self.host.is_some() || self.host_key.is_some() || self.since.is_some();
         if self.kind != ControlKind::Key && keyish {
             return Err(ControlError::Unexpected(kind, "host, host_key or since"));
+        }
+        if let Some(listing) = &self.listing {
+            if self.kind != ControlKind::Intel {
+                return Err(ControlError::Unexpected(kind, "listing"));
+            }
+            let bad_tag =
+                |t: &String| t.is_empty() || t.chars().count() > MAX_TAG || t.chars().any(char::is_control);
+            if listing.tags.len() > MAX_TAGS || listing.tags.iter().any(bad_tag) {
+                return Err(ControlError::BadTags);
+            }
         }
         if self.until.is_some_and(|u| u < self.time) {
             return Err(ControlError::EndsBeforeStart);

@@ -15,6 +15,7 @@ pub mod event;
 pub mod federation;
 pub mod health;
 pub mod inbound;
+pub mod intake;
 pub mod keyring;
 pub mod metrics;
 pub mod nats;

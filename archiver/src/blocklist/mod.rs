@@ -394,8 +394,8 @@ impl Snapshot {
                 self.push_order(control);
             }
             ControlKind::Ban => self.push_order(control),
-            // A key record bans nothing.
-            ControlKind::Key => {}
+            // A key record bans nothing; intel orders are not listed in the feeds yet.
+            ControlKind::Key | ControlKind::Intel | ControlKind::Unlist => {}
         }
     }
 

@@ -53,6 +53,16 @@ fn check_url(url: &str) -> Result<String, MispError> {
 }
 
 impl Target {
+    /// The instance's address (no trailing slash).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The API key, for the `Authorization` header.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// The instance at `url` (https://, or http:// to 127.0.0.1 or localhost) with the API key
     /// held in `key_file` (surrounding whitespace trimmed).
     pub fn new(url: &str, key_file: &Path) -> Result<Target, MispError> {

@@ -12,6 +12,7 @@
 
 pub mod escalation;
 pub mod limits;
+mod intel;
 mod orders;
 pub mod prefixes;
 pub mod sites;
@@ -85,6 +86,10 @@ pub enum Reason {
     RemoteOrder,
     /// Fewer distinct sites than `min_sites` reported it so far.
     AwaitingSites,
+    /// An intel order while `intel = "off"` or from a source not in `intel_sources`.
+    IntelOff,
+    /// An intel order naming a net wider than this host bans.
+    TooWide,
 }
 
 impl Reason {
@@ -114,6 +119,8 @@ impl Reason {
             Reason::UntrustedSite => "untrusted_site",
             Reason::RemoteOrder => "remote_order",
             Reason::AwaitingSites => "awaiting_sites",
+            Reason::IntelOff => "intel_off",
+            Reason::TooWide => "too_wide",
         }
     }
 
@@ -133,6 +140,7 @@ impl Reason {
                 | Reason::Signature(_)
                 | Reason::UnknownSite
                 | Reason::UntrustedSite
+                | Reason::TooWide
         )
     }
 }
@@ -234,6 +242,8 @@ pub struct Admission {
     warned: HashSet<String>,
     /// The policy for events of federated sites.
     sites: Sites,
+    /// `[subscriber]`'s intel keys.
+    intel: shared_f2b::config::SubscriberConfig,
 }
 
 impl Admission {
@@ -263,7 +273,13 @@ impl Admission {
             require_signatures: sub.require_signatures,
             warned: HashSet::new(),
             sites: Sites::default(),
+            intel: sub.clone(),
         }
+    }
+
+    /// The longest `source`'s intel orders are held; `None`: not applied here.
+    fn intel_cap(&self, source: &str) -> Option<Duration> {
+        self.intel.intel_cap(source)
     }
 
     /// With `sites` as the policy for federated sites' events (without: every one is refused

@@ -57,6 +57,9 @@ impl Admission {
             }
             return keyed(taken, control, "");
         }
+        if matches!(control.kind, ControlKind::Intel | ControlKind::Unlist) {
+            return self.intel(control, state, now);
+        }
         if let Some(refused) = self.order_signature(&control) {
             return refused;
         }
@@ -94,6 +97,10 @@ impl Admission {
                 state.standing_changed();
                 match (control.kind, control.net) {
                     (ControlKind::Ban, _) => self.operator_ban(control, state, now),
+                    (ControlKind::Intel | ControlKind::Unlist, _) => drop(
+                        Reason::Invalid("bad_control"),
+                        "an intel order is not a standing order",
+                    ),
                     (_, Some(net)) => {
                         if let Some(rules) = self.escalation.as_mut() {
                             rules.pardon(net);

@@ -215,11 +215,18 @@ impl Admission {
                 format!("order {} of site {site}: {e}", control.id),
             );
         }
-        // A revoke names an order by id alone: it could end this site's own.
-        if control.kind == ControlKind::Revoke {
+        // A revoke names an order by id alone: it could end this site's own. Another site's
+        // intake is that site's to apply (its own sources are for its own hosts).
+        if matches!(
+            control.kind,
+            ControlKind::Revoke | ControlKind::Intel | ControlKind::Unlist
+        ) {
             return drop(
                 Reason::RemoteOrder,
-                format!("site {site:?}'s revokes are not taken here"),
+                format!(
+                    "site {site:?}'s {} orders are not taken here",
+                    control.kind.as_str()
+                ),
             );
         }
         let mut control = control;
