@@ -9,6 +9,7 @@ mod federation;
 mod feeds;
 mod feeds_attack;
 mod health;
+mod intake;
 mod install;
 mod keys;
 mod legacy;
