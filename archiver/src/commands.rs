@@ -63,6 +63,12 @@ pub async fn history(db: &Db, filter: &HistoryFilter, json: bool) -> Result<(), 
         );
     } else {
         print!("{}", report::history_table(&rows));
+        if let Some(ip) = filter.ip {
+            let listed = query::intel_about(db, ip, filter.limit).await?;
+            if !listed.is_empty() {
+                print!("\n{}", report::listings_table(ip, &listed));
+            }
+        }
     }
     Ok(())
 }

@@ -859,3 +859,25 @@ pub async fn shields_in_force(db: &Db, now: SystemTime) -> Result<Vec<IpNet>, sq
     }
     Ok(nets)
 }
+
+/// The intel and unlist orders whose net holds `ip`, newest first: which intake source listed
+/// it and when (`history --ip`).
+pub async fn intel_about(
+    db: &Db,
+    ip: IpAddr,
+    limit: i64,
+) -> Result<Vec<StoredControl>, sqlx::Error> {
+    let mut q: QueryBuilder<Any> = QueryBuilder::new(CONTROL_COLUMNS);
+    q.push(" WHERE c.kind IN (")
+        .push_bind(ControlKind::Intel.as_str())
+        .push(", ")
+        .push_bind(ControlKind::Unlist.as_str())
+        .push(") AND ")
+        .push_bind(ip_key(ip))
+        .push(" BETWEEN c.net_lo AND c.net_hi AND (c.net_text LIKE '%:%') = ")
+        .push_bind(ip.to_canonical().is_ipv6())
+        .push(" ORDER BY c.stream_seq DESC LIMIT ")
+        .push_bind(limit);
+    let rows = q.build().fetch_all(&db.pool).await?;
+    rows.iter().map(decode_control).collect()
+}

@@ -40,6 +40,41 @@ fn port_protocol(e: &shared_f2b::Event) -> String {
     }
 }
 
+/// `history --ip`'s second table: the intake sources that listed the address, and when.
+pub fn listings_table(ip: std::net::IpAddr, orders: &[crate::query::StoredControl]) -> String {
+    let mut out = format!(
+        "listed by intake sources ({ip}):\n{:<20} {:<6} {:<20} {:<43} {:<20} listing\n",
+        "time (UTC)", "order", "source", "net", "until (UTC)"
+    );
+    for o in orders {
+        let c = &o.control;
+        let listing = c.listing.as_ref().map_or_else(String::new, |l| {
+            let mut parts = Vec::new();
+            if let Some(e) = l.event {
+                parts.push(format!("event {e}"));
+            }
+            if let Some(a) = l.attribute {
+                parts.push(format!("attribute {a}"));
+            }
+            if !l.tags.is_empty() {
+                parts.push(format!("tags {}", l.tags.join(",")));
+            }
+            parts.join(" ")
+        });
+        let _ = writeln!(
+            out,
+            "{:<20} {:<6} {:<20} {:<43} {:<20} {}",
+            when(c.time),
+            c.kind.as_str(),
+            c.operator,
+            c.net.map(|n| n.to_string()).unwrap_or_default(),
+            c.until.map(when).unwrap_or_else(|| "-".into()),
+            listing
+        );
+    }
+    out
+}
+
 /// `history --json`: one object per event, with its stream sequence.
 pub fn history_json(rows: &[Stored]) -> serde_json::Value {
     json!(

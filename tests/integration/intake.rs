@@ -130,18 +130,20 @@ struct Site {
     dir: tempfile::TempDir,
     url: String,
     db: TestDb,
+    archiver_cfg: PathBuf,
     _nats: shared_f2b_tests::nats::NatsServer,
     _archiver: Daemon,
 }
 
 /// The shipped site with an archiver taking in `sources` (its `[archiver]` keys first).
 fn site(dir: tempfile::TempDir, archiver_keys: &str, sources: &str) -> Site {
-    let nats = site::nats(dir.path());
+    let nats = site::nats_with_hosts(dir.path(), &["dave"]);
     let url = nats.url();
     let db = TestDb::mariadb();
-    let (_, archiver) =
+    let (cfg, archiver) =
         site::archiver_with(dir.path(), &url, &db, &format!("{archiver_keys}\n{sources}"));
     Site {
+        archiver_cfg: cfg.path.clone(),
         dir,
         url,
         db,
@@ -206,6 +208,12 @@ async fn lists_become_bans_where_intel_is_taken_never_over_what_must_not_be_bann
     .await;
     assert!(charlie.f2b.banned("shared").is_empty(), "{:?}", charlie.f2b.banned("shared"));
 
+    // A host that starts later catches up on what is listed now.
+    let dave = site::host(s.dir.path(), "dave", &s.url, "ban", "intel = \"ban\"", true);
+    for net in ["198.51.100.7", "203.0.113.0/24", "203.0.114.0/24"] {
+        wait_held(&dave, net, true).await;
+    }
+
     // Nothing changed: rounds publish nothing.
     let before = orders(&s.db, "firehol").await.len();
     rounds(&s.db, "firehol", 3).await;
@@ -219,6 +227,14 @@ async fn lists_become_bans_where_intel_is_taken_never_over_what_must_not_be_bann
         orders(&s.db, "firehol").await.last().map(|(k, n)| (k.as_str(), n.as_str())),
         Some(("unlist", "198.51.100.7/32"))
     );
+    // history --ip says which source listed it, and when it stopped.
+    let history = shared_f2b_tests::legacy::history(&s.archiver_cfg, "198.51.100.7");
+    let listed: Vec<&str> = history
+        .lines()
+        .filter(|l| l.contains(" firehol "))
+        .filter_map(|l| l.split_whitespace().find(|w| *w == "intel" || *w == "unlist"))
+        .collect();
+    assert_eq!(listed, ["unlist", "intel"], "{history}");
 
     // The list turns empty, then answers 500: counted as failures, nothing lifted.
     let count = orders(&s.db, "firehol").await.len();
@@ -364,9 +380,12 @@ async fn misp_rest_search_is_asked_with_the_key_and_the_filters() {
         attribute("198.51.100.33", true, "other", 3),
     ]}});
     misp.write("restsearch.json", &answer.to_string());
+    // The archiver signs its orders with an operator key; bob takes only signed orders.
+    let (seed, public) = site::operator_key(dir.path());
+    let trust = format!("[trust]\noperator_seed_file = {:?}", seed.display().to_string());
     let s = site(
         dir,
-        "",
+        &trust,
         &intake(
             "misp",
             "misp",
@@ -377,7 +396,10 @@ async fn misp_rest_search_is_asked_with_the_key_and_the_filters() {
             ),
         ),
     );
-    let bob = site::host(s.dir.path(), "bob", &s.url, "ban", "intel = \"ban\"", true);
+    let signed = format!(
+        "intel = \"ban\"\nrequire_signatures = true\n[trust]\noperator_keys = [{public:?}]"
+    );
+    let bob = site::host(s.dir.path(), "bob", &s.url, "ban", &signed, true);
     wait_held(&bob, "198.51.100.31", true).await;
     let banned = bob.f2b.banned("shared");
     assert!(!banned.iter().any(|b| b == "198.51.100.32" || b == "198.51.100.33"), "{banned:?}");
