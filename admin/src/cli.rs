@@ -118,6 +118,10 @@ pub enum HostCommand {
         /// Also print the seed on stdout.
         #[arg(long)]
         print_seed: bool,
+        /// A sensor (a honeypot): its user may only publish its own events, not follow the
+        /// live subjects or ask for catch-up; it runs no subscriber.
+        #[arg(long)]
+        sensor: bool,
     },
     /// Remove a host: its keys end now everywhere, its NATS user goes, its connections close.
     Remove {

@@ -40,7 +40,11 @@ pub async fn run(config: &Config, command: HostCommand) -> Result<(), AdminError
             out,
             seed_path,
             print_seed,
-        } => add(config, &name, &out, seed_path.as_deref(), print_seed).await,
+            sensor,
+        } => {
+            let paths = (out.as_path(), seed_path.as_deref());
+            add(config, &name, paths, print_seed, sensor).await
+        }
         HostCommand::Remove { name } => remove(config, &name).await,
         HostCommand::Rotate {
             name,
@@ -185,9 +189,9 @@ fn write_host_files(
 async fn add(
     config: &Config,
     name: &str,
-    out: &Path,
-    seed_path: Option<&Path>,
+    (out, seed_path): (&Path, Option<&Path>),
     print_seed: bool,
+    sensor: bool,
 ) -> Result<(), AdminError> {
     check_name(name)?;
     let signer = required_signer(config)?;
@@ -221,10 +225,12 @@ async fn add(
             since: now,
             until: None,
         }],
+        sensor,
     });
     save_and_reload(config, &registry)?;
     println!(
-        "host {name} added: key {} (record {}); seed {} (mode 0600), config {}; nats-server reloaded",
+        "{} {name} added: key {} (record {}); seed {} (mode 0600), config {}; nats-server reloaded",
+        if sensor { "sensor" } else { "host" },
         host.public_key(),
         record.id,
         seed_file.display(),

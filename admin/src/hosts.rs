@@ -68,6 +68,9 @@ impl Key {
 pub struct Host {
     pub name: String,
     pub keys: Vec<Key>,
+    /// A sensor (`host add --sensor`): it may only publish its own events.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sensor: bool,
 }
 
 /// Every enrolled host.
@@ -129,11 +132,21 @@ impl Registry {
         }
         for host in &self.hosts {
             let token = encode_token(&host.name).expect("names are checked on the way in");
+            // A sensor publishes its own events and hears their acks on its inbox; nothing
+            // more.
+            let (replay, live, what) = match host.sensor {
+                true => (String::new(), String::new(), " (sensor: publish only)"),
+                false => (
+                    format!(", \"{prefix}.replay\""),
+                    format!("\"{prefix}.live.>\", "),
+                    "",
+                ),
+            };
             for key in host.keys.iter().filter(|k| k.in_force_at(now)) {
                 out.push_str(&format!(
-                    "  # {name}\n  {{ nkey: {key:?},\n    permissions: {{\n      \
-                     publish: [ \"{prefix}.ban.*.{token}\", \"{prefix}.unban.*.{token}\", \"{prefix}.replay\" ],\n      \
-                     subscribe: [ \"{prefix}.live.>\", \"_INBOX_{token}.>\" ] }} }}\n",
+                    "  # {name}{what}\n  {{ nkey: {key:?},\n    permissions: {{\n      \
+                     publish: [ \"{prefix}.ban.*.{token}\", \"{prefix}.unban.*.{token}\"{replay} ],\n      \
+                     subscribe: [ {live}\"_INBOX_{token}.>\" ] }} }}\n",
                     name = host.name,
                     key = key.key,
                 ));
@@ -237,6 +250,7 @@ mod tests {
                         until: None,
                     },
                 ],
+                sensor: false,
             }],
         };
         let text = reg.render("f2b", Some("  { user: alice, password: x }"), now);
@@ -248,5 +262,33 @@ mod tests {
         let mut pruned = reg.clone();
         assert!(pruned.prune(now));
         assert_eq!(pruned.hosts[0].keys.len(), 1);
+    }
+
+    #[test]
+    fn a_sensor_may_only_publish_its_own_events() {
+        let now = SystemTime::now();
+        let reg = Registry {
+            hosts: vec![Host {
+                name: "honeypot".into(),
+                keys: vec![Key {
+                    key: "USENSOR".into(),
+                    since: now,
+                    until: None,
+                }],
+                sensor: true,
+            }],
+        };
+        let text = reg.render("f2b", None, now);
+        assert!(
+            text.contains(
+                "publish: [ \"f2b.ban.*.honeypot\", \"f2b.unban.*.honeypot\" ],\n      \
+             subscribe: [ \"_INBOX_honeypot.>\" ]"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("f2b.live") && !text.contains("f2b.replay"),
+            "{text}"
+        );
     }
 }

@@ -3,11 +3,11 @@
 
 use crate::db::{Backend, Db};
 use crate::store::{IMPORTED_SEQ, ip_key, ms};
+use ipnet::IpNet;
 use shared_f2b::control::{Control, ControlKind, Listing, parse_net};
 use shared_f2b::event::{Action, Event, MAX_SKEW, SCHEMA_VERSION, parse_ip};
 use sqlx::any::AnyRow;
 use sqlx::{Any, QueryBuilder, Row};
-use ipnet::IpNet;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -338,7 +338,14 @@ impl Control {
         reason: &str,
         listing: Listing,
     ) -> Result<Control, ControlError> {
-        let mut control = Control::new(ControlKind::Intel, source, Some(net), None, Some(until), reason)?;
+        let mut control = Control::new(
+            ControlKind::Intel,
+            source,
+            Some(net),
+            None,
+            Some(until),
+            reason,
+        )?;
         control.listing = Some(listing);
         control.validate()?;
         Ok(control)
@@ -418,8 +425,9 @@ impl Control {
             if self.kind != ControlKind::Intel {
                 return Err(ControlError::Unexpected(kind, "listing"));
             }
-            let bad_tag =
-                |t: &String| t.is_empty() || t.chars().count() > MAX_TAG || t.chars().any(char::is_control);
+            let bad_tag = |t: &String| {
+                t.is_empty() || t.chars().count() > MAX_TAG || t.chars().any(char::is_control)
+            };
             if listing.tags.len() > MAX_TAGS || listing.tags.iter().any(bad_tag) {
                 return Err(ControlError::BadTags);
             }

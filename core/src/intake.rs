@@ -106,8 +106,7 @@ impl IntakeConfig {
     /// Checks one source (`names`: the names seen before it).
     pub fn check(&self, names: &[&str]) -> Result<(), Invalid> {
         let what = format!("archiver.intake {:?}", self.name);
-        validate_host(&self.name)
-            .map_err(|e| Invalid::from(format!("{what}: name: {e}")))?;
+        validate_host(&self.name).map_err(|e| Invalid::from(format!("{what}: name: {e}")))?;
         if self.name.len() > 64 || names.contains(&self.name.as_str()) {
             return Err(Invalid::from(format!(
                 "{what}: names are unique and at most 64 characters"
@@ -124,7 +123,9 @@ impl IntakeConfig {
             )));
         }
         if self.max_entries == 0 {
-            return Err(Invalid::from(format!("{what}: max_entries must be above 0")));
+            return Err(Invalid::from(format!(
+                "{what}: max_entries must be above 0"
+            )));
         }
         if (self.kind == IntakeKind::Misp) != self.key_file.is_some() {
             return Err(Invalid::from(format!(
@@ -137,8 +138,7 @@ impl IntakeConfig {
                 "{what}: a MISP instance's url is https://… (http:// only to localhost)"
             )));
         }
-        if self.kind == IntakeKind::List && (!self.tags.is_empty() || self.threat_level.is_some())
-        {
+        if self.kind == IntakeKind::List && (!self.tags.is_empty() || self.threat_level.is_some()) {
             return Err(Invalid::from(format!(
                 "{what}: tags and threat_level are for MISP sources"
             )));

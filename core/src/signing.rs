@@ -244,7 +244,8 @@ pub fn control_bytes(c: &Control) -> Vec<u8> {
     // An intel order's listing follows (tags hold no control character, so a tab parts them);
     // every other order signs as it always did.
     let none = crate::control::Listing::default();
-    let listing = (c.kind == crate::control::ControlKind::Intel).then(|| c.listing.as_ref().unwrap_or(&none));
+    let listing =
+        (c.kind == crate::control::ControlKind::Intel).then(|| c.listing.as_ref().unwrap_or(&none));
     let listing = listing.map_or_else(String::new, |l| {
         format!(
             "\n{}\n{}\n{}",
@@ -253,21 +254,23 @@ pub fn control_bytes(c: &Control) -> Vec<u8> {
             l.tags.join("\t")
         )
     });
-    signed_form(format!(
-        "shared-f2b-control/1\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
-        c.id,
-        c.operator,
-        c.kind.as_str(),
-        opt(c.net),
-        opt(c.revokes),
-        ms(c.time),
-        opt(c.until.map(ms)),
-        c.reason,
-        opt(c.host.as_deref()),
-        opt(c.host_key.as_deref()),
-        opt(c.since.map(ms)),
-        opt(c.key.as_deref()),
-    ) + &listing)
+    signed_form(
+        format!(
+            "shared-f2b-control/1\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            c.id,
+            c.operator,
+            c.kind.as_str(),
+            opt(c.net),
+            opt(c.revokes),
+            ms(c.time),
+            opt(c.until.map(ms)),
+            c.reason,
+            opt(c.host.as_deref()),
+            opt(c.host_key.as_deref()),
+            opt(c.since.map(ms)),
+            opt(c.key.as_deref()),
+        ) + &listing,
+    )
 }
 
 /// The operator keys a host trusts (`[trust] operator_keys`).

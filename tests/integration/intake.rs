@@ -77,7 +77,11 @@ fn holds(host: &Host, net: &str) -> bool {
 async fn wait_held(host: &Host, net: &str, held: bool) {
     wait_for(
         WAIT,
-        &format!("{net} {} in {}", if held { "banned" } else { "lifted" }, host.name),
+        &format!(
+            "{net} {} in {}",
+            if held { "banned" } else { "lifted" },
+            host.name
+        ),
         || async { (holds(host, net) == held).then_some(()) },
     )
     .await;
@@ -98,10 +102,14 @@ async fn fetches(db: &TestDb, source: &str) -> (i64, i64) {
 /// Waits until `source` was fetched `more` times after now.
 async fn rounds(db: &TestDb, source: &str, more: i64) -> (i64, i64) {
     let (start, _) = fetches(db, source).await;
-    wait_for(WAIT, &format!("{more} more fetches of {source}"), || async {
-        let f = fetches(db, source).await;
-        (f.0 >= start + more).then_some(f)
-    })
+    wait_for(
+        WAIT,
+        &format!("{more} more fetches of {source}"),
+        || async {
+            let f = fetches(db, source).await;
+            (f.0 >= start + more).then_some(f)
+        },
+    )
     .await
 }
 
@@ -116,7 +124,9 @@ async fn orders(db: &TestDb, source: &str) -> Vec<(String, String)> {
     .await
     .unwrap();
     pool.close().await;
-    rows.iter().map(|r| (r.get("kind"), r.get("net_text"))).collect()
+    rows.iter()
+        .map(|r| (r.get("kind"), r.get("net_text")))
+        .collect()
 }
 
 fn intake(name: &str, kind: &str, url: &str, extra: &str) -> String {
@@ -140,8 +150,12 @@ fn site(dir: tempfile::TempDir, archiver_keys: &str, sources: &str) -> Site {
     let nats = site::nats_with_hosts(dir.path(), &["dave"]);
     let url = nats.url();
     let db = TestDb::mariadb();
-    let (cfg, archiver) =
-        site::archiver_with(dir.path(), &url, &db, &format!("{archiver_keys}\n{sources}"));
+    let (cfg, archiver) = site::archiver_with(
+        dir.path(),
+        &url,
+        &db,
+        &format!("{archiver_keys}\n{sources}"),
+    );
     Site {
         archiver_cfg: cfg.path.clone(),
         dir,
@@ -183,17 +197,31 @@ async fn lists_become_bans_where_intel_is_taken_never_over_what_must_not_be_bann
     let bob = site::host(s.dir.path(), "bob", &s.url, "ban", "intel = \"ban\"", true);
     let charlie = site::host(s.dir.path(), "charlie", &s.url, "ban", "", true);
 
-    for net in ["198.51.100.7", "203.0.113.0/24", "192.0.2.44", "203.0.114.0/24", "198.19.0.0/20"] {
+    for net in [
+        "198.51.100.7",
+        "203.0.113.0/24",
+        "192.0.2.44",
+        "203.0.114.0/24",
+        "198.19.0.0/20",
+    ] {
         wait_held(&bob, net, true).await;
     }
     let banned = bob.f2b.banned("shared");
     for never in ["0.0.0.0/0", "10.77.1.0/24", "127.0.0.1", "198.18.0.0/15"] {
-        assert!(!banned.iter().any(|b| b == never), "{never} banned: {banned:?}");
+        assert!(
+            !banned.iter().any(|b| b == never),
+            "{never} banned: {banned:?}"
+        );
     }
     let ordered = orders(&s.db, "firehol").await;
     assert!(
-        ordered.iter().all(|(_, net)| !["0.0.0.0/0", "10.77.1.0/24", "127.0.0.1/32", "198.18.0.0/15"]
-            .contains(&net.as_str())),
+        ordered.iter().all(|(_, net)| ![
+            "0.0.0.0/0",
+            "10.77.1.0/24",
+            "127.0.0.1/32",
+            "198.18.0.0/15"
+        ]
+        .contains(&net.as_str())),
         "never ordered: {ordered:?}"
     );
     // charlie takes no intel (the default): nothing applied, each order skipped as intel_off.
@@ -206,7 +234,11 @@ async fn lists_become_bans_where_intel_is_taken_never_over_what_must_not_be_bann
         (m >= 5.0).then_some(())
     })
     .await;
-    assert!(charlie.f2b.banned("shared").is_empty(), "{:?}", charlie.f2b.banned("shared"));
+    assert!(
+        charlie.f2b.banned("shared").is_empty(),
+        "{:?}",
+        charlie.f2b.banned("shared")
+    );
 
     // A host that starts later catches up on what is listed now.
     let dave = site::host(s.dir.path(), "dave", &s.url, "ban", "intel = \"ban\"", true);
@@ -217,14 +249,21 @@ async fn lists_become_bans_where_intel_is_taken_never_over_what_must_not_be_bann
     // Nothing changed: rounds publish nothing.
     let before = orders(&s.db, "firehol").await.len();
     rounds(&s.db, "firehol", 3).await;
-    assert_eq!(orders(&s.db, "firehol").await.len(), before, "a refresh publishes nothing");
+    assert_eq!(
+        orders(&s.db, "firehol").await.len(),
+        before,
+        "a refresh publishes nothing"
+    );
 
     // The list drops one: lifted at the next fetch, the rest stay.
     lists.write("firehol.netset", "203.0.113.0/24\n192.0.2.44\n");
     wait_held(&bob, "198.51.100.7", false).await;
     assert!(holds(&bob, "203.0.113.0/24") && holds(&bob, "192.0.2.44"));
     assert_eq!(
-        orders(&s.db, "firehol").await.last().map(|(k, n)| (k.as_str(), n.as_str())),
+        orders(&s.db, "firehol")
+            .await
+            .last()
+            .map(|(k, n)| (k.as_str(), n.as_str())),
         Some(("unlist", "198.51.100.7/32"))
     );
     // history --ip says which source listed it, and when it stopped.
@@ -232,7 +271,10 @@ async fn lists_become_bans_where_intel_is_taken_never_over_what_must_not_be_bann
     let listed: Vec<&str> = history
         .lines()
         .filter(|l| l.contains(" firehol "))
-        .filter_map(|l| l.split_whitespace().find(|w| *w == "intel" || *w == "unlist"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| *w == "intel" || *w == "unlist")
+        })
         .collect();
     assert_eq!(listed, ["unlist", "intel"], "{history}");
 
@@ -242,10 +284,20 @@ async fn lists_become_bans_where_intel_is_taken_never_over_what_must_not_be_bann
     let (_, failed) = rounds(&s.db, "firehol", 2).await;
     lists.fail("firehol.netset", Some(500));
     let (_, failed_more) = rounds(&s.db, "firehol", 2).await;
-    assert!(failed >= 2 && failed_more >= failed + 2, "{failed} {failed_more}");
-    assert_eq!(orders(&s.db, "firehol").await.len(), count, "nothing published");
+    assert!(
+        failed >= 2 && failed_more >= failed + 2,
+        "{failed} {failed_more}"
+    );
+    assert_eq!(
+        orders(&s.db, "firehol").await.len(),
+        count,
+        "nothing published"
+    );
     assert!(holds(&bob, "203.0.113.0/24") && holds(&bob, "192.0.2.44"));
-    assert!(holds(&bob, "203.0.114.0/24"), "the other source is untouched");
+    assert!(
+        holds(&bob, "203.0.114.0/24"),
+        "the other source is untouched"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,8 +349,15 @@ async fn a_hosts_user_cannot_publish_an_intel_order() {
         .await
         .unwrap();
     wait_held(&bob, "198.51.100.98", true).await;
-    assert!(!holds(&bob, "198.51.100.99"), "alice's forged order applied");
-    let stored: Vec<String> = orders(&s.db, "firehol").await.into_iter().map(|(_, n)| n).collect();
+    assert!(
+        !holds(&bob, "198.51.100.99"),
+        "alice's forged order applied"
+    );
+    let stored: Vec<String> = orders(&s.db, "firehol")
+        .await
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect();
     assert_eq!(stored, ["198.51.100.98/32"]);
     assert!(orders(&s.db, "alice").await.is_empty());
 }
@@ -315,7 +374,11 @@ fn write_feed(dir: &Path, stage: u8) {
         .arg(stage.to_string())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,7 +397,12 @@ async fn a_misp_feed_written_by_pymisp_is_taken_in_by_tag_and_follows_its_change
     }
     // Not for detection (to_ids false), and an event without the tag.
     let banned = bob.f2b.banned("shared");
-    assert!(!banned.iter().any(|b| b == "198.51.100.23" || b == "198.51.100.24"), "{banned:?}");
+    assert!(
+        !banned
+            .iter()
+            .any(|b| b == "198.51.100.23" || b == "198.51.100.24"),
+        "{banned:?}"
+    );
     // The archive names the event, the attribute and the tags.
     let pool = s.db.pool().await;
     let row = sqlx::query(
@@ -382,7 +450,10 @@ async fn misp_rest_search_is_asked_with_the_key_and_the_filters() {
     misp.write("restsearch.json", &answer.to_string());
     // The archiver signs its orders with an operator key; bob takes only signed orders.
     let (seed, public) = site::operator_key(dir.path());
-    let trust = format!("[trust]\noperator_seed_file = {:?}", seed.display().to_string());
+    let trust = format!(
+        "[trust]\noperator_seed_file = {:?}",
+        seed.display().to_string()
+    );
     let s = site(
         dir,
         &trust,
@@ -402,14 +473,25 @@ async fn misp_rest_search_is_asked_with_the_key_and_the_filters() {
     let bob = site::host(s.dir.path(), "bob", &s.url, "ban", &signed, true);
     wait_held(&bob, "198.51.100.31", true).await;
     let banned = bob.f2b.banned("shared");
-    assert!(!banned.iter().any(|b| b == "198.51.100.32" || b == "198.51.100.33"), "{banned:?}");
+    assert!(
+        !banned
+            .iter()
+            .any(|b| b == "198.51.100.32" || b == "198.51.100.33"),
+        "{banned:?}"
+    );
     let sent: serde_json::Value =
         serde_json::from_slice(&std::fs::read(misp.dir.join("last-request.json")).unwrap())
             .unwrap();
     assert_eq!(sent["returnFormat"], "json");
     assert_eq!(sent["to_ids"], true);
     assert_eq!(sent["tags"], serde_json::json!(["wlcg:ban"]));
-    assert!(sent["type"].as_array().unwrap().iter().any(|t| t == "ip-dst|port"));
+    assert!(
+        sent["type"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "ip-dst|port")
+    );
 
     // MISP fails: nothing lifted.
     misp.fail("restsearch.json", Some(500));

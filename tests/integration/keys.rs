@@ -441,3 +441,50 @@ async fn a_rotated_key_works_until_its_grace_ends() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_only_publishes_its_bans_and_hears_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = KeySite::new(dir.path()).await;
+    ks.add("bob");
+    let bob = ks.host("bob", true);
+    let said = ks.admin_ok(&[
+        "host",
+        "add",
+        "honeypot",
+        "--sensor",
+        "--out",
+        &ks.enrol.display().to_string(),
+    ]);
+    assert!(said.starts_with("sensor honeypot added"), "{said}");
+    // No subscriber: its Fail2Ban bans (its login jail), and the shipped action publishes.
+    let honeypot = ks.host("honeypot", false);
+    honeypot.fail_logins("198.51.100.61", 3);
+    wait_held(&bob, "198.51.100.61").await;
+
+    // With its key, a stock client: following the live subjects and asking for catch-up are
+    // refused (bob's key, for comparison, hears the next ban).
+    let url = ks.nats.url();
+    let sensor = nkey_client(&url, &ks.enrol.join("honeypot.seed"), "_INBOX_honeypot")
+        .await
+        .unwrap();
+    let mut heard = sensor.subscribe("f2b.live.>").await.unwrap();
+    let bob_client = nkey_client(&url, &ks.enrol.join("bob.seed"), "_INBOX_bob")
+        .await
+        .unwrap();
+    let mut bob_heard = bob_client.subscribe("f2b.live.>").await.unwrap();
+    sensor.flush().await.unwrap();
+    bob_client.flush().await.unwrap();
+    let charlie = site::config(&ks.dir, "charlie", "charlie", &url, "");
+    assert!(publish(&charlie, "198.51.100.62").status.success());
+    use futures::StreamExt;
+    let bob_got = tokio::time::timeout(Duration::from_secs(10), bob_heard.next()).await;
+    assert!(
+        matches!(bob_got, Ok(Some(_))),
+        "bob's key hears the live subjects"
+    );
+    let got = tokio::time::timeout(Duration::from_secs(2), heard.next()).await;
+    assert!(!matches!(got, Ok(Some(_))), "the sensor heard a live event");
+    let asked = sensor.request("f2b.replay", "{}".into()).await;
+    assert!(asked.is_err(), "the sensor was answered a catch-up request");
+}

@@ -192,7 +192,10 @@ impl Intake {
         }
         round.listed = wanted.len();
         let orders = self.orders(&wanted, now);
-        round.ordered = orders.iter().filter(|c| c.kind == ControlKind::Intel).count();
+        round.ordered = orders
+            .iter()
+            .filter(|c| c.kind == ControlKind::Intel)
+            .count();
         round.unlisted = orders.len() - round.ordered;
         self.publish(orders).await?;
         Ok(round)
@@ -236,14 +239,16 @@ impl Intake {
                 .held
                 .get(net)
                 .is_some_and(|h| h.until_ms > renew_by && h.listing == *listing);
-            if !current
-                && let Ok(c) = Control::intel(name, *net, until, &reason, listing.clone())
-            {
+            if !current && let Ok(c) = Control::intel(name, *net, until, &reason, listing.clone()) {
                 orders.push(c);
             }
         }
         let reason = format!("no longer listed by source {name}");
-        let mut gone: Vec<&IpNet> = self.held.keys().filter(|n| !wanted.contains_key(n)).collect();
+        let mut gone: Vec<&IpNet> = self
+            .held
+            .keys()
+            .filter(|n| !wanted.contains_key(n))
+            .collect();
         gone.sort();
         orders.extend(
             gone.into_iter()
@@ -314,12 +319,11 @@ fn read(
         IntakeKind::List => Ok(parse::list(&fetch::text(agent, &source.url)?)),
         IntakeKind::Misp => {
             let answer = fetch::rest_search(agent, source)?;
-            let entries = parse::misp_attributes(&answer, source, now).ok_or_else(|| {
-                IntakeError::Parse {
+            let entries =
+                parse::misp_attributes(&answer, source, now).ok_or_else(|| IntakeError::Parse {
                     url: source.url.clone(),
                     detail: "no response.Attribute in the answer".into(),
-                }
-            })?;
+                })?;
             Ok((entries, 0))
         }
         IntakeKind::MispFeed => {
@@ -350,7 +354,8 @@ fn read(
                     read.insert(uuid, (seen, entries));
                     continue;
                 }
-                let event = fetch::json(agent, &fetch::beside(&source.url, &format!("{uuid}.json")))?;
+                let event =
+                    fetch::json(agent, &fetch::beside(&source.url, &format!("{uuid}.json")))?;
                 read.insert(uuid, (stamp, parse::misp_event(&event, source, now)));
             }
             *events = read;

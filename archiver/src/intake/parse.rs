@@ -16,7 +16,13 @@ pub struct Entry {
 }
 
 /// The attribute types that carry an address.
-pub const TYPES: [&str; 5] = ["ip-src", "ip-dst", "ip-src|port", "ip-dst|port", "domain|ip"];
+pub const TYPES: [&str; 5] = [
+    "ip-src",
+    "ip-dst",
+    "ip-src|port",
+    "ip-dst|port",
+    "domain|ip",
+];
 
 /// A plain list: one address or CIDR per line, what follows `#` or `;` a comment; anything
 /// else on a line after the address (Spamhaus DROP's `; SBL…`) ignored. Lines that hold no
@@ -90,8 +96,19 @@ pub fn misp_event(event: &Value, source: &IntakeConfig, now: SystemTime) -> Vec<
         .and_then(Value::as_array)
         .map(|a| a.iter().collect())
         .unwrap_or_default();
-    for object in event.get("Object").and_then(Value::as_array).into_iter().flatten() {
-        attributes.extend(object.get("Attribute").and_then(Value::as_array).into_iter().flatten());
+    for object in event
+        .get("Object")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        attributes.extend(
+            object
+                .get("Attribute")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        );
     }
     attributes
         .into_iter()
@@ -101,7 +118,11 @@ pub fn misp_event(event: &Value, source: &IntakeConfig, now: SystemTime) -> Vec<
 
 /// The attributes of a `restSearch` answer (`{"response": {"Attribute": [...]}}`), each with
 /// its `Event` as MISP includes it, that pass `source`'s filters.
-pub fn misp_attributes(answer: &Value, source: &IntakeConfig, now: SystemTime) -> Option<Vec<Entry>> {
+pub fn misp_attributes(
+    answer: &Value,
+    source: &IntakeConfig,
+    now: SystemTime,
+) -> Option<Vec<Entry>> {
     let response = answer.get("response")?;
     let attributes = response
         .get("Attribute")
@@ -154,9 +175,15 @@ fn attribute(a: &Value, event: &Value, source: &IntakeConfig, now: SystemTime) -
     if !source.tags.is_empty() && !tags.iter().any(|t| source.tags.contains(t)) {
         return None;
     }
-    tags.retain(|t| !t.is_empty() && t.chars().count() <= MAX_TAG && !t.chars().any(char::is_control));
+    tags.retain(|t| {
+        !t.is_empty() && t.chars().count() <= MAX_TAG && !t.chars().any(char::is_control)
+    });
     tags.truncate(MAX_TAGS);
-    let uuid = |v: &Value| v.get("uuid").and_then(Value::as_str).and_then(|u| u.parse().ok());
+    let uuid = |v: &Value| {
+        v.get("uuid")
+            .and_then(Value::as_str)
+            .and_then(|u| u.parse().ok())
+    };
     Some(Entry {
         net,
         listing: Listing {
@@ -172,12 +199,16 @@ mod tests {
     use super::*;
 
     fn source(extra: &str) -> IntakeConfig {
-        toml::from_str(&format!("name = \"t\"\nkind = \"misp-feed\"\nurl = \"/x\"\n{extra}")).unwrap()
+        toml::from_str(&format!(
+            "name = \"t\"\nkind = \"misp-feed\"\nurl = \"/x\"\n{extra}"
+        ))
+        .unwrap()
     }
 
     #[test]
     fn lists_take_addresses_and_nets_and_skip_comments() {
-        let text = "# FireHOL\n1.2.3.4\n5.6.7.0/24 ; SBL123\n; comment\n\nnot-an-ip\n2001:db8::/48\n";
+        let text =
+            "# FireHOL\n1.2.3.4\n5.6.7.0/24 ; SBL123\n; comment\n\nnot-an-ip\n2001:db8::/48\n";
         let (entries, bad) = list(text);
         let nets: Vec<String> = entries.iter().map(|e| e.net.to_string()).collect();
         assert_eq!(nets, ["1.2.3.4/32", "5.6.7.0/24", "2001:db8::/48"]);
@@ -202,7 +233,10 @@ mod tests {
             .iter()
             .map(|e| e.net.to_string())
             .collect();
-        assert_eq!(got, ["198.51.100.1/32", "198.51.100.2/32", "198.51.100.4/32"]);
+        assert_eq!(
+            got,
+            ["198.51.100.1/32", "198.51.100.2/32", "198.51.100.4/32"]
+        );
         let first = &misp_event(&event, &source(""), now)[0];
         assert_eq!(first.listing.tags, ["tlp:green"]);
         assert!(first.listing.event.is_some() && first.listing.attribute.is_some());

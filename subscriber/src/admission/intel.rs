@@ -27,23 +27,41 @@ pub fn intel_holder(source: &str) -> String {
 
 impl Admission {
     /// An intel or unlist order whose subject and payload agree (not yet its signature).
-    pub(super) fn intel(&mut self, control: Control, state: &mut State, now: SystemTime) -> Decision {
+    pub(super) fn intel(
+        &mut self,
+        control: Control,
+        state: &mut State,
+        now: SystemTime,
+    ) -> Decision {
         let source = control.operator.clone();
         let Some(cap) = self.intel_cap(&source) else {
-            return drop(Reason::IntelOff, format!("source {source:?} is not applied here"));
+            return drop(
+                Reason::IntelOff,
+                format!("source {source:?} is not applied here"),
+            );
         };
         if let Some(refused) = self.order_signature(&control) {
             return refused;
         }
         let Some(net) = control.net else {
-            return drop(Reason::Invalid("bad_control"), "an intel order without a net");
+            return drop(
+                Reason::Invalid("bad_control"),
+                "an intel order without a net",
+            );
         };
-        let widest = if net.addr().is_ipv4() { WIDEST_V4 } else { WIDEST_V6 };
+        let widest = if net.addr().is_ipv4() {
+            WIDEST_V4
+        } else {
+            WIDEST_V6
+        };
         if net.prefix_len() < widest {
             return drop(Reason::TooWide, format!("{net} is wider than /{widest}"));
         }
         let holder = intel_holder(&source);
-        if !state.guard.is_new(&holder, INTEL_JAIL, net.addr(), control.id) {
+        if !state
+            .guard
+            .is_new(&holder, INTEL_JAIL, net.addr(), control.id)
+        {
             return drop(
                 Reason::Replayed,
                 format!("order {} is not newer than one applied", control.id),

@@ -11,8 +11,8 @@
 //! unban lifts only what this host holds for that origin alone.
 
 pub mod escalation;
-pub mod limits;
 mod intel;
+pub mod limits;
 mod orders;
 pub mod prefixes;
 pub mod sites;
