@@ -286,6 +286,7 @@ async fn export(db: &Db, config: &Config, args: Export) -> anyhow::Result<()> {
         jail,
         min_reporters,
         family,
+        intel: true,
     };
     Ok(commands::export(db, config, format, all, &filter, &name).await?)
 }

@@ -7,6 +7,7 @@ mod control;
 mod fanout;
 mod federation;
 mod feeds;
+mod intake;
 mod legacy;
 mod packets;
 mod publish;
@@ -69,6 +70,9 @@ struct Cli {
     /// Sites in the many-sites federation figure (0: left out).
     #[arg(long, default_value_t = 32)]
     federation_sites: usize,
+    /// Entries of the list the intake group takes in.
+    #[arg(long, default_value_t = 100_000)]
+    intake_entries: usize,
     /// Rows in the original's table for the import-legacy figures (legacy group).
     #[arg(long, default_value_t = 1_850_000)]
     legacy_rows: usize,
@@ -78,7 +82,8 @@ struct Cli {
     /// Only these groups, comma-separated: publish, signing, subscribe, archive, fanout,
     /// packets, control, feeds, site (default: all of these), legacy (only when named: it
     /// fills a 1,850,000-row table and imports it three times), federation (only when named:
-    /// it starts 35 nats-servers and takes about 4 minutes), sync (only when named, with
+    /// it starts 35 nats-servers and takes about 4 minutes), intake (only when named: a
+    /// 100,000-entry list on a 3-host site), sync (only when named, with
     /// SHARED_F2B_NATS_SERVER a nats-server 2.10 or newer: what sync_interval: always costs).
     #[arg(long)]
     only: Option<String>,
@@ -147,6 +152,9 @@ async fn main() -> anyhow::Result<()> {
             cli.federation_sites,
         )
         .await;
+    }
+    if named("intake") {
+        intake::run(&mut report, cli.intake_entries).await;
     }
     if named("sync") {
         sync::run(&mut report, cli.publish_runs, cli.burst).await;

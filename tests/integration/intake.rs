@@ -193,7 +193,9 @@ async fn lists_become_bans_where_intel_is_taken_never_over_what_must_not_be_bann
         "max_prefix = 20",
     );
     // The site's own net: the feed allowlist; the NATS server: 127.0.0.1.
-    let s = site(dir, "feed_allowlist = [\"10.77.0.0/16\"]", &sources);
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let keys = format!("feed_allowlist = [\"10.77.0.0/16\"]\nhttp_listen = \"{http}\"");
+    let s = site(dir, &keys, &sources);
     let bob = site::host(s.dir.path(), "bob", &s.url, "ban", "intel = \"ban\"", true);
     let charlie = site::host(s.dir.path(), "charlie", &s.url, "ban", "", true);
 
@@ -238,6 +240,45 @@ async fn lists_become_bans_where_intel_is_taken_never_over_what_must_not_be_bann
         charlie.f2b.banned("shared").is_empty(),
         "{:?}",
         charlie.f2b.banned("shared")
+    );
+
+    // The feeds name the source of what only intake lists (single addresses), and leave it
+    // out with intel=0; the page's overview shows the sources' fetches.
+    let feed = |path: &str| {
+        let (code, body) = shared_f2b_tests::host::http_get(http, path).expect("the feed answers");
+        assert_eq!(code, 200, "{path}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let listed = wait_for(WAIT, "the feed lists 198.51.100.7", || async {
+        let list = feed("/v1/blocklist?format=json");
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["ip"] == "198.51.100.7")
+            .cloned()
+    })
+    .await;
+    assert_eq!(listed["source"], "firehol");
+    assert!(listed["operator"].is_null());
+    let without = feed("/v1/blocklist?format=json&intel=0");
+    assert!(
+        !without
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["ip"] == "198.51.100.7"),
+        "{without}"
+    );
+    let overview = feed("/v1/site/overview");
+    let intake = overview["health"]["intake"]
+        .as_array()
+        .expect("intake sources")
+        .clone();
+    assert!(
+        intake
+            .iter()
+            .any(|x| x["source"] == "firehol" && x["entries"] == 3),
+        "{intake:?}"
     );
 
     // A host that starts later catches up on what is listed now.

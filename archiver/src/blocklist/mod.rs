@@ -15,7 +15,7 @@ use crate::db::Db;
 use crate::query::{self, Stored, StoredControl};
 use crate::store::ms;
 use ipnet::IpNet;
-use shared_f2b::control::{Control, ControlKind};
+use shared_f2b::control::{Control, ControlKind, overlap};
 use shared_f2b::event::{Action, validate_jail};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -82,6 +82,8 @@ pub struct Filter {
     /// Only addresses at least this many hosts banned; an operator's ban always counts.
     pub min_reporters: usize,
     pub family: Option<Family>,
+    /// Whether the addresses intake sources list (`[[archiver.intake]]`) are on it.
+    pub intel: bool,
 }
 
 impl Default for Filter {
@@ -90,6 +92,7 @@ impl Default for Filter {
             jail: None,
             min_reporters: 1,
             family: None,
+            intel: true,
         }
     }
 }
@@ -117,6 +120,8 @@ pub struct Listed {
     pub jails: Vec<String>,
     /// The operator who banned it, when one did.
     pub operator: Option<String>,
+    /// The intake source that lists it, when one does (and no host or operator bans it).
+    pub source: Option<String>,
     /// When its last ban ends; `None`: permanent.
     pub expires: Option<SystemTime>,
     /// The hosts banning it now, in the order they did (empty for `export --all`).
@@ -135,6 +140,7 @@ impl Listed {
             reporters: count,
             jails: Vec::new(),
             operator: None,
+            source: None,
             expires: None,
             origins: Vec::new(),
             first_seen: None,
@@ -390,12 +396,28 @@ impl Snapshot {
                             .ban_ip()
                             .is_none_or(|ip| !net.contains(&ip.to_canonical()))
                     });
+                    // So does an intake source's listing it shares addresses with.
+                    self.orders.retain(|o| {
+                        o.control.kind != ControlKind::Intel
+                            || o.control.net.is_none_or(|n| !overlap(&n, &net))
+                    });
                 }
                 self.push_order(control);
             }
             ControlKind::Ban => self.push_order(control),
-            // A key record bans nothing; intel orders are not listed in the feeds yet.
-            ControlKind::Key | ControlKind::Intel | ControlKind::Unlist => {}
+            // A source's new listing of a net replaces its earlier one; an unlist ends it.
+            ControlKind::Intel | ControlKind::Unlist => {
+                self.orders.retain(|o| {
+                    o.control.kind != ControlKind::Intel
+                        || o.control.operator != control.operator
+                        || o.control.net != control.net
+                });
+                if control.kind == ControlKind::Intel {
+                    self.push_order(control);
+                }
+            }
+            // A key record bans nothing.
+            ControlKind::Key => {}
         }
     }
 
@@ -430,11 +452,13 @@ impl Snapshot {
             .collect()
     }
 
-    /// The nets the pardons and allows in force shield, and the operators' bans in force by
-    /// address; `soonest` is told when each order ends.
+    /// The nets the pardons and allows in force shield, and the operators' bans (and with
+    /// `intel`, the intake sources' listings of single addresses) in force by address;
+    /// `soonest` is told when each order ends.
     fn orders_in_force(
         &self,
         now_ms: i64,
+        intel: bool,
         soonest: &mut impl FnMut(Option<i64>),
     ) -> (Vec<IpNet>, HashMap<IpAddr, OperatorBan<'_>>) {
         let mut shields = Vec::new();
@@ -444,16 +468,28 @@ impl Snapshot {
             if !in_force_at(o.until_ms, now_ms) {
                 continue;
             }
+            let listed = (intel && o.control.kind == ControlKind::Intel)
+                .then_some(o.control.net)
+                .flatten()
+                .filter(|n| n.prefix_len() == n.max_prefix_len())
+                .map(|n| n.addr());
             if o.control.shields() {
                 shields.extend(o.control.net);
-            } else if let Some(ip) = o.control.ban_ip() {
+            } else if let Some(ip) = o.control.ban_ip().or(listed) {
                 let made = ms(o.control.time);
+                let source = o.control.kind == ControlKind::Intel;
                 let entry = operator_bans.entry(ip).or_insert(OperatorBan {
                     operator: &o.control.operator,
+                    source,
                     until_ms: o.until_ms,
                     first_ms: made,
                     last_ms: made,
                 });
+                // An operator's ban names the operator rather than a source.
+                if entry.source && !source {
+                    entry.operator = &o.control.operator;
+                    entry.source = false;
+                }
                 entry.until_ms = later(entry.until_ms, o.until_ms);
                 entry.first_ms = entry.first_ms.min(made);
                 entry.last_ms = entry.last_ms.max(made);
@@ -473,7 +509,7 @@ impl Snapshot {
             }
         };
         let live = |end: Option<i64>| in_force_at(end, now_ms);
-        let (shields, mut operator_bans) = self.orders_in_force(now_ms, &mut soonest);
+        let (shields, mut operator_bans) = self.orders_in_force(now_ms, filter.intel, &mut soonest);
         let wanted = |ip: IpAddr| {
             filter.family.is_none_or(|f| f.holds(ip))
                 && !never_listed(ip, &self.never)
@@ -571,6 +607,8 @@ pub fn never_listed(ip: IpAddr, never: &[IpNet]) -> bool {
 /// address: the longest counts).
 struct OperatorBan<'a> {
     operator: &'a str,
+    /// `operator` is an intake source (only intel orders ban the address).
+    source: bool,
     until_ms: Option<i64>,
     first_ms: i64,
     last_ms: i64,
@@ -584,11 +622,18 @@ fn listed(
     expires: Option<i64>,
     (first_ms, last_ms): (i64, i64),
 ) -> Listed {
+    let source = operator
+        .as_ref()
+        .filter(|o| o.source)
+        .map(|o| o.operator.to_owned());
     Listed {
         ip,
         reporters: origins.len(),
         jails,
-        operator: operator.map(|o| o.operator.to_owned()),
+        operator: operator
+            .filter(|o| !o.source)
+            .map(|o| o.operator.to_owned()),
+        source,
         expires: expires.map(query::time),
         origins,
         first_seen: Some(query::time(first_ms)),

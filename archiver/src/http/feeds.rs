@@ -1,7 +1,8 @@
 //! The blocklist feeds for firewalls, Zeek and other sites, and an address's history:
 //!
 //! - `GET /v1/blocklist?format=plain|csv|json|nftables|ipset|mikrotik|zeek[&jail=J]
-//!   [&min_reporters=N][&family=4|6][&name=N]`: the bans active now ([`crate::blocklist`]);
+//!   [&min_reporters=N][&family=4|6][&name=N][&intel=0]`: the bans active now
+//!   ([`crate::blocklist`]); `intel=0` leaves out what only intake sources list;
 //! - `GET /v1/history?ip=ADDR[&limit=N]`: the address's archived events, newest first (JSON).
 //!
 //! Lists carry a strong `ETag` (a digest of the body) and answer `If-None-Match` with 304;
@@ -47,7 +48,7 @@ struct ListRequest {
 fn list_request(pairs: &[(String, String)]) -> Result<ListRequest, BadParameter> {
     let seen = params::parameters(
         pairs,
-        &["format", "jail", "min_reporters", "family", "name"],
+        &["format", "jail", "min_reporters", "family", "name", "intel"],
     )?;
     let format = match seen.get("format") {
         None => Format::Plain,
@@ -69,6 +70,11 @@ fn list_request(pairs: &[(String, String)]) -> Result<ListRequest, BadParameter>
         jail: seen.get("jail").map(|j| j.to_string()),
         min_reporters,
         family: seen.get("family").map(|f| Family::parse(f)).transpose()?,
+        intel: match seen.get("intel") {
+            None | Some(&"1") => true,
+            Some(&"0") => false,
+            Some(other) => return Err(BadParameter::value("intel", other, "use 0 or 1")),
+        },
     };
     filter.check()?;
     let mut name = seen.get("name").unwrap_or(&"shared-f2b").to_string();

@@ -1,4 +1,5 @@
-//! `json`: `[{"ip", "count", "jails", "operator", "expires"}]`.
+//! `json`: `[{"ip", "count", "jails", "operator", "source", "expires"}]` (`source`: the
+//! intake source listing it).
 
 use crate::blocklist::Listed;
 use crate::text::when;
@@ -13,6 +14,7 @@ pub(super) fn write(out: &mut String, list: &[Listed]) {
                 "count": l.reporters,
                 "jails": l.jails,
                 "operator": l.operator,
+                "source": l.source,
                 "expires": l.expires.map(when),
             })
         })

@@ -18,7 +18,7 @@ pub enum Format {
     Plain,
     /// `ip,count` lines, as the original Shared-Fail2Ban exported.
     Csv,
-    /// `[{"ip", "count", "jails", "operator", "expires"}]`.
+    /// `[{"ip", "count", "jails", "operator", "source", "expires"}]`.
     Json,
     /// An nftables table with one set per family and a drop rule (`nft -f`).
     Nftables,

@@ -31,6 +31,9 @@ fn describe(l: &Listed) -> String {
     if let Some(op) = &l.operator {
         parts.push(format!("banned by operator {op}"));
     }
+    if let Some(source) = &l.source {
+        parts.push(format!("listed by intake source {source}"));
+    }
     let until = l
         .expires
         .map_or_else(|| "permanent".to_owned(), |t| format!("until {}", when(t)));

@@ -260,6 +260,12 @@ async fn overview(
         false => None,
     };
     let (timeline, hosts) = site.counts(upto, now).await;
+    let intake = match upto {
+        Some(_) => crate::intake::state::sources(&shared.db)
+            .await
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     let summary = tokio::task::block_in_place(|| view.summary());
     Ok(data(json!({
         "now": crate::store::ms(now),
@@ -278,6 +284,7 @@ async fn overview(
             "database": {"ok": shared.parts.database.get(), "backend": shared.db.backend.name()},
             "nats": {"ok": shared.nats_up()},
             "hosts": hosts,
+            "intake": intake,
         },
     })))
 }

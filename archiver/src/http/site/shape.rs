@@ -49,6 +49,7 @@ pub fn row(l: &Listed) -> Value {
         "hosts": l.reporters,
         "origins": &l.origins[..l.origins.len().min(ORIGINS_SHOWN)],
         "operator": l.operator,
+        "source": l.source,
         "first_seen": l.first_seen.map(ms),
         "last_seen": l.last_seen.map(ms),
         "expires": l.expires.map(ms),

@@ -200,15 +200,19 @@ impl View {
             .map(|i| shape::row(&self.rows[i]))
     }
 
-    /// Active bans per host (and per operator), most first.
+    /// Active bans per host (and per operator, per intake source), most first.
     fn by_origin(&self) -> Value {
-        let mut counts: HashMap<(&str, bool), u64> = HashMap::new();
+        // (name, operator, source)
+        let mut counts: HashMap<(&str, bool, bool), u64> = HashMap::new();
         for r in &self.rows {
             for origin in &r.origins {
-                *counts.entry((origin, false)).or_default() += 1;
+                *counts.entry((origin, false, false)).or_default() += 1;
             }
             if let Some(operator) = &r.operator {
-                *counts.entry((operator, true)).or_default() += 1;
+                *counts.entry((operator, true, false)).or_default() += 1;
+            }
+            if let Some(source) = &r.source {
+                *counts.entry((source, false, true)).or_default() += 1;
             }
         }
         let mut counts: Vec<_> = counts.into_iter().collect();
@@ -216,9 +220,13 @@ impl View {
         json!(
             counts
                 .into_iter()
-                .map(
-                    |((name, operator), n)| json!({"name": name, "operator": operator, "active": n})
-                )
+                .map(|((name, operator, source), n)| {
+                    let mut row = json!({"name": name, "operator": operator, "active": n});
+                    if source {
+                        row["source"] = json!(true);
+                    }
+                    row
+                })
                 .collect::<Vec<_>>()
         )
     }

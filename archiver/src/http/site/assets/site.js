@@ -403,6 +403,17 @@
       part('health-archiver', a, started ? append(el('span'), av ? av + ', ' : '', started) : av);
       part('health-database', h.database, h.database && h.database.backend ? String(h.database.backend) : '');
       part('health-nats', h.nats, '');
+      const sources = Array.isArray(h.intake) ? h.intake : [];
+      $('intake').replaceChildren(...(sources.length ? sources.map((x) => {
+        const ok = isTime(x.ok_ms) && x.ok_ms === x.fetched_ms;
+        const li = el('li', ok ? 'ok' : 'down');
+        const det = el('span', 'detail muted');
+        append(det, el('strong', 'state', ok ? 'ok' : 'failing'), ' · ', num(x.entries) + ' listed · ',
+          num(x.failures) + ' of ' + num(x.fetches) + ' fetches failed');
+        if (isTime(x.fetched_ms)) append(det, ' · last ', timeEl(x.fetched_ms));
+        if (!ok && x.last_error) append(det, ' · ', bdi(String(x.last_error)));
+        return append(li, el('span', 'dot'), titled(append(el('span', 'what'), bdi(x.source)), x.source), ' ', det);
+      }) : [el('li', 'muted', 'none configured')]));
       const hosts = Array.isArray(h.hosts) ? h.hosts : [];
       $('hosts-count').textContent = '(' + hosts.length + ')';
       const tb = $('hosts').tBodies[0];
@@ -427,7 +438,8 @@
         const m = el('meter');
         m.min = 0; m.max = max; m.value = x.active || 0;
         m.setAttribute('aria-label', String(x.name));
-        const name = titled(x.operator === true ? append(el('span', 'name op'), 'operator: ', bdi(x.name)) : bdi(x.name, 'name'), x.name);
+        const name = titled(x.source === true ? append(el('span', 'name op'), 'source: ', bdi(x.name))
+          : x.operator === true ? append(el('span', 'name op'), 'operator: ', bdi(x.name)) : bdi(x.name, 'name'), x.name);
         ol.append(append(el('li'), name, m, el('span', 'num', num(x.active))));
       }
       box.replaceChildren(ol);
@@ -464,6 +476,7 @@
     function jailsCell(r) {
       const parts = (Array.isArray(r.jails) ? r.jails : []).map((j) => bdi(j, 'jail'));
       if (r.operator !== null && r.operator !== undefined) parts.push(append(el('span', 'op'), 'operator: ', bdi(r.operator)));
+      if (r.source !== null && r.source !== undefined) parts.push(append(el('span', 'op'), 'listed by: ', bdi(r.source)));
       if (!parts.length) return el('span', 'muted', '—');
       return joined(parts, ', ');
     }
@@ -874,10 +887,11 @@
     if (e.type === 'control') {
       const k = String(e.kind);
       out.kind = k === 'ban' ? 'opban' : ['pardon', 'allow', 'revoke'].includes(k) ? k : 'other';
-      out.label = k === 'ban' ? 'operator ban' : k;
+      const intel = k === 'intel' || k === 'unlist';
+      out.label = k === 'ban' ? 'operator ban' : k === 'intel' ? 'listed' : k === 'unlist' ? 'unlisted' : k;
       out.target = netLink(e.net);
       out.who = e.operator == null ? '' : e.operator;
-      out.whoLabel = 'operator ';
+      out.whoLabel = intel ? 'source ' : 'operator ';
       out.reason = e.reason == null ? null : e.reason;
       if (k !== 'revoke') out.extra = isTime(e.until) ? 'until ' + utc(e.until) : k === 'ban' ? 'permanent' : 'until revoked';
     } else {
