@@ -492,7 +492,7 @@ async fn misp_rest_search_is_asked_with_the_key_and_the_filters() {
     // The archiver signs its orders with an operator key; bob takes only signed orders.
     let (seed, public) = site::operator_key(dir.path());
     let trust = format!(
-        "[trust]\noperator_seed_file = {:?}",
+        "[trust]\noperator_seed_file = {:?}\noperator_keys = [{public:?}]",
         seed.display().to_string()
     );
     let s = site(
@@ -533,6 +533,21 @@ async fn misp_rest_search_is_asked_with_the_key_and_the_filters() {
             .iter()
             .any(|t| t == "ip-dst|port")
     );
+
+    // Every archived intel order's signature checks out again (the listing included).
+    let out = Command::new(shared_f2b_tests::bin("shared-f2b-archiver"))
+        .arg("--config")
+        .arg(&s.archiver_cfg)
+        .arg("verify")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "verify: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(", unsigned: 0; key records"), "{text}");
 
     // MISP fails: nothing lifted.
     misp.fail("restsearch.json", Some(500));
