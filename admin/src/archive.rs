@@ -35,6 +35,7 @@ fn request(after: u64, until_seq: Option<u64>) -> ReplayRequest {
         limit: MAX_PAGE,
         since_ms: None,
         local: false,
+        intel: false,
     }
 }
 

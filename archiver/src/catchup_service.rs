@@ -13,10 +13,12 @@ use crate::query;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
+use shared_f2b::control::ControlKind;
 use shared_f2b::event::Event;
 use shared_f2b::inbound::{Received, decode_any};
 use shared_f2b::replay::{
-    MAX_PAGE, ReplayKind, ReplayPage, ReplayRequest, Replayed, ReplayedControl, replay_subject,
+    MAX_INTEL_PAGE, MAX_PAGE, ReplayKind, ReplayPage, ReplayRequest, Replayed, ReplayedControl,
+    replay_subject,
 };
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -177,7 +179,8 @@ struct Source {
 
 impl Source {
     async fn answer(&self, req: ReplayRequest) -> ReplayPage {
-        let limit = req.limit.clamp(1, MAX_PAGE);
+        let most = if req.intel { MAX_INTEL_PAGE } else { MAX_PAGE };
+        let limit = req.limit.clamp(1, most);
         let result = match req.kind {
             ReplayKind::Since => self.since(&req, limit).await,
             ReplayKind::Active => self.active(&req, limit).await,
@@ -234,13 +237,13 @@ impl Source {
         let high = self.high(req).await?;
         let now = SystemTime::now();
         let total = if req.until_seq.is_none() {
-            query::controls_count(&self.db, now, high)
+            query::controls_count(&self.db, now, high, req.intel)
                 .await
                 .map_err(ReplayError::Database)?
         } else {
             0
         };
-        let rows = query::controls_page(&self.db, now, req.after, high, limit)
+        let rows = query::controls_page(&self.db, now, req.after, high, limit, req.intel)
             .await
             .map_err(ReplayError::Database)?;
         Ok(ReplayPage {
@@ -323,9 +326,13 @@ impl Source {
                 .collect();
             (events, Vec::new(), next)
         };
+        let intel = |c: &ReplayedControl| {
+            matches!(c.control.kind, ControlKind::Intel | ControlKind::Unlist)
+        };
         page.controls = controls
             .into_iter()
             .filter(|c| !req.local || c.site.is_none())
+            .filter(|c| req.intel || !intel(c))
             .collect();
         page.events = events
             .into_iter()

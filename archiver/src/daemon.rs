@@ -60,7 +60,7 @@ pub enum DaemonError {
     Bridge(crate::legacy::bridge::BridgeError),
     #[error("federation: {0}")]
     Federation(shared_f2b::config::Invalid),
-    #[error("intake: [trust] operator_seed_file: {0}")]
+    #[error("intake: [trust] intake_seed_file: {0}")]
     IntakeKey(shared_f2b::signing::KeyError),
     #[error(transparent)]
     PartStopped(#[from] TaskEnded),

@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::store::{self, Archived, ArchivedControl, Reject};
 use async_nats::jetstream::{AckKind, Message, stream::Stream};
 use futures::StreamExt;
+use shared_f2b::control::ControlKind;
 use shared_f2b::inbound::{Received, decode_any};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -110,8 +111,14 @@ fn sort(prefix: &str, messages: &[Message]) -> (Vec<Archived>, Vec<ArchivedContr
                 events.push(Archived { event, seq })
             }
             Ok(Received::Control(control)) => {
-                tracing::info!(id = %control.id, kind = control.kind.as_str(),
-                    operator = %control.operator, seq, "control event");
+                // An intake round publishes thousands at once, and says so in one line.
+                if matches!(control.kind, ControlKind::Intel | ControlKind::Unlist) {
+                    tracing::debug!(id = %control.id, kind = control.kind.as_str(),
+                        operator = %control.operator, seq, "control event");
+                } else {
+                    tracing::info!(id = %control.id, kind = control.kind.as_str(),
+                        operator = %control.operator, seq, "control event");
+                }
                 let site = shared_f2b::inbound::origin_prefix(prefix, &m.subject)
                     .1
                     .map(str::to_owned);

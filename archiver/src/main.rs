@@ -242,7 +242,8 @@ async fn operator(config: &Config, command: Command) -> anyhow::Result<()> {
         }
         Command::Verify { json } => {
             let operators = config.trust.operator_keys()?;
-            let report = verify::verify(&db, &operators).await?;
+            let intel = config.trust.intel_signers()?;
+            let report = verify::verify(&db, &operators, &intel).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

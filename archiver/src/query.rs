@@ -328,8 +328,12 @@ pub fn listing(row: &AnyRow) -> Result<Listing, sqlx::Error> {
 /// Key records are always "in force" (see [`shared_f2b::keyring`]). Another control event is
 /// in force while it is a pardon, allow or ban that has not ended, that no
 /// revoke names and (a ban) that no later pardon or allow covers.
-fn in_force_conditions(q: &mut QueryBuilder<Any>, now: SystemTime, until_seq: u64) {
+fn in_force_conditions(q: &mut QueryBuilder<Any>, now: SystemTime, until_seq: u64, intel: bool) {
     q.push(" AND c.stream_seq <= ").push_bind(until_seq as i64);
+    if !intel {
+        q.push(" AND c.kind <> ")
+            .push_bind(ControlKind::Intel.as_str());
+    }
     // Key records always: the keyring needs ended keys too, to check what they signed.
     q.push(" AND (c.kind = ")
         .push_bind(ControlKind::Key.as_str())
@@ -358,7 +362,7 @@ fn in_force_conditions(q: &mut QueryBuilder<Any>, now: SystemTime, until_seq: u6
         .push_bind(ControlKind::Unlist.as_str())
         .push(
             ") AND u.operator = c.operator AND u.net_lo = c.net_lo AND u.net_hi = c.net_hi \
-             AND u.stream_seq > c.stream_seq))",
+             AND u.site IS NULL AND c.site IS NULL AND u.stream_seq > c.stream_seq))",
         );
     q.push(" AND NOT (c.kind IN (")
         .push_bind(ControlKind::Ban.as_str())
@@ -369,7 +373,7 @@ fn in_force_conditions(q: &mut QueryBuilder<Any>, now: SystemTime, until_seq: u6
         .push(", ")
         .push_bind(ControlKind::Allow.as_str())
         .push(
-            ") AND p.stream_seq > c.stream_seq AND c.net_lo BETWEEN p.net_lo AND p.net_hi \
+            ") AND p.stream_seq > c.stream_seq AND c.net_lo <= p.net_hi AND c.net_hi >= p.net_lo \
              AND (p.net_text LIKE '%:%') = (c.net_text LIKE '%:%')))",
         );
     q.push("))");
@@ -383,20 +387,26 @@ pub async fn controls_page(
     after: u64,
     until_seq: u64,
     limit: usize,
+    intel: bool,
 ) -> Result<Vec<StoredControl>, sqlx::Error> {
     let mut q: QueryBuilder<Any> = QueryBuilder::new(CONTROL_COLUMNS);
     q.push(" WHERE c.id > ").push_bind(after as i64);
-    in_force_conditions(&mut q, now, until_seq);
+    in_force_conditions(&mut q, now, until_seq, intel);
     q.push(" ORDER BY c.id LIMIT ").push_bind(limit as i64);
     let rows = q.build().fetch_all(&db.pool).await?;
     rows.iter().map(decode_control).collect()
 }
 
 /// How many control events [`controls_page`] would return in all.
-pub async fn controls_count(db: &Db, now: SystemTime, until_seq: u64) -> Result<u64, sqlx::Error> {
+pub async fn controls_count(
+    db: &Db,
+    now: SystemTime,
+    until_seq: u64,
+    intel: bool,
+) -> Result<u64, sqlx::Error> {
     let mut q: QueryBuilder<Any> = QueryBuilder::new("SELECT COUNT(*) AS n FROM f2b_control c");
     q.push(" WHERE 1 = 1");
-    in_force_conditions(&mut q, now, until_seq);
+    in_force_conditions(&mut q, now, until_seq, intel);
     fetch_count(db, q).await
 }
 

@@ -388,6 +388,8 @@ impl Relay {
             limit: RELAY_PAGE,
             since_ms: None,
             local: true,
+            // Another site's intake is that site's own.
+            intel: false,
         };
         let body = serde_json::to_vec(&request).expect("a request serialises");
         let reply = tokio::time::timeout(
@@ -462,6 +464,10 @@ impl Relay {
     /// Relays a key record the site's operators signed (and takes it into the keyring), or an
     /// order when this site accepts theirs.
     async fn control(&mut self, control: &Control) -> Result<Relayed, RelayError> {
+        // Another site's intake is for that site's hosts: never relayed here.
+        if matches!(control.kind, ControlKind::Intel | ControlKind::Unlist) {
+            return Ok(Relayed::Skipped);
+        }
         let taken = if control.kind == ControlKind::Key {
             match self.keyring.take(control, &self.operators) {
                 // Relayed once (the snapshot brings it again at every catch-up).

@@ -47,7 +47,12 @@ impl Report {
 }
 
 /// Reads the whole archive: orders and key records first (the keyring), then every event.
-pub async fn verify(db: &Db, operators: &OperatorKeys) -> Result<Report, CommandError> {
+/// `intel`: the keys that count on intel and unlist orders (operators' and `intel_keys`).
+pub async fn verify(
+    db: &Db,
+    operators: &OperatorKeys,
+    intel: &OperatorKeys,
+) -> Result<Report, CommandError> {
     let mut report = Report::default();
     let mut ring = Keyring::default();
     let mut after = 0;
@@ -68,7 +73,11 @@ pub async fn verify(db: &Db, operators: &OperatorKeys) -> Result<Report, Command
                 continue;
             }
             report.orders += 1;
-            match operators.check(c) {
+            let keys = match c.kind {
+                ControlKind::Intel | ControlKind::Unlist => intel,
+                _ => operators,
+            };
+            match keys.check(c) {
                 Ok(()) => report.orders_signed += 1,
                 Err(SigError::Unsigned) => report.orders_unsigned += 1,
                 Err(e) => report.fail(stored.seq, what, e),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(300);
 
 fn ip(i: usize) -> String {
-    Ipv4Addr::new(10, 220 + (i >> 16) as u8, (i >> 8) as u8, i as u8).to_string()
+    Ipv4Addr::new(23, 100 + (i >> 16) as u8, (i >> 8) as u8, i as u8).to_string()
 }
 
 async fn intel_orders(db: &TestDb) -> i64 {

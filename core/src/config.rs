@@ -106,6 +106,13 @@ pub struct TrustConfig {
     pub seed_file: Option<PathBuf>,
     /// An operator's own key, which signs `shared-f2b-admin`'s orders and key records.
     pub operator_seed_file: Option<PathBuf>,
+    /// Public keys (nkeys `U…`) whose signatures count on the intake sources' intel and
+    /// unlist orders only (the archiver's `intake_seed_file`), never on other orders or key
+    /// records.
+    pub intel_keys: Vec<String>,
+    /// The archiver's key for the intel orders of `[[archiver.intake]]` (its public key goes in
+    /// the hosts' `intel_keys`); unset: they go unsigned.
+    pub intake_seed_file: Option<PathBuf>,
 }
 
 impl TrustConfig {
@@ -116,6 +123,12 @@ impl TrustConfig {
             self.operator_keys_file.as_deref(),
             "trust",
         )
+    }
+
+    /// The keys whose signatures count on intel orders: the operators' and `intel_keys`.
+    pub fn intel_signers(&self) -> Result<crate::signing::OperatorKeys, Invalid> {
+        let keys = [self.operator_keys.clone(), self.intel_keys.clone()].concat();
+        operator_keys(&keys, self.operator_keys_file.as_deref(), "trust")
     }
 
     /// The seed this host signs with, if it signs.

@@ -129,6 +129,11 @@ pub struct Listing {
 /// Most tags an intel order carries, and the longest tag.
 pub const MAX_TAGS: usize = 32;
 pub const MAX_TAG: usize = 128;
+/// The longest an intel order's payload may be, signature included (so that a catch-up page
+/// of [`crate::replay::MAX_INTEL_PAGE`] of them stays under NATS' 1 MB).
+pub const MAX_INTEL_PAYLOAD: usize = 1536;
+/// Room left for the key and the signature when an order is made.
+const SIGNATURE_ROOM: usize = 200;
 
 /// Why a control event was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -191,6 +196,38 @@ pub fn parse_net(text: &str) -> Result<IpNet, EventError> {
         Err(_) => IpNet::from(text.parse::<IpAddr>().map_err(|_| bad())?),
     };
     Ok(normalise(net))
+}
+
+/// Nets that hold no global address: private, shared (CGNAT), loopback, link-local,
+/// benchmarking, multicast, reserved; IPv6 unique-local, link-local, multicast, loopback and
+/// unspecified. An intake source listing one of them is wrong for this site (a firewall at the
+/// edge drops them; a host inside would cut itself off).
+const NOT_GLOBAL: [&str; 17] = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::/127",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+    "64:ff9b:1::/48",
+    "100::/64",
+];
+
+/// Whether every address of `net` is global (none of [`NOT_GLOBAL`] shares one with it).
+pub fn is_global_net(net: &IpNet) -> bool {
+    NOT_GLOBAL
+        .iter()
+        .filter_map(|n| n.parse::<IpNet>().ok())
+        .all(|n| !overlap(&n, net))
 }
 
 /// Whether two nets share an address.
@@ -347,6 +384,13 @@ impl Control {
             reason,
         )?;
         control.listing = Some(listing);
+        // The tags that do not fit are left out (the last first), room kept for a signature.
+        while control.encode().len() + SIGNATURE_ROOM > MAX_INTEL_PAYLOAD {
+            let tags = &mut control.listing.as_mut().expect("just set").tags;
+            if tags.pop().is_none() {
+                break;
+            }
+        }
         control.validate()?;
         Ok(control)
     }
@@ -431,6 +475,9 @@ impl Control {
             if listing.tags.len() > MAX_TAGS || listing.tags.iter().any(bad_tag) {
                 return Err(ControlError::BadTags);
             }
+        }
+        if self.kind == ControlKind::Intel && self.encode().len() > MAX_INTEL_PAYLOAD {
+            return Err(ControlError::BadTags);
         }
         if self.until.is_some_and(|u| u < self.time) {
             return Err(ControlError::EndsBeforeStart);

@@ -138,6 +138,20 @@ impl IntakeConfig {
                 "{what}: a MISP instance's url is https://… (http:// only to localhost)"
             )));
         }
+        // In clear, anyone on the path could add entries (and read a MISP key).
+        if let Some(rest) = self.url.strip_prefix("http://") {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            let host = match authority.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or_default(),
+                None => authority.split(':').next().unwrap_or_default(),
+            };
+            if authority.contains('@') || !matches!(host, "127.0.0.1" | "localhost" | "::1") {
+                return Err(Invalid::from(format!(
+                    "{what}: url {:?}: use https:// (http:// only to 127.0.0.1, ::1 or localhost)",
+                    self.url
+                )));
+            }
+        }
         if self.kind == IntakeKind::List && (!self.tags.is_empty() || self.threat_level.is_some()) {
             return Err(Invalid::from(format!(
                 "{what}: tags and threat_level are for MISP sources"

@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 /// Most events in one page (keeps a reply well under NATS' 1 MB default payload limit).
 pub const MAX_PAGE: usize = 2000;
 
+/// Most events and orders in one page that may hold intel orders (each up to
+/// [`crate::control::MAX_INTEL_PAYLOAD`] bytes): still under 1 MB.
+pub const MAX_INTEL_PAGE: usize = 500;
+
 /// The request subject.
 pub fn replay_subject(prefix: &str) -> String {
     format!("{prefix}.replay")
@@ -62,6 +66,10 @@ pub struct ReplayRequest {
     /// sites (a federated site's relay asks so).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub local: bool,
+    /// Include the intake sources' intel and unlist orders (a host with `intel = "ban"` asks
+    /// so; hosts of releases before intake never do, and cannot read them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub intel: bool,
 }
 
 /// One replayed event and where it sits.

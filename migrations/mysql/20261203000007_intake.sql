@@ -14,7 +14,7 @@ CREATE TABLE f2b_intake_entries (
     listing_attribute CHAR(36)    NULL,
     listing_tags      TEXT        NULL,
     PRIMARY KEY (source, net_text)
-);
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
 CREATE TABLE f2b_intake_sources (
     source     VARCHAR(64)   NOT NULL PRIMARY KEY,
     fetched_ms BIGINT        NULL,
@@ -23,4 +23,4 @@ CREATE TABLE f2b_intake_sources (
     fetches    BIGINT        NOT NULL,
     failures   BIGINT        NOT NULL,
     last_error VARCHAR(1024) NULL
-);
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

@@ -63,6 +63,8 @@ pub enum DaemonError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let sub = &config.subscriber;
     let operators = config.trust.operator_keys()?;
+    // Read now, so that a bad key stops the start with its message.
+    config.trust.intel_signers()?;
     let state_dir = |error| DaemonError::StateDir {
         dir: sub.state_dir.clone(),
         error,
@@ -246,6 +248,7 @@ impl<'a> Running<'a> {
                     .as_ref()
                     .filter(|e| e.repeat_factor > 1.0)
                     .map(|e| e.memory),
+                intel: sub.intel == shared_f2b::config::IntelMode::Ban,
             },
             pages_tx,
             fetch: None,

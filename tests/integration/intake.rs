@@ -173,13 +173,13 @@ async fn lists_become_bans_where_intel_is_taken_never_over_what_must_not_be_bann
     lists.write(
         "firehol.netset",
         "# FireHOL-style: one address or net per line\n198.51.100.7\n203.0.113.0/24\n\
-         0.0.0.0/0\n10.77.1.0/24\n127.0.0.1\n198.18.0.0/15\n192.0.2.44 # trailing comment\n",
+         0.0.0.0/0\n198.51.200.0/24\n127.0.0.1\n198.18.0.0/15\n10.1.2.0/24\n192.0.2.44 # trailing comment\n",
     );
     lists.write(
         "drop.txt",
         "; Spamhaus DROP List 2026/12/03 - (c) 2026 The Spamhaus Project\n\
          ; Last-Modified: Thu, 03 Dec 2026 10:00:00 GMT\n\
-         203.0.114.0/24 ; SBL000001\n198.19.0.0/20 ; SBL000002\n",
+         203.0.114.0/24 ; SBL000001\n198.51.0.0/20 ; SBL000002\n192.168.0.0/16 ; SBL000003\n",
     );
     let sources = intake(
         "firehol",
@@ -194,7 +194,7 @@ async fn lists_become_bans_where_intel_is_taken_never_over_what_must_not_be_bann
     );
     // The site's own net: the feed allowlist; the NATS server: 127.0.0.1.
     let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let keys = format!("feed_allowlist = [\"10.77.0.0/16\"]\nhttp_listen = \"{http}\"");
+    let keys = format!("feed_allowlist = [\"198.51.200.0/22\"]\nhttp_listen = \"{http}\"");
     let s = site(dir, &keys, &sources);
     let bob = site::host(s.dir.path(), "bob", &s.url, "ban", "intel = \"ban\"", true);
     let charlie = site::host(s.dir.path(), "charlie", &s.url, "ban", "", true);
@@ -204,12 +204,19 @@ async fn lists_become_bans_where_intel_is_taken_never_over_what_must_not_be_bann
         "203.0.113.0/24",
         "192.0.2.44",
         "203.0.114.0/24",
-        "198.19.0.0/20",
+        "198.51.0.0/20",
     ] {
         wait_held(&bob, net, true).await;
     }
     let banned = bob.f2b.banned("shared");
-    for never in ["0.0.0.0/0", "10.77.1.0/24", "127.0.0.1", "198.18.0.0/15"] {
+    for never in [
+        "0.0.0.0/0",
+        "198.51.200.0/24",
+        "127.0.0.1",
+        "198.18.0.0/15",
+        "10.1.2.0/24",
+        "192.168.0.0/16",
+    ] {
         assert!(
             !banned.iter().any(|b| b == never),
             "{never} banned: {banned:?}"
@@ -219,28 +226,16 @@ async fn lists_become_bans_where_intel_is_taken_never_over_what_must_not_be_bann
     assert!(
         ordered.iter().all(|(_, net)| ![
             "0.0.0.0/0",
-            "10.77.1.0/24",
+            "198.51.200.0/24",
             "127.0.0.1/32",
-            "198.18.0.0/15"
+            "198.18.0.0/15",
+            "10.1.2.0/24"
         ]
         .contains(&net.as_str())),
         "never ordered: {ordered:?}"
     );
-    // charlie takes no intel (the default): nothing applied, each order skipped as intel_off.
-    wait_for(WAIT, "charlie skips intel orders", || async {
-        let m = charlie
-            .subscriber
-            .as_ref()
-            .unwrap()
-            .metric("shared_f2b_events_skipped_total{reason=\"intel_off\"}");
-        (m >= 5.0).then_some(())
-    })
-    .await;
-    assert!(
-        charlie.f2b.banned("shared").is_empty(),
-        "{:?}",
-        charlie.f2b.banned("shared")
-    );
+    // charlie takes no intel (the default): nothing applied (its catch-up does not even ask
+    // for intel orders; live ones are skipped as intel_off). Checked after dave caught up.
 
     // The feeds name the source of what only intake lists (single addresses), and leave it
     // out with intel=0; the page's overview shows the sources' fetches.
@@ -286,6 +281,12 @@ async fn lists_become_bans_where_intel_is_taken_never_over_what_must_not_be_bann
     for net in ["198.51.100.7", "203.0.113.0/24", "203.0.114.0/24"] {
         wait_held(&dave, net, true).await;
     }
+
+    assert!(
+        charlie.f2b.banned("shared").is_empty(),
+        "{:?}",
+        charlie.f2b.banned("shared")
+    );
 
     // Nothing changed: rounds publish nothing.
     let before = orders(&s.db, "firehol").await.len();
@@ -489,10 +490,14 @@ async fn misp_rest_search_is_asked_with_the_key_and_the_filters() {
         attribute("198.51.100.33", true, "other", 3),
     ]}});
     misp.write("restsearch.json", &answer.to_string());
-    // The archiver signs its orders with an operator key; bob takes only signed orders.
+    // The archiver signs its orders with an intake key (not an operator's); bob takes only
+    // signed orders, and that key counts at bob for intel orders only.
     let (seed, public) = site::operator_key(dir.path());
+    let ops = dir.path().join("operators");
+    std::fs::create_dir_all(&ops).unwrap();
+    let (_, operator) = site::operator_key(&ops);
     let trust = format!(
-        "[trust]\noperator_seed_file = {:?}\noperator_keys = [{public:?}]",
+        "[trust]\nintake_seed_file = {:?}\nintel_keys = [{public:?}]",
         seed.display().to_string()
     );
     let s = site(
@@ -509,7 +514,7 @@ async fn misp_rest_search_is_asked_with_the_key_and_the_filters() {
         ),
     );
     let signed = format!(
-        "intel = \"ban\"\nrequire_signatures = true\n[trust]\noperator_keys = [{public:?}]"
+        "intel = \"ban\"\nrequire_signatures = true\n[trust]\nintel_keys = [{public:?}]\noperator_keys = [{operator:?}]"
     );
     let bob = site::host(s.dir.path(), "bob", &s.url, "ban", &signed, true);
     wait_held(&bob, "198.51.100.31", true).await;
@@ -548,6 +553,38 @@ async fn misp_rest_search_is_asked_with_the_key_and_the_filters() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains(", unsigned: 0; key records"), "{text}");
+
+    // Whoever holds the intake key (a compromised archiver) cannot sign anything else with
+    // it: a pardon it signed is refused at bob (with an operator's key it would lift).
+    let mut pardon = shared_f2b::control::Control::pardon(
+        "admin",
+        shared_f2b::control::parse_net("198.51.100.31").unwrap(),
+        None,
+        "signed with the intake key",
+    )
+    .unwrap();
+    shared_f2b::signing::Signer::from_file(&seed)
+        .unwrap()
+        .sign_control(&mut pardon);
+    async_nats::jetstream::new(client(&s.url, "admin").await)
+        .publish("f2b.control.pardon.admin", pardon.encode().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    wait_for(WAIT, "bob refuses the pardon", || async {
+        let refused = bob
+            .subscriber
+            .as_ref()
+            .unwrap()
+            .metric("shared_f2b_events_rejected_total{reason=\"unknown_key\"}");
+        (refused >= 1.0).then_some(())
+    })
+    .await;
+    assert!(
+        holds(&bob, "198.51.100.31"),
+        "the intake key's pardon lifted it"
+    );
 
     // MISP fails: nothing lifted.
     misp.fail("restsearch.json", Some(500));

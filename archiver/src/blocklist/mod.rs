@@ -284,7 +284,7 @@ impl Snapshot {
         }
         let mut after = 0;
         loop {
-            let page = query::controls_page(db, now, after, upto, PAGE).await?;
+            let page = query::controls_page(db, now, after, upto, PAGE, true).await?;
             after = page.last().map_or(after, |s| s.row_id);
             let done = page.len() < PAGE;
             // As they stand now: the bans they lifted are already left out above (and those

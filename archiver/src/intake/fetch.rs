@@ -9,8 +9,9 @@ use shared_f2b::intake::IntakeConfig;
 use std::path::Path;
 use std::time::Duration;
 
-/// The most a source may answer (a 100,000-entry list is about 1.5 MB).
-const MAX_BODY: u64 = 256 * 1024 * 1024;
+/// The most a source may answer (a 100,000-entry list is about 1.5 MB; a MISP answer with
+/// 100,000 attributes in context some 60 MB).
+const MAX_BODY: u64 = 64 * 1024 * 1024;
 
 /// An agent: the system's root store, no redirects, bounded waits.
 pub fn agent() -> ureq::Agent {

@@ -21,7 +21,7 @@ use crate::query;
 use async_nats::HeaderMap;
 use ipnet::IpNet;
 use parse::Entry;
-use shared_f2b::control::{Control, ControlKind, Listing, overlap};
+use shared_f2b::control::{Control, ControlKind, Listing, is_global_net, overlap};
 use shared_f2b::intake::{IntakeConfig, IntakeKind};
 use shared_f2b::signing::Signer;
 use shared_f2b::subject::control_subject;
@@ -80,7 +80,8 @@ pub struct Intake {
     agent: ureq::Agent,
 }
 
-/// Spawns one task per `[[archiver.intake]]` source.
+/// Spawns one task per `[[archiver.intake]]` source; their orders are signed with `[trust]
+/// intake_seed_file` (a key that counts on intel orders only, never an operator's).
 pub async fn spawn(
     tasks: &mut Tasks,
     config: &shared_f2b::Config,
@@ -88,7 +89,7 @@ pub async fn spawn(
     client: &async_nats::Client,
     shutdown: &CancellationToken,
 ) -> Result<(), shared_f2b::signing::KeyError> {
-    let signer = match &config.trust.operator_seed_file {
+    let signer = match &config.trust.intake_seed_file {
         Some(path) => Some(Arc::new(Signer::from_file(path)?)),
         None => None,
     };
@@ -222,6 +223,7 @@ impl Intake {
             IpNet::V6(_) => self.source.max_prefix_v6,
         };
         net.prefix_len() >= widest
+            && is_global_net(&net)
             && !never_listed(net.network(), &[])
             && !never_listed(net.broadcast(), &[])
             && !self.never.iter().chain(shields).any(|n| overlap(n, &net))

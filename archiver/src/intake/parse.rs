@@ -148,13 +148,14 @@ fn attribute(a: &Value, event: &Value, source: &IntakeConfig, now: SystemTime) -
     if source.to_ids && boolean(a.get("to_ids")) != Some(true) {
         return None;
     }
+    // A filter that cannot be checked (the event's context missing) leaves the attribute out.
     if let Some(wanted) = source.published
-        && boolean(event.get("published")).is_some_and(|p| p != wanted)
+        && boolean(event.get("published")) != Some(wanted)
     {
         return None;
     }
     if let Some(most) = source.threat_level
-        && number(event.get("threat_level_id")).is_some_and(|t| t > most as u64)
+        && number(event.get("threat_level_id")).is_none_or(|t| t > most as u64)
     {
         return None;
     }

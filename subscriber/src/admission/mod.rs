@@ -244,6 +244,9 @@ pub struct Admission {
     sites: Sites,
     /// `[subscriber]`'s intel keys.
     intel: shared_f2b::config::SubscriberConfig,
+    /// The keys whose signatures count on intel orders: the operators' and `[trust]
+    /// intel_keys`.
+    intel_signers: OperatorKeys,
 }
 
 impl Admission {
@@ -274,6 +277,8 @@ impl Admission {
             warned: HashSet::new(),
             sites: Sites::default(),
             intel: sub.clone(),
+            // Checked when the config was loaded.
+            intel_signers: config.trust.intel_signers().unwrap_or_default(),
         }
     }
 
@@ -331,7 +336,22 @@ impl Admission {
     /// Whether an order's signature lets it through (as [`Admission::signature`], against the
     /// operator keys).
     fn order_signature(&mut self, control: &Control) -> Option<Decision> {
-        let error = self.operators.check(control).err()?;
+        self.signed_by(control, false)
+    }
+
+    /// As [`Admission::order_signature`] for an intel or unlist order: an operator's key or
+    /// one of `[trust] intel_keys` (which count for nothing else).
+    fn intel_signature(&mut self, control: &Control) -> Option<Decision> {
+        self.signed_by(control, true)
+    }
+
+    fn signed_by(&mut self, control: &Control, intel: bool) -> Option<Decision> {
+        let keys = if intel {
+            &self.intel_signers
+        } else {
+            &self.operators
+        };
+        let error = keys.check(control).err()?;
         let lenient = matches!(error, SigError::Unsigned | SigError::UnknownKey);
         if self.require_signatures || !lenient {
             return Some(drop(

@@ -147,6 +147,8 @@ pub struct Asker {
     pub exclude_origin: Option<String>,
     /// How far back a backfill reads earlier bans (escalation's repeat rule; `None`: not).
     pub history: Option<Duration>,
+    /// Whether intel orders are asked for (`intel = "ban"`).
+    pub intel: bool,
 }
 
 impl Asker {
@@ -185,6 +187,7 @@ impl Asker {
             limit: MAX_PAGE,
             since_ms: None,
             local: false,
+            intel: self.intel,
         };
         let mut controls = Vec::new();
         loop {
@@ -227,6 +230,7 @@ impl Asker {
                     .as_millis() as i64,
             ),
             local: false,
+            intel: false,
         };
         let mut total = 0;
         loop {
@@ -279,6 +283,7 @@ impl Asker {
             limit: MAX_PAGE,
             since_ms: None,
             local: false,
+            intel: self.intel,
         }
     }
 
