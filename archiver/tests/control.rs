@@ -62,19 +62,21 @@ async fn controls_in_force_survive_retention_and_revokes_end_them() {
         .unwrap();
 
     let now = SystemTime::now();
-    let all = query::controls_page(&db, now, 0, 8, 100).await.unwrap();
+    let all = query::controls_page(&db, now, 0, 8, 100, true)
+        .await
+        .unwrap();
     let ids: Vec<_> = all.iter().map(|s| s.control.id).collect();
     assert_eq!(ids, [pardon.id, allow.id, ban.id]);
-    assert_eq!(query::controls_count(&db, now, 8).await.unwrap(), 3);
+    assert_eq!(query::controls_count(&db, now, 8, true).await.unwrap(), 3);
     assert_eq!(all[0].seq, 1);
     assert_eq!(all[0].control, pardon);
     assert_eq!(all[1].control, allow);
     assert_eq!(all[2].control, ban);
 
     // Paged by row id.
-    let first = query::controls_page(&db, now, 0, 8, 2).await.unwrap();
+    let first = query::controls_page(&db, now, 0, 8, 2, true).await.unwrap();
     assert_eq!(first.len(), 2);
-    let rest = query::controls_page(&db, now, first[1].row_id, 8, 2)
+    let rest = query::controls_page(&db, now, first[1].row_id, 8, 2, true)
         .await
         .unwrap();
     assert_eq!(
@@ -84,9 +86,11 @@ async fn controls_in_force_survive_retention_and_revokes_end_them() {
 
     // Up to a later sequence the late pardon is in too; once its time is past, none of the
     // timed ones are.
-    assert_eq!(query::controls_count(&db, now, 9).await.unwrap(), 4);
+    assert_eq!(query::controls_count(&db, now, 9, true).await.unwrap(), 4);
     let later = now + Duration::from_secs(7200);
-    let left = query::controls_page(&db, later, 0, 9, 100).await.unwrap();
+    let left = query::controls_page(&db, later, 0, 9, 100, true)
+        .await
+        .unwrap();
     assert_eq!(
         left.iter().map(|s| s.control.id).collect::<Vec<_>>(),
         [allow.id, ban.id]

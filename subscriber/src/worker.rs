@@ -2,6 +2,7 @@
 //! them ([`crate::batch`]), hand the result to Fail2Ban in the configured mode, record the
 //! batch in the state. The decisions and the fold are pure; the I/O is here.
 
+use crate::admission::intel::INTEL_JAIL;
 use crate::admission::{Admission, Decision};
 use crate::apply::{Applier, Op, PlannedBan};
 use crate::batch::Folded;
@@ -142,6 +143,11 @@ impl Worker<'_> {
                     tracing::info!(id = %event.id, %target, %jail, rule = e.rule.label(),
                         count = e.count, bantime = e.bantime, asked = event.bantime,
                         "ban escalated");
+                } else if bantime.is_some() && event.jail == INTEL_JAIL {
+                    // A source's round brings thousands: counted, and in the batch's line.
+                    self.metrics.order("intel");
+                    tracing::debug!(id = %event.id, %target, %jail, bantime,
+                        source = ?event.origin, "intel ban applied");
                 } else if bantime.is_some() {
                     self.metrics.order("ban");
                     tracing::info!(id = %event.id, %target, %jail, bantime,

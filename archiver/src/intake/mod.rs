@@ -63,6 +63,9 @@ pub struct Round {
     pub unlisted: usize,
     /// Entries left out (too wide, never banned, over `max_entries`) and lines not understood.
     pub left_out: usize,
+    /// How long the fetch (and parse) and the publishing (acks and records) took, in ms.
+    pub fetch_ms: u64,
+    pub publish_ms: u64,
 }
 
 /// One source and what its orders ban now.
@@ -137,7 +140,8 @@ impl Intake {
         loop {
             match self.round().await {
                 Ok(r) => tracing::info!(source = %name, listed = r.listed, ordered = r.ordered,
-                    unlisted = r.unlisted, left_out = r.left_out, "intake source fetched"),
+                    unlisted = r.unlisted, left_out = r.left_out, fetch_ms = r.fetch_ms,
+                    publish_ms = r.publish_ms, "intake source fetched"),
                 Err(e) => tracing::warn!(source = %name, error = %e,
                     "intake source not taken in; nothing changed"),
             }
@@ -167,13 +171,16 @@ impl Intake {
         if self.held.is_empty() {
             self.held = state::load(&self.db, &self.source.name).await?;
         }
+        let started = std::time::Instant::now();
         let (entries, unparsed) = self.fetch(now).await?;
+        let fetch_ms = started.elapsed().as_millis() as u64;
         if entries.is_empty() {
             return Err(IntakeError::Empty(self.source.url.clone()));
         }
         let shields = query::shields_in_force(&self.db, now).await?;
         let mut round = Round {
             left_out: unparsed,
+            fetch_ms,
             ..Round::default()
         };
         let mut wanted: BTreeMap<IpNet, Listing> = BTreeMap::new();
@@ -198,7 +205,9 @@ impl Intake {
             .filter(|c| c.kind == ControlKind::Intel)
             .count();
         round.unlisted = orders.len() - round.ordered;
+        let started = std::time::Instant::now();
         self.publish(orders).await?;
+        round.publish_ms = started.elapsed().as_millis() as u64;
         Ok(round)
     }
 
@@ -366,7 +375,7 @@ fn read(
                 .flat_map(|(uuid, (_, e))| e.iter().map(|e| (*uuid, e.clone())))
                 .collect();
             // The same order every time (a net two events list keeps one listing).
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            entries.sort_by_key(|e| e.0);
             Ok((entries.into_iter().map(|(_, e)| e).collect(), bad))
         }
     }

@@ -11,7 +11,7 @@
 //! unban lifts only what this host holds for that origin alone.
 
 pub mod escalation;
-mod intel;
+pub mod intel;
 pub mod limits;
 mod orders;
 pub mod prefixes;
