@@ -78,6 +78,29 @@ pub struct IntakeConfig {
     pub threat_level: Option<u8>,
 }
 
+/// Whether `url` may carry a key or be trusted for what it says: `https://`, or `http://` to
+/// this machine only (127.0.0.1, ::1, localhost); no user info, no spaces or control
+/// characters.
+pub fn secure_url(url: &str) -> bool {
+    let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => return false,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty()
+        || authority.contains('@')
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    tls || matches!(host, "127.0.0.1" | "localhost" | "::1")
+}
+
 fn default_every() -> Duration {
     Duration::from_secs(15 * 60)
 }
@@ -139,18 +162,11 @@ impl IntakeConfig {
             )));
         }
         // In clear, anyone on the path could add entries (and read a MISP key).
-        if let Some(rest) = self.url.strip_prefix("http://") {
-            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-            let host = match authority.strip_prefix('[') {
-                Some(v6) => v6.split(']').next().unwrap_or_default(),
-                None => authority.split(':').next().unwrap_or_default(),
-            };
-            if authority.contains('@') || !matches!(host, "127.0.0.1" | "localhost" | "::1") {
-                return Err(Invalid::from(format!(
-                    "{what}: url {:?}: use https:// (http:// only to 127.0.0.1, ::1 or localhost)",
-                    self.url
-                )));
-            }
+        if remote && !secure_url(&self.url) {
+            return Err(Invalid::from(format!(
+                "{what}: url {:?}: use https:// (http:// only to 127.0.0.1, ::1 or localhost)",
+                self.url
+            )));
         }
         if self.kind == IntakeKind::List && (!self.tags.is_empty() || self.threat_level.is_some()) {
             return Err(Invalid::from(format!(

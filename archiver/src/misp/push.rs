@@ -26,28 +26,8 @@ impl std::fmt::Debug for Target {
 
 /// Whether `url` may carry an API key: https://, or http:// to this machine only.
 fn check_url(url: &str) -> Result<String, MispError> {
-    let bad = || MispError::Url(url.to_owned());
-    let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
-        (true, rest)
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        (false, rest)
-    } else {
-        return Err(bad());
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.is_empty()
-        || authority.contains('@')
-        || url.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(bad());
-    }
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or_default()
-    } else {
-        authority.split(':').next().unwrap_or_default()
-    };
-    if !tls && !matches!(host, "127.0.0.1" | "localhost" | "::1") {
-        return Err(bad());
+    if !shared_f2b::intake::secure_url(url) {
+        return Err(MispError::Url(url.to_owned()));
     }
     Ok(url.trim_end_matches('/').to_owned())
 }

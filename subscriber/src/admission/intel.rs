@@ -6,11 +6,12 @@
 //! wider than [`WIDEST_V4`] / [`WIDEST_V6`], for at most the source's bantime cap; an `unlist`
 //! lifts what that source's orders placed and nothing another origin holds.
 
+use super::orders::order_event;
 use super::{Admission, Decision, Reason, drop};
 use crate::state::State;
 use crate::state::holdings::Unbanned;
 use shared_f2b::control::{Control, ControlKind, is_global_net};
-use shared_f2b::event::{Action, Event};
+use shared_f2b::event::Action;
 use std::time::SystemTime;
 
 /// The widest nets an intel order may ban here, whatever the archiver's `max_prefix` allowed.
@@ -82,22 +83,8 @@ impl Admission {
                 format!("order {} is not newer than one applied", control.id),
             );
         }
-        let event = |action, bantime| Event {
-            v: control.v,
-            id: control.id,
-            origin: holder.clone(),
-            jail: INTEL_JAIL.into(),
-            ip: net.addr(),
-            action,
-            time: control.time,
-            bantime,
-            failures: 0,
-            key: None,
-            sig: None,
-            site: None,
-            port: None,
-            protocol: None,
-        };
+        let event =
+            |action, bantime| order_event(&control, holder.clone(), INTEL_JAIL, action, bantime);
         let jail = self.target_jail.clone();
         if control.kind == ControlKind::Unlist {
             state.note(&holder, &guard_jail, net.addr(), control.id);

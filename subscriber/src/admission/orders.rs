@@ -20,6 +20,35 @@ pub fn operator_holder(operator: &str) -> String {
     format!("operator {operator}")
 }
 
+/// The event an order is applied as: `origin` its holder, at the order's address (or its net's
+/// first), with the order's id and time.
+pub(super) fn order_event(
+    control: &Control,
+    origin: String,
+    jail: &str,
+    action: Action,
+    bantime: i64,
+) -> Event {
+    Event {
+        v: control.v,
+        id: control.id,
+        origin,
+        jail: jail.into(),
+        ip: control
+            .net
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |n| n.addr()),
+        action,
+        time: control.time,
+        bantime,
+        failures: 0,
+        key: None,
+        sig: None,
+        site: None,
+        port: None,
+        protocol: None,
+    }
+}
+
 /// What taking key record `control` into a keyring decided (`of`: whose keyring, for the log).
 /// A record is never taken without a trusted operator's signature, whatever
 /// `require_signatures` says.
@@ -133,22 +162,7 @@ impl Admission {
         let bantime = (left.as_secs_f64().ceil() as u64).max(1);
         let holder = operator_holder(&control.operator);
         state.ban(&self.target_jail, host(ip), &holder, Some(until));
-        let event = Event {
-            v: control.v,
-            id: control.id,
-            origin: holder,
-            jail: "operator".into(),
-            ip,
-            action: Action::Ban,
-            time: control.time,
-            bantime: bantime as i64,
-            failures: 0,
-            key: None,
-            sig: None,
-            site: None,
-            port: None,
-            protocol: None,
-        };
+        let event = order_event(&control, holder, "operator", Action::Ban, bantime as i64);
         Decision::Ban {
             jail: self.target_jail.clone(),
             event,
