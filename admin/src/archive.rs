@@ -36,6 +36,7 @@ fn request(after: u64, until_seq: Option<u64>) -> ReplayRequest {
         since_ms: None,
         local: false,
         intel: false,
+        ids: Vec::new(),
     }
 }
 

@@ -17,8 +17,8 @@ use shared_f2b::control::ControlKind;
 use shared_f2b::event::Event;
 use shared_f2b::inbound::{Received, decode_any};
 use shared_f2b::replay::{
-    MAX_INTEL_PAGE, MAX_PAGE, ReplayKind, ReplayPage, ReplayRequest, Replayed, ReplayedControl,
-    replay_subject,
+    HeldAnswer, MAX_HELD_ASK, MAX_INTEL_PAGE, MAX_PAGE, ReplayKind, ReplayPage, ReplayRequest,
+    Replayed, ReplayedControl, replay_subject,
 };
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -87,11 +87,14 @@ pub async fn run(
         };
         let (source, client) = (source.clone(), client.clone());
         answering.spawn(async move {
-            let page = match serde_json::from_slice::<ReplayRequest>(&msg.payload) {
-                Ok(req) => source.answer(req).await,
-                Err(e) => error_page(ReplayError::BadRequest(e)),
-            };
-            let body = serde_json::to_vec(&page).expect("pages serialise");
+            let body = match serde_json::from_slice::<ReplayRequest>(&msg.payload) {
+                Ok(req) if req.kind == ReplayKind::Held => {
+                    serde_json::to_vec(&source.held(&req.ids).await)
+                }
+                Ok(req) => serde_json::to_vec(&source.answer(req).await),
+                Err(e) => serde_json::to_vec(&error_page(ReplayError::BadRequest(e))),
+            }
+            .expect("answers serialise");
             if let Err(e) = client.publish(reply, body.into()).await {
                 tracing::warn!(error = %e, "cannot send a replay page");
             }
@@ -124,6 +127,10 @@ enum ReplayError {
     Committed(#[from] crate::consumer::ConsumerError),
     #[error("a history request needs since_ms")]
     NoSince,
+    #[error("a held request is answered apart")]
+    NotAPage,
+    #[error("a held request asks about {0} ids, more than {MAX_HELD_ASK}")]
+    TooMany(usize),
     #[error("the stream returned nothing after sequence {after} (up to {high})")]
     NothingRead { after: u64, high: u64 },
 }
@@ -186,8 +193,42 @@ impl Source {
             ReplayKind::Active => self.active(&req, limit).await,
             ReplayKind::Controls => self.controls(&req, limit).await,
             ReplayKind::History => self.history(&req, limit).await,
+            ReplayKind::Held => Err(ReplayError::NotAPage),
         };
         result.unwrap_or_else(error_page)
+    }
+
+    /// Which of `ids` the archive holds, and whether it had committed all the stream held
+    /// when asked: the stream's last sequence is read first, then the ack floor, then the
+    /// database (an event stored before the question is, once the floor passed it, there).
+    async fn held(&self, ids: &[uuid::Uuid]) -> HeldAnswer {
+        let result = async {
+            if ids.len() > MAX_HELD_ASK {
+                return Err(ReplayError::TooMany(ids.len()));
+            }
+            let last = self
+                .stream
+                .get_info()
+                .await
+                .map_err(|e| ReplayError::Stream(e.into()))?
+                .state
+                .last_sequence;
+            let committed = self.committed_seq().await?;
+            let held = query::held_events(&self.db, ids).await?;
+            Ok(HeldAnswer {
+                held,
+                complete: committed >= last,
+                error: None,
+            })
+        }
+        .await;
+        result.unwrap_or_else(|e: ReplayError| {
+            tracing::warn!(error = %e, "held request not answered");
+            HeldAnswer {
+                error: Some(e.to_string()),
+                ..HeldAnswer::default()
+            }
+        })
     }
 
     /// Where a database-served replay ends: the client's `until_seq`, never past what the

@@ -821,6 +821,28 @@ pub async fn bans_after_seq(
     fetch_events(db, q).await
 }
 
+/// Which of `ids` the archive holds as events.
+pub async fn held_events(db: &Db, ids: &[uuid::Uuid]) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q: QueryBuilder<Any> =
+        QueryBuilder::new("SELECT event_id FROM f2b_events WHERE event_id IN (");
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(id.as_bytes().to_vec());
+    }
+    q.push(")");
+    let rows = q.build().fetch_all(&db.pool).await?;
+    rows.iter()
+        .map(|r| {
+            let bytes: Vec<u8> = r.try_get("event_id")?;
+            uuid::Uuid::from_slice(&bytes)
+                .map_err(|_| sqlx::Error::Decode("archived event id is invalid".into()))
+        })
+        .collect()
+}
+
 /// Whether the archive holds a ban of `ip` by this site's host `origin` in `jail` that the
 /// stream carried (not imported history), made from `from_ms` to `to_ms` (exclusive).
 pub async fn has_ban(

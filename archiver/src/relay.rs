@@ -390,6 +390,7 @@ impl Relay {
             local: true,
             // Another site's intake is that site's own.
             intel: false,
+            ids: Vec::new(),
         };
         let body = serde_json::to_vec(&request).expect("a request serialises");
         let reply = tokio::time::timeout(

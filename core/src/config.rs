@@ -251,6 +251,10 @@ pub struct PublisherConfig {
     /// How long one action run may spend sending older spooled events before its own.
     #[serde(with = "humantime_serde")]
     pub spool_send_limit: Duration,
+    /// Keep each published event in `<spool_dir>/sent/` until the archive holds it, so that
+    /// the subscriber daemon sends again what a power cut of the NATS host lost
+    /// ([`crate::confirm`]). Off on a host without the daemon (a sensor).
+    pub confirm: bool,
 }
 
 impl Default for PublisherConfig {
@@ -259,6 +263,7 @@ impl Default for PublisherConfig {
             spool_dir: "/var/lib/shared-f2b/spool".into(),
             timeout: Duration::from_secs(2),
             spool_send_limit: Duration::from_secs(1),
+            confirm: true,
         }
     }
 }

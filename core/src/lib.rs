@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod confirm;
 pub mod control;
 pub mod event;
 pub mod federation;

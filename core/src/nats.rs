@@ -21,6 +21,13 @@ pub enum ConnectError {
     },
 }
 
+/// Messages a daemon's subscription holds while the daemon is busy (a subscriber applying a
+/// large batch) before the client drops what comes next (async-nats keeps 65,536). A list of
+/// 100,000 intel orders arrives faster than Fail2Ban applies it; dropped messages mean a
+/// catch-up through the archiver, which loads the same server. The memory is taken only while
+/// messages wait (about 0.5 KiB each).
+const DAEMON_BACKLOG: usize = 1 << 19;
+
 /// How long-lived the connection is meant to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifetime {
@@ -139,7 +146,10 @@ pub async fn connect(
         }
     });
     if lifetime == Lifetime::Daemon {
-        opts = opts.retry_on_initial_connect().max_reconnects(None);
+        opts = opts
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .subscription_capacity(DAEMON_BACKLOG);
     }
     let client = opts
         .connect(nats.servers.as_slice())

@@ -41,6 +41,26 @@ pub enum ReplayKind {
     /// Every ban (ended ones too) from `since_ms` on, in archive order: a new host's memory of
     /// earlier bans for escalation's repeat rule.
     History,
+    /// Which of `ids` (a host's own published events) the archive holds: the end-to-end
+    /// acknowledgement. Answered with a [`HeldAnswer`], not a page.
+    Held,
+}
+
+/// Most ids one `held` request may ask about.
+pub const MAX_HELD_ASK: usize = 1000;
+
+/// The answer to a `held` request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HeldAnswer {
+    /// The asked ids the archive holds (committed to the database).
+    pub held: Vec<uuid::Uuid>,
+    /// Whether the archive had committed everything the stream held when the question came:
+    /// then an asked id it does not hold, published (acknowledged) before the question, was
+    /// lost by the stream and is worth sending again.
+    pub complete: bool,
+    /// Set when the archiver could not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One page request.
@@ -70,6 +90,9 @@ pub struct ReplayRequest {
     /// so; hosts of releases before intake never do, and cannot read them).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub intel: bool,
+    /// `held`: the event ids asked about (at most [`MAX_HELD_ASK`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<uuid::Uuid>,
 }
 
 /// One replayed event and where it sits.

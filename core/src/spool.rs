@@ -2,8 +2,10 @@
 //!
 //! File names are the events' UUIDv7 ids, so sorting names sends the oldest first. Sending holds
 //! an exclusive lock on `<spool_dir>/.lock`, so two processes never send (or delete) the same
-//! file twice; a file is deleted only after the server acked it.
+//! file twice; a file leaves the spool only after the server acked it (into `sent/`, to wait
+//! for the archive, with `[publisher] confirm`).
 
+use crate::confirm::Unconfirmed;
 use crate::event::Event;
 use crate::publish::{SendError, Sender};
 use std::fs::{self, File, OpenOptions};
@@ -20,6 +22,8 @@ const REFUSED_DIR: &str = "refused";
 #[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
+    /// Where a sent entry goes to wait for the archive (`[publisher] confirm`); `None`: deleted.
+    unconfirmed: Option<Unconfirmed>,
 }
 
 /// What one pass over the spool did.
@@ -40,7 +44,22 @@ pub struct SpoolLock(#[allow(dead_code)] File);
 impl Spool {
     /// The spool in `dir` (created on first write).
     pub fn new(dir: impl Into<PathBuf>) -> Spool {
-        Spool { dir: dir.into() }
+        Spool {
+            dir: dir.into(),
+            unconfirmed: None,
+        }
+    }
+
+    /// The same spool, whose sent entries wait in `sent/` until the archive holds them
+    /// ([`crate::confirm`]) when `confirm` is on.
+    pub fn confirming(mut self, confirm: bool) -> Spool {
+        self.unconfirmed = confirm.then(|| Unconfirmed::new(&self.dir));
+        self
+    }
+
+    /// Where sent events wait for the archive, when they do.
+    pub fn unconfirmed(&self) -> Option<&Unconfirmed> {
+        self.unconfirmed.as_ref()
     }
 
     /// The spool directory.
@@ -133,7 +152,10 @@ impl Spool {
                 };
                 match sender.send(&event).await {
                     Ok(()) => {
-                        fs::remove_file(&path)?;
+                        match &self.unconfirmed {
+                            Some(waiting) => waiting.adopt(&path, event.id)?,
+                            None => fs::remove_file(&path)?,
+                        }
                         report.sent += 1;
                     }
                     Err(SendError::Refused(reason)) => {

@@ -29,7 +29,15 @@ pub async fn run(config: &Config, action: Action, args: &EventArgs) -> Outcome {
             Err(e) => return Outcome::Failed(format!("cannot sign the event: {e}")),
         }
     }
-    let spool = Spool::new(&config.publisher.spool_dir);
+    let spool = Spool::new(&config.publisher.spool_dir).confirming(config.publisher.confirm);
+    // Recorded before it is sent, kept until the archive holds it (`confirm`): a stream that
+    // loses it after its ack, or a publisher killed before the send, cannot lose it for good.
+    if let Some(waiting) = spool.unconfirmed()
+        && let Err(e) = waiting.put(&event)
+    {
+        tracing::warn!(dir = %waiting.dir().display(), error = %e,
+            "cannot keep the event until the archive confirms it; sending it anyway");
+    }
     let timeout = config.publisher.timeout;
     let conn = match nats::connect(&config.nats, &config.host_id, timeout, Lifetime::OneShot).await
     {
@@ -61,14 +69,19 @@ pub async fn run(config: &Config, action: Action, args: &EventArgs) -> Outcome {
                 action = action.as_str(), "published");
             Outcome::Done
         }
-        Err(SendError::Refused(reason)) => Outcome::Failed(format!(
-            "NATS refused {} of {} in jail {}: {reason}; check this host's publish permissions \
+        Err(SendError::Refused(reason)) => {
+            if let Some(waiting) = spool.unconfirmed() {
+                waiting.remove(event.id);
+            }
+            Outcome::Failed(format!(
+                "NATS refused {} of {} in jail {}: {reason}; check this host's publish permissions \
              (host_id {:?})",
-            action.as_str(),
-            event.ip,
-            event.jail,
-            config.host_id
-        )),
+                action.as_str(),
+                event.ip,
+                event.jail,
+                config.host_id
+            ))
+        }
         Err(e) => keep(&spool, &event, &e.to_string()),
     }
 }
@@ -164,10 +177,14 @@ fn expired_naturally(time: SystemTime, bantime: Option<i64>) -> bool {
     }
 }
 
-/// Keeps the event in the spool for a later run or the subscriber daemon.
+/// Keeps the event in the spool for a later run or the subscriber daemon (its record of a
+/// sent event goes: the spool sends it, and records it then).
 fn keep(spool: &Spool, event: &Event, why: &str) -> Outcome {
     match spool.put(event) {
         Ok(path) => {
+            if let Some(waiting) = spool.unconfirmed() {
+                waiting.remove(event.id);
+            }
             tracing::warn!(id = %event.id, ip = %event.ip, reason = why, spooled = %path.display(),
                 "not sent now; spooled for later");
             Outcome::Done

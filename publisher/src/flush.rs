@@ -12,7 +12,7 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(300);
 
 /// Sends the spool and prints `sent N, remaining M`; fails when anything remains.
 pub async fn run(config: &Config) -> Outcome {
-    let spool = Spool::new(&config.publisher.spool_dir);
+    let spool = Spool::new(&config.publisher.spool_dir).confirming(config.publisher.confirm);
     let timeout = config.publisher.timeout;
     let conn = match nats::connect(&config.nats, &config.host_id, timeout, Lifetime::OneShot).await
     {

@@ -10,7 +10,7 @@ use crate::intake::follow::{self, Incoming};
 use crate::intake::schedule::{Schedule, Step};
 use crate::metrics::Metrics;
 use crate::state::State;
-use crate::watch::watch;
+use crate::watch::{self, watch};
 use crate::worker::{Flow, NotRecorded, Worker};
 use futures::{FutureExt, StreamExt};
 use shared_f2b::config::ApplyMode;
@@ -153,8 +153,12 @@ async fn follow(
     tasks.spawn(
         "spool",
         watch(
-            Spool::new(&config.publisher.spool_dir),
+            Spool::new(&config.publisher.spool_dir).confirming(config.publisher.confirm),
             Sender::new(&conn, &config.nats, Duration::from_secs(5)),
+            watch::Asking {
+                client: conn.client.clone(),
+                prefix: prefix.clone(),
+            },
             conn.up.clone(),
             metrics.clone(),
             shutdown.clone(),

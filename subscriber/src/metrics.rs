@@ -20,6 +20,8 @@ pub struct Metrics {
     pub apply_seconds: Histogram,
     pub event_latency_seconds: Histogram,
     pub spool_depth: Gauge,
+    pub unconfirmed: Gauge,
+    pub resent: Counter,
     pub nats_connected: Gauge,
     pub consumer_pending: Gauge,
     pub last_applied_seconds: Gauge<f64, AtomicU64>,
@@ -41,6 +43,8 @@ impl Metrics {
             apply_seconds: latency_histogram(),
             event_latency_seconds: latency_histogram(),
             spool_depth: Gauge::default(),
+            unconfirmed: Gauge::default(),
+            resent: Counter::default(),
             nats_connected: Gauge::default(),
             consumer_pending: Gauge::default(),
             last_applied_seconds: Gauge::default(),
@@ -85,6 +89,16 @@ impl Metrics {
             "spool_depth",
             "Events waiting in the publisher's spool",
             m.spool_depth.clone(),
+        );
+        r.register(
+            "unconfirmed_events",
+            "Events this host published that the archive has not confirmed yet",
+            m.unconfirmed.clone(),
+        );
+        r.register(
+            "events_resent",
+            "Published events the stream lost (the archive lacked them) sent again",
+            m.resent.clone(),
         );
         r.register(
             "nats_connected",

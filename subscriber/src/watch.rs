@@ -1,7 +1,9 @@
-//! In the background: the connection and spool gauges every second, and the publisher's spool
-//! sent whenever it holds events and NATS answers.
+//! In the background: the connection and spool gauges every second, the publisher's spool
+//! sent whenever it holds events and NATS answers, and the events this host published
+//! confirmed by the archive (or sent again).
 
 use crate::metrics::Metrics;
+use shared_f2b::confirm::{self, CONFIRM_EVERY};
 use shared_f2b::publish::Sender;
 use shared_f2b::spool::Spool;
 use std::time::{Duration, Instant};
@@ -10,16 +12,26 @@ use tokio_util::sync::CancellationToken;
 /// How often the publisher's spool is checked.
 const SPOOL_EVERY: Duration = Duration::from_secs(5);
 
+/// Where the archive is asked which published events it holds ([`shared_f2b::confirm`]).
+pub struct Asking {
+    pub client: async_nats::Client,
+    pub prefix: String,
+}
+
 /// Every second: the connection and spool gauges; every [`SPOOL_EVERY`], the publisher's spool
-/// is sent when it holds events and NATS answers.
+/// is sent when it holds events and NATS answers; every [`CONFIRM_EVERY`], the archive is
+/// asked about the events this host published (`[publisher] confirm`), and what the stream
+/// lost is sent again.
 pub async fn watch(
     spool: Spool,
     sender: Sender,
+    asking: Asking,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
     let mut ticks = 0u64;
+    let mut unanswered = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -30,6 +42,31 @@ pub async fn watch(
         metrics.nats_connected.set(i64::from(connected));
         let depth = spool.pending().map(|p| p.len()).unwrap_or(0);
         metrics.spool_depth.set(depth as i64);
+        if connected
+            && ticks.is_multiple_of(CONFIRM_EVERY.as_secs())
+            && let Some(waiting) = spool.unconfirmed()
+        {
+            match confirm::pass(waiting, &asking.client, &asking.prefix, &sender).await {
+                Ok(p) => {
+                    metrics.unconfirmed.set(p.waiting as i64);
+                    metrics.resent.inc_by(p.resent as u64);
+                    if unanswered {
+                        tracing::info!(
+                            waiting = p.waiting,
+                            "the archive confirms published events again"
+                        );
+                    }
+                    unanswered = false;
+                }
+                Err(e) => {
+                    if !unanswered {
+                        tracing::warn!(error = %e, dir = %waiting.dir().display(),
+                            "the archive cannot confirm published events; keeping them");
+                    }
+                    unanswered = true;
+                }
+            }
+        }
         if depth == 0 || !connected || !ticks.is_multiple_of(SPOOL_EVERY.as_secs()) {
             continue;
         }

@@ -129,3 +129,124 @@ async fn a_cut_loses_acknowledged_publishes_unless_the_server_syncs_each() {
         );
     }
 }
+
+/// A site on the shipped config whose NATS store is on the simulator: alice publishes `n` bans
+/// (the one-shot publisher, each acknowledged), the NATS host loses its power right after, and
+/// comes back. With `archiver_down`, the archiver was killed before the bans (so it saw none
+/// of them) and starts again after; with `bob_cut_off`, bob's subscriber was not running
+/// meanwhile. Then every ban must be in the archive once and at bob's Fail2Ban: alice's
+/// subscriber asks the archive which of her events it holds and sends again what the stream
+/// lost.
+async fn a_cut_after_bans(n: usize, archiver_down: bool, bob_cut_off: bool) {
+    use shared_f2b_tests::db::TestDb;
+    use shared_f2b_tests::host::Daemon;
+    use shared_f2b_tests::nats::NatsServer;
+    use shared_f2b_tests::site;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut power = PowerCut::mount(dir.path());
+    let store = power.mount.join("store");
+    let conf = site::shipped_config().replace(
+        "store_dir: /var/lib/nats-server",
+        &format!("store_dir: {:?}", store.display().to_string()),
+    );
+    let mut nats = NatsServer::start_without_store(dir.path(), &conf);
+    let url = nats.url();
+    let db = TestDb::mariadb();
+    let (arch, archiver) = site::archiver_with(dir.path(), &url, &db, "");
+    let alice = site::host(dir.path(), "alice", &url, "ban", "", true);
+    let mut bob = site::host(dir.path(), "bob", &url, "ban", "", true);
+    // The site has run a while: the kernel wrote its files back long ago.
+    power.sync();
+    let archiver = if archiver_down {
+        archiver.kill9();
+        None
+    } else {
+        Some(archiver)
+    };
+    if bob_cut_off {
+        bob.subscriber.take().expect("bob's subscriber").kill9();
+    }
+
+    let ips: Vec<String> = (0..n)
+        .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    std::thread::scope(|s| {
+        for part in ips.chunks(n.div_ceil(8)) {
+            let alice = &alice;
+            s.spawn(move || {
+                for ip in part {
+                    let out = alice.publish(&["ban", "--jail", "sshd", "--ip", ip]);
+                    assert!(
+                        out.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            });
+        }
+    });
+    let spooled = std::fs::read_dir(&alice.config.spool_dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(spooled, 0, "every ban was acknowledged by the stream");
+
+    // The power cut: every process on the NATS host killed, what it had not synced gone.
+    nats.stop();
+    if let Some(archiver) = archiver {
+        archiver.kill9();
+    }
+    let lost = power.cut();
+    eprintln!("the cut lost unsynced writes in {lost} files");
+    nats.start();
+    let stream =
+        shared_f2b_tests::nats::read_stream_as(&url, "admin", "change-me-admin", site::STREAM)
+            .await;
+    let kept = stream.iter().filter(|(_, e)| e.origin == "alice").count();
+    eprintln!("the stream kept {kept} of {n} acknowledged bans");
+    let _archiver = Daemon::archiver(&arch.path, &dir.path().join("archiver-after.log"));
+    if bob_cut_off {
+        bob.start_subscriber();
+    }
+
+    let want: std::collections::BTreeSet<String> = ips.iter().cloned().collect();
+    shared_f2b_tests::wait_for(
+        Duration::from_secs(150),
+        "every ban at bob and archived",
+        || {
+            let (db, bob, want) = (&db, &bob, &want);
+            async move {
+                let archived = db.event_ids_of("alice").await;
+                let distinct: std::collections::BTreeSet<_> = archived.iter().collect();
+                let at_bob: std::collections::BTreeSet<String> =
+                    bob.shared_banned().into_iter().collect();
+                (distinct.len() == want.len()
+                    && archived.len() == want.len()
+                    && want.is_subset(&at_bob))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    let resent = alice
+        .subscriber
+        .as_ref()
+        .expect("alice's subscriber")
+        .metric("shared_f2b_events_resent_total");
+    eprintln!("alice sent {resent} again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_of_the_nats_host_loses_no_acknowledged_ban() {
+    a_cut_after_bans(1000, false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_with_the_archiver_killed_and_a_host_cut_off_loses_nothing() {
+    a_cut_after_bans(1000, true, true).await;
+}

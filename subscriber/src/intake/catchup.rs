@@ -188,6 +188,7 @@ impl Asker {
             since_ms: None,
             local: false,
             intel: self.intel,
+            ids: Vec::new(),
         };
         let mut controls = Vec::new();
         loop {
@@ -231,6 +232,7 @@ impl Asker {
             ),
             local: false,
             intel: false,
+            ids: Vec::new(),
         };
         let mut total = 0;
         loop {
@@ -284,6 +286,7 @@ impl Asker {
             since_ms: None,
             local: false,
             intel: self.intel,
+            ids: Vec::new(),
         }
     }
 
