@@ -132,7 +132,7 @@ fn write_host_files(
     host: &Signer,
     out: &Path,
     seed_path: Option<&Path>,
-    replace: bool,
+    (replace, sensor): (bool, bool),
 ) -> Result<(PathBuf, PathBuf), AdminError> {
     std::fs::create_dir_all(out).map_err(|source| hosts::HostsError::Write {
         path: out.to_owned(),
@@ -172,7 +172,15 @@ fn write_host_files(
          [trust]\n\
          operator_keys = {operators:?}\n\n\
          [subscriber]\n\
-         require_signatures = true\n",
+         require_signatures = true\n{publisher}",
+        publisher = if sensor {
+            "\n[publisher]\n\
+             # A sensor runs no subscriber daemon, which is what asks the archive to confirm\n\
+             # published events; so none are kept for it.\n\
+             confirm = false\n"
+        } else {
+            ""
+        },
         public = host.public_key(),
         prefix = config.nats.subject_prefix,
         stream = config.nats.stream,
@@ -216,8 +224,15 @@ async fn add(
         "host add",
     )?;
     publish_record(config, &signer, &mut record).await?;
-    let (seed_file, config_file) =
-        write_host_files(config, &signer, name, &host, out, seed_path, false)?;
+    let (seed_file, config_file) = write_host_files(
+        config,
+        &signer,
+        name,
+        &host,
+        out,
+        seed_path,
+        (false, sensor),
+    )?;
     registry.hosts.push(Host {
         name: name.to_owned(),
         keys: vec![Key {
@@ -311,8 +326,9 @@ async fn rotate(
         )?;
         publish_record(config, &signer, &mut ended).await?;
     }
+    let sensor = registry.get(name).is_some_and(|h| h.sensor);
     let (seed_file, config_file) =
-        write_host_files(config, &signer, name, &host, out, seed_path, true)?;
+        write_host_files(config, &signer, name, &host, out, seed_path, (true, sensor))?;
     let entry = registry.get_mut(name).expect("looked up above");
     for key in &mut entry.keys {
         key.until = Some(key.until.map_or(end, |u| u.min(end)));

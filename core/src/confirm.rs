@@ -24,7 +24,7 @@ pub const SENT_DIR: &str = "sent";
 /// How often the daemon asks.
 pub const CONFIRM_EVERY: Duration = Duration::from_secs(10);
 /// A record this young is not sent again (its one-shot publisher may still be sending it).
-pub const RESEND_AFTER: Duration = Duration::from_secs(30);
+pub const RESEND_AFTER: Duration = Duration::from_secs(10);
 /// Most records kept; beyond, the oldest are dropped.
 pub const MAX_UNCONFIRMED: usize = 100_000;
 /// Records older than this are dropped (an event the archive refused is never held).
@@ -257,5 +257,46 @@ async fn resend(record: &Record, sender: &Sender) -> bool {
             tracing::debug!(id = %event.id, error = %e, "sending a lost event again failed");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Action, parse_ip};
+
+    fn event(n: u8) -> Event {
+        Event::new(
+            Action::Ban,
+            "alice",
+            "sshd",
+            parse_ip(&format!("192.0.2.{n}")).unwrap(),
+            SystemTime::now(),
+            600,
+            3,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn records_are_kept_listed_oldest_first_adopted_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let waiting = Unconfirmed::new(dir.path());
+        assert!(waiting.list().unwrap().is_empty(), "no directory yet");
+        let (a, b) = (event(1), event(2));
+        waiting.put(&b).unwrap();
+        // A spooled entry that was sent moves in.
+        let spooled = dir.path().join(format!("{}.json", a.id));
+        fs::write(&spooled, a.encode()).unwrap();
+        waiting.adopt(&spooled, a.id).unwrap();
+        assert!(!spooled.exists());
+        let ids: Vec<_> = waiting.list().unwrap().iter().map(|r| r.id).collect();
+        let mut want = vec![a.id, b.id];
+        want.sort();
+        assert_eq!(ids, want);
+        waiting.remove(a.id);
+        let left = waiting.list().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(Event::decode(&fs::read(&left[0].path).unwrap()).unwrap(), b);
     }
 }

@@ -318,7 +318,12 @@ async fn lists_become_bans_where_intel_is_taken_never_over_what_must_not_be_bann
                 .find(|w| *w == "intel" || *w == "unlist")
         })
         .collect();
-    assert_eq!(listed, ["unlist", "intel"], "{history}");
+    // Newest first: the unlist, then the intel order (again, when a round was retried or
+    // renewed it).
+    assert!(
+        listed.len() >= 2 && listed[0] == "unlist" && listed[1..].iter().all(|w| *w == "intel"),
+        "{history}"
+    );
 
     // The list turns empty, then answers 500: counted as failures, nothing lifted.
     let count = orders(&s.db, "firehol").await.len();

@@ -125,17 +125,36 @@ impl KeySite {
             },
         );
         let written = std::fs::read_to_string(self.enrol.join(format!("{name}.toml"))).unwrap();
-        assert!(written.trim_end().ends_with("require_signatures = true"));
+        let mut doc: toml::Table = written.parse().expect("the written config is TOML");
         let dir = &host.dir;
-        let text = format!(
-            "{written}fail2ban_socket = {:?}\nstate_dir = {:?}\nlog_file = {:?}\napply = \"ban\"\n\n\
-             [publisher]\nspool_dir = {:?}\ntimeout = \"2s\"\n",
-            dir.join("f2b.sock").display().to_string(),
-            dir.join("state").display().to_string(),
-            dir.join("shared.log").display().to_string(),
-            host.config.spool_dir.display().to_string(),
+        let table = |doc: &mut toml::Table, name: &str| -> toml::Table {
+            doc.get(name)
+                .and_then(|t| t.as_table())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut subscriber = table(&mut doc, "subscriber");
+        assert_eq!(
+            subscriber.get("require_signatures"),
+            Some(&toml::Value::Boolean(true))
         );
-        std::fs::write(&host.config.path, text).unwrap();
+        for (key, value) in [
+            ("fail2ban_socket", dir.join("f2b.sock")),
+            ("state_dir", dir.join("state")),
+            ("log_file", dir.join("shared.log")),
+        ] {
+            subscriber.insert(key.into(), value.display().to_string().into());
+        }
+        subscriber.insert("apply".into(), "ban".into());
+        let mut publisher = table(&mut doc, "publisher");
+        publisher.insert(
+            "spool_dir".into(),
+            host.config.spool_dir.display().to_string().into(),
+        );
+        publisher.insert("timeout".into(), "2s".into());
+        doc.insert("subscriber".into(), subscriber.into());
+        doc.insert("publisher".into(), publisher.into());
+        std::fs::write(&host.config.path, toml::to_string(&doc).unwrap()).unwrap();
         if start {
             host.start_subscriber();
         }
@@ -457,6 +476,10 @@ async fn a_sensor_only_publishes_its_bans_and_hears_nothing() {
         &ks.enrol.display().to_string(),
     ]);
     assert!(said.starts_with("sensor honeypot added"), "{said}");
+    // No daemon to ask the archive for it: its config keeps no records of sent events.
+    let written = std::fs::read_to_string(ks.enrol.join("honeypot.toml")).unwrap();
+    let doc: toml::Table = written.parse().unwrap();
+    assert_eq!(doc["publisher"]["confirm"], toml::Value::Boolean(false));
     // No subscriber: its Fail2Ban bans (its login jail), and the shipped action publishes.
     let honeypot = ks.host("honeypot", false);
     honeypot.fail_logins("198.51.100.61", 3);

@@ -2,6 +2,7 @@
 
 mod archive;
 mod auth;
+mod chaos;
 mod cluster;
 mod control;
 mod faults;
