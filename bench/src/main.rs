@@ -10,6 +10,7 @@ mod feeds;
 mod intake;
 mod legacy;
 mod packets;
+mod powercut;
 mod publish;
 mod report;
 mod signing;
@@ -70,6 +71,12 @@ struct Cli {
     /// Sites in the many-sites federation figure (0: left out).
     #[arg(long, default_value_t = 32)]
     federation_sites: usize,
+    /// Power cuts the powercut group measures.
+    #[arg(long, default_value_t = 10)]
+    powercut_runs: usize,
+    /// Bans published before each cut.
+    #[arg(long, default_value_t = 1000)]
+    powercut_bans: usize,
     /// Entries of the list the intake group takes in.
     #[arg(long, default_value_t = 100_000)]
     intake_entries: usize,
@@ -84,7 +91,9 @@ struct Cli {
     /// fills a 1,850,000-row table and imports it three times), federation (only when named:
     /// it starts 35 nats-servers and takes about 4 minutes), intake (only when named: a
     /// 100,000-entry list on a 3-host site), sync (only when named, with
-    /// SHARED_F2B_NATS_SERVER a nats-server 2.10 or newer: what sync_interval: always costs).
+    /// SHARED_F2B_NATS_SERVER a nats-server 2.10 or newer: what sync_interval: always costs),
+    /// powercut (only when named: power cuts of the NATS host and the time until every host
+    /// is consistent again).
     #[arg(long)]
     only: Option<String>,
     /// Only write a screenshot of the site page over a made-up site here (the README's).
@@ -158,6 +167,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if named("sync") {
         sync::run(&mut report, cli.publish_runs, cli.burst).await;
+    }
+    if named("powercut") {
+        powercut::run(&mut report, cli.powercut_runs, cli.powercut_bans).await;
     }
     if wants("packets") {
         tokio::task::block_in_place(|| packets::run(&mut report, cli.packet_runs));
