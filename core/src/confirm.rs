@@ -8,8 +8,8 @@
 //! (a `held` request on the catch-up service), forgets those, and sends again those the archive
 //! lacks although it had committed everything the stream held when asked: the stream lost
 //! them. The event id dedupes the resend in the stream, the archive and the subscribers' replay
-//! guard. Bounded: at most [`MAX_UNCONFIRMED`] records, none older than [`MAX_AGE`]; what goes
-//! over is dropped, oldest first, and said.
+//! guard. Bounded: at most [`MAX_UNCONFIRMED`] records, none older than [`MAX_AGE`], none sent
+//! again more than [`MAX_RESENDS`] times; what goes over is dropped, oldest first, and said.
 
 use crate::event::Event;
 use crate::publish::Sender;
@@ -29,6 +29,9 @@ pub const RESEND_AFTER: Duration = Duration::from_secs(10);
 pub const MAX_UNCONFIRMED: usize = 100_000;
 /// Records older than this are dropped (an event the archive refused is never held).
 pub const MAX_AGE: Duration = Duration::from_secs(86_400);
+/// Times a record is sent again; one the archive still lacks after that is dropped (the
+/// archive refuses it: a bad signature, a revoked key), so it is not sent forever.
+pub const MAX_RESENDS: u32 = 5;
 /// How long the archiver has to answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -142,9 +145,11 @@ pub struct Pass {
 }
 
 /// Asks the archiver about every record, forgets what it holds, and sends again what the
-/// stream lost.
+/// stream lost; `resends` counts, per record, the times it was sent again (kept by the caller
+/// between passes).
 pub async fn pass(
     unconfirmed: &Unconfirmed,
+    resends: &mut std::collections::HashMap<uuid::Uuid, u32>,
     client: &async_nats::Client,
     prefix: &str,
     sender: &Sender,
@@ -166,6 +171,8 @@ pub async fn pass(
         }
         keep
     });
+    let present: std::collections::HashSet<uuid::Uuid> = records.iter().map(|r| r.id).collect();
+    resends.retain(|id, _| present.contains(id));
     if pass.dropped > 0 {
         tracing::warn!(dropped = pass.dropped, dir = %unconfirmed.dir.display(),
             "published events the archive never confirmed, dropped (too many or too old)");
@@ -176,6 +183,7 @@ pub async fn pass(
         for record in chunk {
             if held.contains(&record.id) {
                 let _ = fs::remove_file(&record.path);
+                resends.remove(&record.id);
                 pass.confirmed += 1;
                 continue;
             }
@@ -184,7 +192,17 @@ pub async fn pass(
                 pass.waiting += 1;
                 continue;
             }
+            let tries = resends.entry(record.id).or_default();
+            if *tries >= MAX_RESENDS {
+                tracing::warn!(id = %record.id, tries = *tries,
+                    "the archive still lacks a published event sent again; dropped (does it refuse it?)");
+                let _ = fs::remove_file(&record.path);
+                resends.remove(&record.id);
+                pass.dropped += 1;
+                continue;
+            }
             if resend(record, sender).await {
+                *tries += 1;
                 pass.resent += 1;
             }
             pass.waiting += 1;

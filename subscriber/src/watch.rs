@@ -32,6 +32,7 @@ pub async fn watch(
 ) {
     let mut ticks = 0u64;
     let mut unanswered = false;
+    let mut resends = std::collections::HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -46,7 +47,15 @@ pub async fn watch(
             && ticks.is_multiple_of(CONFIRM_EVERY.as_secs())
             && let Some(waiting) = spool.unconfirmed()
         {
-            match confirm::pass(waiting, &asking.client, &asking.prefix, &sender).await {
+            match confirm::pass(
+                waiting,
+                &mut resends,
+                &asking.client,
+                &asking.prefix,
+                &sender,
+            )
+            .await
+            {
                 Ok(p) => {
                     metrics.unconfirmed.set(p.waiting as i64);
                     metrics.resent.inc_by(p.resent as u64);
