@@ -198,9 +198,9 @@ impl Source {
         result.unwrap_or_else(error_page)
     }
 
-    /// Which of `ids` the archive holds, and whether it had committed all the stream held
-    /// when asked: the stream's last sequence is read first, then the ack floor, then the
-    /// database (an event stored before the question is, once the floor passed it, there).
+    /// Which of `ids` the archive holds, with the stream's last sequence and the consumer's ack
+    /// floor: read in that order, then the database (an event the stream stored at or below
+    /// `last` is, once the floor passed it, there).
     async fn held(&self, ids: &[uuid::Uuid]) -> HeldAnswer {
         let result = async {
             if ids.len() > MAX_HELD_ASK {
@@ -213,11 +213,20 @@ impl Source {
                 .map_err(|e| ReplayError::Stream(e.into()))?
                 .state
                 .last_sequence;
-            let committed = self.committed_seq().await?;
+            let floor = self.committed_seq().await?;
+            if floor > last {
+                tracing::warn!(
+                    floor,
+                    last,
+                    "the archiver's consumer is past the stream's last \
+                    sequence (the stream went back, a power cut?): hosts cannot tell what it lost"
+                );
+            }
             let held = query::held_events(&self.db, ids).await?;
             Ok(HeldAnswer {
                 held,
-                complete: committed >= last,
+                last,
+                floor,
                 error: None,
             })
         }

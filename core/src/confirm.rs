@@ -6,14 +6,16 @@
 //! sent: a publisher killed in between leaves it there too), and stays until the archive holds
 //! it. The subscriber daemon asks the archiver every [`CONFIRM_EVERY`] which of them it holds
 //! (a `held` request on the catch-up service), forgets those, and sends again those the archive
-//! lacks although it had committed everything the stream held when asked: the stream lost
-//! them. The event id dedupes the resend in the stream, the archive and the subscribers' replay
-//! guard. Bounded: at most [`MAX_UNCONFIRMED`] records, none older than [`MAX_AGE`], none sent
+//! still lacks once its consumer's ack floor has reached the stream's last sequence of an
+//! answer given after the record was sent: whatever the stream stored by then is in the
+//! archive, so the stream lost them. The event id dedupes the resend in the stream (within its
+//! duplicate window), the archive and the subscribers' replay guard. Bounded: at most [`MAX_UNCONFIRMED`] records, none older than [`MAX_AGE`], none sent
 //! again more than [`MAX_RESENDS`] times; what goes over is dropped, oldest first, and said.
 
 use crate::event::Event;
 use crate::publish::Sender;
 use crate::replay::{HeldAnswer, MAX_HELD_ASK, ReplayKind, ReplayRequest, replay_subject};
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,12 +25,20 @@ use std::time::{Duration, SystemTime};
 pub const SENT_DIR: &str = "sent";
 /// How often the daemon asks.
 pub const CONFIRM_EVERY: Duration = Duration::from_secs(10);
-/// A record this young is not sent again (its one-shot publisher may still be sending it).
+/// A record this young is not sent again (its one-shot publisher may still be sending it);
+/// the daemon waits longer when `[publisher]` timeouts make the publisher's run longer.
 pub const RESEND_AFTER: Duration = Duration::from_secs(10);
 /// Most records kept; beyond, the oldest are dropped.
 pub const MAX_UNCONFIRMED: usize = 100_000;
 /// Records older than this are dropped (an event the archive refused is never held).
 pub const MAX_AGE: Duration = Duration::from_secs(86_400);
+/// How old a record must be before its sending counts as ended: the one-shot publisher's
+/// longest run (connect, drain older spooled events, send its own, each bounded by `timeout`)
+/// and a margin, never under [`RESEND_AFTER`].
+pub fn resend_after(publisher: &crate::config::PublisherConfig) -> Duration {
+    (publisher.timeout * 4 + publisher.spool_send_limit + Duration::from_secs(2)).max(RESEND_AFTER)
+}
+
 /// Times a record is sent again; one the archive still lacks after that is dropped (the
 /// archive refuses it: a bad signature, a revoked key), so it is not sent forever.
 pub const MAX_RESENDS: u32 = 5;
@@ -87,10 +97,16 @@ impl Unconfirmed {
         written
     }
 
-    /// Takes in a spooled entry that was just sent (renamed, so it keeps its write time).
+    /// Takes in a spooled entry that was just sent.
     pub fn adopt(&self, entry: &Path, id: uuid::Uuid) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
-        fs::rename(entry, self.path(id))
+        let path = self.path(id);
+        fs::rename(entry, &path)?;
+        // Its age counts from this send, not from when it was spooled.
+        if let Ok(file) = fs::File::options().write(true).open(&path) {
+            let _ = file.set_modified(SystemTime::now());
+        }
+        Ok(())
     }
 
     /// Forgets `id` (confirmed, or spooled instead of sent).
@@ -144,12 +160,32 @@ pub struct Pass {
     pub dropped: usize,
 }
 
+/// What a daemon remembers of each record between passes.
+#[derive(Debug, Default)]
+pub struct Tracking {
+    records: HashMap<uuid::Uuid, Tracked>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Tracked {
+    /// The stream's last sequence in the first answer after the record was sent (and old
+    /// enough that its sending had ended): the stream stored it at or below this, if at all.
+    stored_by: Option<u64>,
+    /// Times sent again.
+    resends: u32,
+}
+
+/// Most records sent again in one pass (the rest wait for the next).
+const MAX_RESENDS_PER_PASS: usize = 500;
+
 /// Asks the archiver about every record, forgets what it holds, and sends again what the
-/// stream lost; `resends` counts, per record, the times it was sent again (kept by the caller
-/// between passes).
+/// stream lost: a record not held once the consumer's ack floor reached the stream's last
+/// sequence of an earlier answer (`Tracked::stored_by`). `resend_after`: how old a record must
+/// be before its sending counts as ended (the one-shot publisher's longest run).
 pub async fn pass(
     unconfirmed: &Unconfirmed,
-    resends: &mut std::collections::HashMap<uuid::Uuid, u32>,
+    tracking: &mut Tracking,
+    resend_after: Duration,
     client: &async_nats::Client,
     prefix: &str,
     sender: &Sender,
@@ -171,42 +207,74 @@ pub async fn pass(
         }
         keep
     });
-    let present: std::collections::HashSet<uuid::Uuid> = records.iter().map(|r| r.id).collect();
-    resends.retain(|id, _| present.contains(id));
+    let present: HashSet<uuid::Uuid> = records.iter().map(|r| r.id).collect();
+    tracking.records.retain(|id, _| present.contains(id));
     if pass.dropped > 0 {
         tracing::warn!(dropped = pass.dropped, dir = %unconfirmed.dir.display(),
             "published events the archive never confirmed, dropped (too many or too old)");
     }
+    let mut sending = true;
     for chunk in records.chunks(MAX_HELD_ASK) {
         let answer = ask(client, prefix, chunk).await?;
-        let held: std::collections::HashSet<uuid::Uuid> = answer.held.into_iter().collect();
+        let held: HashSet<uuid::Uuid> = answer.held.into_iter().collect();
+        // A floor past the stream's end: the stream went back; nothing can be concluded.
+        let sane = answer.floor <= answer.last;
         for record in chunk {
             if held.contains(&record.id) {
                 let _ = fs::remove_file(&record.path);
-                resends.remove(&record.id);
+                tracking.records.remove(&record.id);
                 pass.confirmed += 1;
                 continue;
             }
-            let young = now.duration_since(record.sent).unwrap_or_default() < RESEND_AFTER;
-            if !answer.complete || young {
-                pass.waiting += 1;
+            pass.waiting += 1;
+            if now.duration_since(record.sent).unwrap_or_default() < resend_after {
                 continue;
             }
-            let tries = resends.entry(record.id).or_default();
-            if *tries >= MAX_RESENDS {
-                tracing::warn!(id = %record.id, tries = *tries,
+            let tracked = tracking.records.entry(record.id).or_default();
+            let Some(stored_by) = tracked.stored_by else {
+                tracked.stored_by = Some(answer.last);
+                continue;
+            };
+            if answer.last < stored_by {
+                // The stream went back (a power cut): what it holds now is the new mark.
+                tracked.stored_by = Some(answer.last);
+                continue;
+            }
+            if !sane || answer.floor < stored_by || !sending {
+                continue;
+            }
+            if tracked.resends >= MAX_RESENDS {
+                tracing::warn!(id = %record.id, tries = tracked.resends,
                     "the archive still lacks a published event sent again; dropped (does it refuse it?)");
                 let _ = fs::remove_file(&record.path);
-                resends.remove(&record.id);
+                tracking.records.remove(&record.id);
+                pass.waiting -= 1;
                 pass.dropped += 1;
                 continue;
             }
-            if resend(record, sender).await {
-                *tries += 1;
-                pass.resent += 1;
+            match resend(record, sender).await {
+                Resent::Sent => {
+                    tracked.resends += 1;
+                    // Asked about again once this send has had its answer.
+                    tracked.stored_by = None;
+                    pass.resent += 1;
+                    sending = pass.resent < MAX_RESENDS_PER_PASS;
+                }
+                Resent::Gone => {
+                    tracking.records.remove(&record.id);
+                    pass.waiting -= 1;
+                }
+                Resent::Failed => sending = false,
             }
-            pass.waiting += 1;
         }
+    }
+    if pass.resent > 0 {
+        tracing::warn!(
+            resent = pass.resent,
+            waiting = pass.waiting,
+            "the archive lacked published events the stream had taken (a power cut of the NATS \
+             host?); sent them again"
+        );
     }
     Ok(pass)
 }
@@ -247,33 +315,47 @@ async fn ask(
     }
 }
 
-/// Sends `record` again; its write time becomes now, so it waits [`RESEND_AFTER`] before the
-/// next. A record that cannot be read is dropped.
-async fn resend(record: &Record, sender: &Sender) -> bool {
-    let event = match fs::read(&record.path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| Event::decode(&b).map_err(|e| e.to_string()))
-    {
+/// What sending a record again did.
+enum Resent {
+    Sent,
+    /// The record went meanwhile (confirmed, or spooled by its publisher), or was unreadable.
+    Gone,
+    Failed,
+}
+
+/// Sends `record` again; its write time becomes now. An unreadable record is dropped.
+async fn resend(record: &Record, sender: &Sender) -> Resent {
+    let bytes = match fs::read(&record.path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Resent::Gone,
+        Err(e) => {
+            tracing::warn!(record = %record.path.display(), error = %e,
+                "a record of a published event cannot be read; dropped");
+            let _ = fs::remove_file(&record.path);
+            return Resent::Gone;
+        }
+    };
+    let event = match Event::decode(&bytes) {
         Ok(event) => event,
         Err(e) => {
             tracing::warn!(record = %record.path.display(), error = %e,
                 "an unreadable record of a published event, dropped");
             let _ = fs::remove_file(&record.path);
-            return false;
+            return Resent::Gone;
         }
     };
     match sender.send(&event).await {
         Ok(()) => {
-            tracing::warn!(id = %event.id, ip = %event.ip, jail = %event.jail,
-                "the archive lacks a published event the stream had acknowledged; sent again");
+            tracing::debug!(id = %event.id, ip = %event.ip, jail = %event.jail,
+                "a published event the archive lacks, sent again");
             if let Ok(file) = fs::File::options().write(true).open(&record.path) {
                 let _ = file.set_modified(SystemTime::now());
             }
-            true
+            Resent::Sent
         }
         Err(e) => {
             tracing::debug!(id = %event.id, error = %e, "sending a lost event again failed");
-            false
+            Resent::Failed
         }
     }
 }

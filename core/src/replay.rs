@@ -54,10 +54,13 @@ pub const MAX_HELD_ASK: usize = 1000;
 pub struct HeldAnswer {
     /// The asked ids the archive holds (committed to the database).
     pub held: Vec<uuid::Uuid>,
-    /// Whether the archive had committed everything the stream held when the question came:
-    /// then an asked id it does not hold, published (acknowledged) before the question, was
-    /// lost by the stream and is worth sending again.
-    pub complete: bool,
+    /// The stream's last sequence when the question came (read first).
+    pub last: u64,
+    /// The archiver consumer's ack floor then (read second): everything up to it is in the
+    /// database. An event stored by the stream at or below a `last` that a later answer's
+    /// `floor` reached, and not held, was lost by the stream. A floor above `last` means the
+    /// consumer and the stream disagree (the stream went back): nothing can be concluded.
+    pub floor: u64,
     /// Set when the archiver could not answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

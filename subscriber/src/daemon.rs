@@ -158,6 +158,7 @@ async fn follow(
             watch::Asking {
                 client: conn.client.clone(),
                 prefix: prefix.clone(),
+                resend_after: shared_f2b::confirm::resend_after(&config.publisher),
             },
             conn.up.clone(),
             metrics.clone(),

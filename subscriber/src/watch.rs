@@ -16,6 +16,8 @@ const SPOOL_EVERY: Duration = Duration::from_secs(5);
 pub struct Asking {
     pub client: async_nats::Client,
     pub prefix: String,
+    /// How old a record must be before it may be sent again ([`confirm::resend_after`]).
+    pub resend_after: Duration,
 }
 
 /// Every second: the connection and spool gauges; every [`SPOOL_EVERY`], the publisher's spool
@@ -32,7 +34,7 @@ pub async fn watch(
 ) {
     let mut ticks = 0u64;
     let mut unanswered = false;
-    let mut resends = std::collections::HashMap::new();
+    let mut tracking = confirm::Tracking::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -43,13 +45,16 @@ pub async fn watch(
         metrics.nats_connected.set(i64::from(connected));
         let depth = spool.pending().map(|p| p.len()).unwrap_or(0);
         metrics.spool_depth.set(depth as i64);
+        // Not while older events wait in the spool: a resend must not overtake them.
         if connected
+            && depth == 0
             && ticks.is_multiple_of(CONFIRM_EVERY.as_secs())
             && let Some(waiting) = spool.unconfirmed()
         {
             match confirm::pass(
                 waiting,
-                &mut resends,
+                &mut tracking,
+                asking.resend_after,
                 &asking.client,
                 &asking.prefix,
                 &sender,
