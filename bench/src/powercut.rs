@@ -12,7 +12,6 @@
 use crate::report::{Report, percentiles};
 use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::host::{Daemon, Host};
-use shared_f2b_tests::nats::NatsServer;
 use shared_f2b_tests::powercut::PowerCut;
 use shared_f2b_tests::site;
 use std::collections::BTreeSet;
@@ -60,11 +59,7 @@ async fn once(run: usize, bans: usize, archiver_down: bool) -> (Duration, f64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut power = PowerCut::mount(dir.path());
     let store = power.mount.join("store");
-    let conf = site::shipped_config().replace(
-        "store_dir: /var/lib/nats-server",
-        &format!("store_dir: {:?}", store.display().to_string()),
-    );
-    let mut nats = NatsServer::start_without_store(dir.path(), &conf);
+    let mut nats = site::nats_on_store(dir.path(), &store, false);
     let url = nats.url();
     let db = TestDb::mariadb();
     let (arch, archiver) = site::archiver_with(dir.path(), &url, &db, "");
@@ -82,21 +77,7 @@ async fn once(run: usize, bans: usize, archiver_down: bool) -> (Duration, f64) {
     let ips: Vec<String> = (0..bans)
         .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
         .collect();
-    std::thread::scope(|s| {
-        for part in ips.chunks(bans.div_ceil(8)) {
-            let alice = &hosts[0];
-            s.spawn(move || {
-                for ip in part {
-                    let out = alice.publish(&["ban", "--jail", "sshd", "--ip", ip]);
-                    assert!(
-                        out.status.success(),
-                        "{}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
-            });
-        }
-    });
+    hosts[0].publish_bans(&ips);
     nats.stop();
     if let Some(archiver) = archiver {
         archiver.kill9();

@@ -10,7 +10,6 @@
 
 use shared_f2b_tests::db::TestDb;
 use shared_f2b_tests::host::{Daemon, Host};
-use shared_f2b_tests::nats::NatsServer;
 use shared_f2b_tests::powercut::PowerCut;
 use shared_f2b_tests::proxy::Proxy;
 use shared_f2b_tests::site;
@@ -190,17 +189,6 @@ async fn faults_in_any_order_lose_nothing_and_apply_nothing_twice() {
     // 2.9.10 a cut rewinds the stream's sequence, which the archive's order and the hosts'
     // cursors do not survive yet (docs/faults.md); its schedule leaves cuts out.
     let power_cuts = shared_f2b_tests::nats::has_sync_interval();
-    let mut conf = site::shipped_config().replace(
-        "store_dir: /var/lib/nats-server",
-        &format!("store_dir: {:?}", store.display().to_string()),
-    );
-    if power_cuts {
-        assert!(
-            conf.contains("  # sync_interval: always\n"),
-            "the shipped line"
-        );
-        conf = conf.replace("  # sync_interval: always\n", "  sync_interval: always\n");
-    }
     eprintln!(
         "chaos: power cuts {}",
         if power_cuts {
@@ -209,7 +197,7 @@ async fn faults_in_any_order_lose_nothing_and_apply_nothing_twice() {
             "left out (nats-server 2.9)"
         }
     );
-    let mut nats = NatsServer::start_without_store(dir.path(), &conf);
+    let mut nats = site::nats_on_store(dir.path(), &store, power_cuts);
     let port: u16 = nats
         .url()
         .rsplit(':')

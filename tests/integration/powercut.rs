@@ -140,18 +140,13 @@ async fn a_cut_loses_acknowledged_publishes_unless_the_server_syncs_each() {
 async fn a_cut_after_bans(n: usize, archiver_down: bool, bob_cut_off: bool) {
     use shared_f2b_tests::db::TestDb;
     use shared_f2b_tests::host::Daemon;
-    use shared_f2b_tests::nats::NatsServer;
     use shared_f2b_tests::site;
     use std::time::Duration;
 
     let dir = tempfile::tempdir().unwrap();
     let mut power = PowerCut::mount(dir.path());
     let store = power.mount.join("store");
-    let conf = site::shipped_config().replace(
-        "store_dir: /var/lib/nats-server",
-        &format!("store_dir: {:?}", store.display().to_string()),
-    );
-    let mut nats = NatsServer::start_without_store(dir.path(), &conf);
+    let mut nats = site::nats_on_store(dir.path(), &store, false);
     let url = nats.url();
     let db = TestDb::mariadb();
     let (arch, archiver) = site::archiver_with(dir.path(), &url, &db, "");
@@ -172,29 +167,12 @@ async fn a_cut_after_bans(n: usize, archiver_down: bool, bob_cut_off: bool) {
     let ips: Vec<String> = (0..n)
         .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
         .collect();
-    std::thread::scope(|s| {
-        for part in ips.chunks(n.div_ceil(8)) {
-            let alice = &alice;
-            s.spawn(move || {
-                for ip in part {
-                    let out = alice.publish(&["ban", "--jail", "sshd", "--ip", ip]);
-                    assert!(
-                        out.status.success(),
-                        "{}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
-            });
-        }
-    });
-    let spooled = std::fs::read_dir(&alice.config.spool_dir)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-                .count()
-        })
-        .unwrap_or(0);
-    assert_eq!(spooled, 0, "every ban was acknowledged by the stream");
+    alice.publish_bans(&ips);
+    assert_eq!(
+        alice.config.spooled(),
+        0,
+        "every ban was acknowledged by the stream"
+    );
 
     // The power cut: every process on the NATS host killed, what it had not synced gone.
     nats.stop();

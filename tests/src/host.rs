@@ -137,6 +137,25 @@ impl Host {
     pub fn publish(&self, args: &[&str]) -> std::process::Output {
         self.config.publish(args)
     }
+
+    /// Bans each of `ips` in jail `sshd` with the one-shot publisher, eight at a time; panics
+    /// on a run that does not exit 0.
+    pub fn publish_bans(&self, ips: &[String]) {
+        std::thread::scope(|s| {
+            for part in ips.chunks(ips.len().div_ceil(8).max(1)) {
+                s.spawn(move || {
+                    for ip in part {
+                        let out = self.publish(&["ban", "--jail", "sshd", "--ip", ip]);
+                        assert!(
+                            out.status.success(),
+                            "{}",
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                    }
+                });
+            }
+        });
+    }
 }
 
 /// A running daemon of the product, killed on drop; its log is `<name>.log` in its dir.

@@ -85,6 +85,22 @@ pub fn nats(dir: &Path) -> NatsServer {
     nats_with_hosts(dir, &[])
 }
 
+/// The shipped config on a private server whose store is `store` (a directory on the
+/// power-cut simulator, [`crate::powercut::PowerCut`]), with the config's
+/// `sync_interval: always` line turned on when `sync_always` (nats-server 2.10 and newer).
+pub fn nats_on_store(dir: &Path, store: &Path, sync_always: bool) -> NatsServer {
+    let mut conf = shipped_config().replace(
+        "store_dir: /var/lib/nats-server",
+        &format!("store_dir: {:?}", store.display().to_string()),
+    );
+    if sync_always {
+        let line = "  # sync_interval: always\n";
+        assert!(conf.contains(line), "the shipped sync_interval line");
+        conf = conf.replace(line, "  sync_interval: always\n");
+    }
+    NatsServer::start_without_store(dir, &conf)
+}
+
 /// As [`nats`], with more hosts added the way the config's comment says: a copy of a host's
 /// entry with the name replaced in its user, its two publish subjects and its inbox prefix.
 pub fn nats_with_hosts(dir: &Path, hosts: &[&str]) -> NatsServer {
