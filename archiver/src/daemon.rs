@@ -6,6 +6,7 @@ use crate::legacy::api::Api;
 use crate::legacy::api::clients::Clients;
 use crate::legacy::bridge::Bridge;
 use crate::metrics::Metrics;
+use crate::rewind::Rewind;
 use crate::{catchup_service, consumer, http, ingest, relay, store};
 use shared_f2b::Config;
 use shared_f2b::health::{self, Check, Health};
@@ -62,6 +63,8 @@ pub enum DaemonError {
     Federation(shared_f2b::config::Invalid),
     #[error("intake: [trust] intake_seed_file: {0}")]
     IntakeKey(shared_f2b::signing::KeyError),
+    #[error("cannot read the stream mark: {0}")]
+    Rewind(#[from] crate::rewind::RewindError),
     #[error(transparent)]
     PartStopped(#[from] TaskEnded),
 }
@@ -149,6 +152,8 @@ async fn spawn_parts(
             shutdown.clone(),
         ),
     );
+    let rewind = Rewind::load(db.clone(), stream.clone(), metrics.clone()).await?;
+    tasks.spawn("rewind watch", rewind.clone().watch(shutdown.clone()));
     tasks.spawn(
         "ingest",
         ingest::run(
@@ -156,6 +161,7 @@ async fn spawn_parts(
             stream.clone(),
             prefix.clone(),
             consumer.clone(),
+            rewind,
             metrics.clone(),
             shutdown.clone(),
         ),

@@ -7,6 +7,7 @@
 
 use crate::db::Db;
 use crate::metrics::Metrics;
+use crate::rewind::{Delivered, Rewind, Verdict};
 use crate::store::{self, Archived, ArchivedControl, Reject};
 use async_nats::jetstream::{AckKind, Message, stream::Stream};
 use futures::StreamExt;
@@ -24,11 +25,14 @@ const WRITERS: usize = 2;
 ///
 /// Up to [`WRITERS`] batches are written at once while the next ones arrive, so receiving,
 /// decoding and the database overlap (each message is still acked only after its own commit).
+/// Each batch is first checked, in delivery order, for a stream that went back under it
+/// ([`Rewind`]).
 pub async fn run(
     db: Db,
     stream: Stream,
     prefix: String,
     consumer_name: String,
+    rewind: Rewind,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
@@ -63,14 +67,29 @@ pub async fn run(
                 }
             }
             if !messages.is_empty() {
+                let sorted = sort(&prefix, &messages);
+                let delivered = delivered(&messages, &sorted);
+                match rewind.check(&delivered).await {
+                    Ok(Verdict::Archive) => {}
+                    // Purged with the seal: its publishers send again what the archive lacks.
+                    Ok(Verdict::Sealed) => continue,
+                    Err(e) => tracing::error!(error = %e, "cannot check or seal a stream \
+                        that may have gone back; archiving as numbered (does the archiver's \
+                        user lack $JS.API.STREAM.PURGE.<stream>? see docs/upgrading.md)"),
+                }
                 while writers.len() >= WRITERS {
                     writers.join_next().await;
                 }
-                let (db, prefix, shutdown) = (db.clone(), prefix.clone(), shutdown.clone());
-                let metrics = metrics.clone();
-                writers.spawn(
-                    async move { archive(&db, &prefix, messages, &metrics, &shutdown).await },
-                );
+                let (db, shutdown) = (db.clone(), shutdown.clone());
+                let (metrics, rewind) = (metrics.clone(), rewind.clone());
+                writers.spawn(async move {
+                    let batch = Batch {
+                        messages,
+                        sorted,
+                        delivered,
+                    };
+                    archive(&db, batch, &rewind, &metrics, &shutdown).await
+                });
             }
             if broken {
                 break;
@@ -94,9 +113,37 @@ async fn open(
         .await?)
 }
 
+/// What the archive keeps of a batch's messages: events, control events, what is neither.
+type Sorted = (Vec<Archived>, Vec<ArchivedControl>, Vec<Reject>);
+
+/// A batch in hand: its messages, what the archive keeps of them, and what the rewind check saw.
+struct Batch {
+    messages: Vec<Message>,
+    sorted: Sorted,
+    delivered: Vec<Delivered>,
+}
+
+/// Each message's sequence, id and (first deliveries) the stream's last sequence then.
+fn delivered(messages: &[Message], (events, controls, _): &Sorted) -> Vec<Delivered> {
+    let mut ids: std::collections::HashMap<u64, uuid::Uuid> = events
+        .iter()
+        .map(|a| (a.seq, a.event.id))
+        .chain(controls.iter().map(|c| (c.seq, c.control.id)))
+        .collect();
+    messages
+        .iter()
+        .filter_map(|m| m.info().ok())
+        .map(|info| Delivered {
+            seq: info.stream_sequence,
+            id: ids.remove(&info.stream_sequence),
+            stream_last: (info.delivered == 1).then(|| info.stream_sequence + info.pending),
+        })
+        .collect()
+}
+
 /// A batch's messages as what the archive keeps of each: events (their times clamped),
 /// control events, and what is neither.
-fn sort(prefix: &str, messages: &[Message]) -> (Vec<Archived>, Vec<ArchivedControl>, Vec<Reject>) {
+fn sort(prefix: &str, messages: &[Message]) -> Sorted {
     let (mut events, mut controls, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
     for m in messages {
         let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
@@ -144,20 +191,25 @@ fn sort(prefix: &str, messages: &[Message]) -> (Vec<Archived>, Vec<ArchivedContr
 /// left unacked and the server redelivers it.
 async fn archive(
     db: &Db,
-    prefix: &str,
-    messages: Vec<Message>,
+    batch: Batch,
+    rewind: &Rewind,
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) {
     let started = Instant::now();
+    let Batch {
+        messages,
+        sorted: (events, controls, rejects),
+        delivered,
+    } = batch;
     if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
         metrics.consumer_pending.set(info.pending as i64);
     }
-    let (events, controls, rejects) = sort(prefix, &messages);
+    let stream_last = rewind.stream_last(&delivered);
     let mut delay = Duration::from_millis(200);
     let mut failing = false;
     let inserted = loop {
-        match store::insert(db, &events, &controls, &rejects).await {
+        match store::insert_from_stream(db, &events, &controls, &rejects, stream_last).await {
             Ok(n) => break n,
             Err(e) => {
                 metrics.db_errors.inc();
@@ -182,6 +234,7 @@ async fn archive(
     if failing {
         tracing::info!("database is back; archiving resumed");
     }
+    rewind.committed(&delivered, stream_last);
     metrics.db_up.set(1);
     metrics.archived.inc_by(inserted.events);
     metrics

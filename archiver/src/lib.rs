@@ -23,6 +23,7 @@ pub mod misp;
 pub mod query;
 pub mod relay;
 pub mod report;
+pub mod rewind;
 pub mod store;
 pub mod text;
 pub mod verify;

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub replay_requests: Counter,
     pub replay_refused: Counter,
     pub consumer_repairs: Counter,
+    pub stream_seals: Counter,
     pub feed_requests: Family<Labels, Counter>,
 }
 
@@ -42,6 +43,7 @@ impl Metrics {
             replay_requests: Counter::default(),
             replay_refused: Counter::default(),
             consumer_repairs: Counter::default(),
+            stream_seals: Counter::default(),
             feed_requests: Family::default(),
         };
         let mut r = Registry::with_prefix("shared_f2b");
@@ -100,6 +102,11 @@ impl Metrics {
             "consumer_repairs",
             "Times the archiver's durable consumer was found changed or missing and restored",
             m.consumer_repairs.clone(),
+        );
+        r.register(
+            "stream_seals",
+            "Times the stream went back (a power cut before it synced) and was sealed",
+            m.stream_seals.clone(),
         );
         r.register(
             "feed_requests",

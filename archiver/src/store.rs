@@ -115,6 +115,28 @@ pub async fn insert(
     controls: &[ArchivedControl],
     rejects: &[Reject],
 ) -> Result<Inserted, sqlx::Error> {
+    insert_marked(db, events, controls, rejects, None).await
+}
+
+/// [`insert`] of a batch from the stream, raising the stream mark to `stream_last` (the
+/// stream's last sequence when the batch was delivered) in the same transaction.
+pub async fn insert_from_stream(
+    db: &Db,
+    events: &[Archived],
+    controls: &[ArchivedControl],
+    rejects: &[Reject],
+    stream_last: u64,
+) -> Result<Inserted, sqlx::Error> {
+    insert_marked(db, events, controls, rejects, Some(stream_last)).await
+}
+
+async fn insert_marked(
+    db: &Db,
+    events: &[Archived],
+    controls: &[ArchivedControl],
+    rejects: &[Reject],
+    stream_last: Option<u64>,
+) -> Result<Inserted, sqlx::Error> {
     let received = ms(SystemTime::now());
     let mut tx = db.pool.begin().await?;
     let mut inserted = Inserted::default();
@@ -199,6 +221,13 @@ pub async fn insert(
             Backend::Sqlite => " ON CONFLICT (stream_seq) DO NOTHING",
         });
         q.build().execute(&mut *tx).await?;
+    }
+    if let Some(seq) = stream_last {
+        sqlx::query(RAISE_MARK)
+            .bind(seq as i64)
+            .bind(seq as i64)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     // MySQL counts a row replaced by an earlier one twice (the rare reused id): new rows are
@@ -300,6 +329,19 @@ pub async fn set_site_cursor(db: &Db, site: &str, seq: u64) -> Result<(), sqlx::
         .bind(site)
         .bind(seq as i64)
         .bind(ms(SystemTime::now()))
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+const RAISE_MARK: &str = "UPDATE f2b_stream_mark SET last_seq = ? WHERE id = 1 AND last_seq < ?";
+
+/// Raises the stream mark (the highest last sequence of the stream seen) to `seq`; never lowers
+/// it.
+pub async fn raise_stream_mark(db: &Db, seq: u64) -> Result<(), sqlx::Error> {
+    sqlx::query(RAISE_MARK)
+        .bind(seq as i64)
+        .bind(seq as i64)
         .execute(&db.pool)
         .await?;
     Ok(())

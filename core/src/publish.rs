@@ -32,6 +32,14 @@ pub enum SendError {
     Other(String),
 }
 
+/// What the stream's ack said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    New,
+    /// Its duplicate window knew the message id.
+    Duplicate,
+}
+
 /// Publishes events on their subjects and waits for each ack.
 pub struct Sender {
     js: async_nats::jetstream::Context,
@@ -54,16 +62,33 @@ impl Sender {
     /// Publishes `event` with its id as `Nats-Msg-Id` and waits for the ack. Creates the stream
     /// if the server says no stream takes the subject.
     pub async fn send(&self, event: &Event) -> Result<(), SendError> {
-        match self.send_once(event).await {
+        self.send_as(event, &event.id.to_string()).await.map(|_| ())
+    }
+
+    /// Sends `event` again because the archive lacks it (`core/src/confirm.rs`): when the
+    /// stream's duplicate window still remembers its id (a seal purged it, `rewind.rs` in the
+    /// archiver), under `<id>.<attempt>` instead, which the stream stores; the archive and the
+    /// hosts know it by its event id all the same.
+    pub async fn resend(&self, event: &Event, attempt: u32) -> Result<(), SendError> {
+        let id = event.id.to_string();
+        if self.send_as(event, &id).await? == Stored::Duplicate {
+            tracing::debug!(%id, attempt, "the stream remembers the id of a lost event; sent under another");
+            self.send_as(event, &format!("{id}.{attempt}")).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_as(&self, event: &Event, msg_id: &str) -> Result<Stored, SendError> {
+        match self.send_once(event, msg_id).await {
             Err(SendError::NoStream { .. }) => {
                 self.create_stream().await?;
-                self.send_once(event).await
+                self.send_once(event, msg_id).await
             }
             other => other,
         }
     }
 
-    async fn send_once(&self, event: &Event) -> Result<(), SendError> {
+    async fn send_once(&self, event: &Event, msg_id: &str) -> Result<Stored, SendError> {
         let subject = event_subject(
             &self.nats.subject_prefix,
             event.action,
@@ -73,12 +98,16 @@ impl Sender {
         .map_err(|e| SendError::Other(e.to_string()))?;
         let publish = PublishMessage::build()
             .payload(event.encode().into())
-            .message_id(event.id.to_string());
+            .message_id(msg_id);
         let result = match self.js.send_publish(subject.clone(), publish).await {
-            Ok(ack) => ack.await.map(|_| ()),
+            Ok(ack) => ack.await,
             Err(e) => Err(e),
         };
-        let Err(err) = result else { return Ok(()) };
+        let err = match result {
+            Ok(ack) if ack.duplicate => return Ok(Stored::Duplicate),
+            Ok(_) => return Ok(Stored::New),
+            Err(err) => err,
+        };
         // A publish the server refuses is never acked: the reason only arrives as a server
         // error on the connection, so look there before calling it a timeout.
         if let Some(reason) = self.server_errors.take()
