@@ -303,6 +303,10 @@ async fn faults_in_any_order_lose_nothing_and_apply_nothing_twice() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     eprintln!(
+        "chaos: the archivers sealed the stream {} times",
+        seals(dir.path())
+    );
+    eprintln!(
         "chaos: consistent again {:?} after the flow stopped; bans held: {:?}",
         healed.elapsed(),
         hosts
@@ -338,6 +342,18 @@ async fn faults_in_any_order_lose_nothing_and_apply_nothing_twice() {
         );
     }
     drop(archiver);
+}
+
+/// How often the archivers' logs in `dir` say they sealed the stream.
+fn seals(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("archiver"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|log| log.matches("the stream went back").count())
+        .sum()
 }
 
 fn tail(text: &str, n: usize) -> String {
