@@ -322,7 +322,14 @@ impl Source {
             .map_err(|e| ReplayError::Stream(e.into()))?
             .state
             .clone();
-        let after = req.after;
+        // A cursor between a seal's cut and where the numbering went on may have passed
+        // sequences the stream numbered again: the first page starts at the cut.
+        let after = match req.until_seq {
+            None => query::catchup_start(&self.db, req.after)
+                .await
+                .map_err(ReplayError::Database)?,
+            Some(_) => req.after,
+        };
         // Never past what the stream holds, whatever the client sent (a far `until_seq` would
         // make every page wait for messages that do not exist).
         let high = req

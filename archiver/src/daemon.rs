@@ -152,7 +152,7 @@ async fn spawn_parts(
             shutdown.clone(),
         ),
     );
-    let rewind = Rewind::load(db.clone(), stream.clone(), metrics.clone()).await?;
+    let rewind = Rewind::load(db.clone(), stream.clone(), prefix.clone(), metrics.clone()).await?;
     tasks.spawn("rewind watch", rewind.clone().watch(shutdown.clone()));
     tasks.spawn(
         "ingest",

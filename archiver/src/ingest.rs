@@ -8,7 +8,7 @@
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::rewind::{Delivered, Rewind, Verdict};
-use crate::store::{self, Archived, ArchivedControl, Reject};
+use crate::store::{self, Archived, ArchivedControl, Mark, Reject};
 use async_nats::jetstream::{AckKind, Message, stream::Stream};
 use futures::StreamExt;
 use shared_f2b::control::ControlKind;
@@ -67,28 +67,20 @@ pub async fn run(
                 }
             }
             if !messages.is_empty() {
-                let sorted = sort(&prefix, &messages);
-                let delivered = delivered(&messages, &sorted);
-                match rewind.check(&delivered).await {
-                    Ok(Verdict::Archive) => {}
-                    // Purged with the seal: its publishers send again what the archive lacks.
-                    Ok(Verdict::Sealed) => continue,
-                    Err(e) => tracing::error!(error = %e, "cannot check or seal a stream \
-                        that may have gone back; archiving as numbered (does the archiver's \
-                        user lack $JS.API.STREAM.PURGE.<stream>? see docs/upgrading.md)"),
-                }
+                let delivered: Vec<Delivered> = messages.iter().filter_map(Delivered::of).collect();
+                let mark = match checked(&rewind, &delivered, &shutdown).await {
+                    Some((Verdict::Archive, mark)) => mark,
+                    // Archived with the seal (what the stream holds); purged since.
+                    Some((Verdict::Sealed, _)) => continue,
+                    None => break 'open,
+                };
                 while writers.len() >= WRITERS {
                     writers.join_next().await;
                 }
-                let (db, shutdown) = (db.clone(), shutdown.clone());
-                let (metrics, rewind) = (metrics.clone(), rewind.clone());
+                let (db, prefix, shutdown) = (db.clone(), prefix.clone(), shutdown.clone());
+                let metrics = metrics.clone();
                 writers.spawn(async move {
-                    let batch = Batch {
-                        messages,
-                        sorted,
-                        delivered,
-                    };
-                    archive(&db, batch, &rewind, &metrics, &shutdown).await
+                    archive(&db, &prefix, messages, mark, &metrics, &shutdown).await
                 });
             }
             if broken {
@@ -97,6 +89,39 @@ pub async fn run(
         }
     }
     while writers.join_next().await.is_some() {}
+}
+
+/// Tries the check a few times (the stream and the database may be coming back after the very
+/// restart that rewound it); then archives as numbered, said loudly. `None`: shutdown.
+async fn checked(
+    rewind: &Rewind,
+    delivered: &[Delivered],
+    shutdown: &CancellationToken,
+) -> Option<(Verdict, Mark)> {
+    const TRIES: u32 = 5;
+    for attempt in 1..=TRIES {
+        match rewind.check(delivered).await {
+            Ok(done) => return Some(done),
+            Err(e) if attempt == TRIES => {
+                tracing::error!(error = %e, "cannot check or seal a stream that may have gone \
+                    back; archiving as numbered (may the archiver's user purge the stream? \
+                    docs/upgrading.md)");
+            }
+            Err(e) => tracing::warn!(error = %e, attempt, "cannot check the batch against the \
+                stream mark yet; trying again"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    let seen = delivered.iter().fold(Mark::default(), |m, d| {
+        m.max(Mark {
+            seq: d.seq,
+            ms: d.stored_ms,
+        })
+    });
+    Some((Verdict::Archive, seen))
 }
 
 async fn open(
@@ -116,34 +141,9 @@ async fn open(
 /// What the archive keeps of a batch's messages: events, control events, what is neither.
 type Sorted = (Vec<Archived>, Vec<ArchivedControl>, Vec<Reject>);
 
-/// A batch in hand: its messages, what the archive keeps of them, and what the rewind check saw.
-struct Batch {
-    messages: Vec<Message>,
-    sorted: Sorted,
-    delivered: Vec<Delivered>,
-}
-
-/// Each message's sequence, id and (first deliveries) the stream's last sequence then.
-fn delivered(messages: &[Message], (events, controls, _): &Sorted) -> Vec<Delivered> {
-    let mut ids: std::collections::HashMap<u64, uuid::Uuid> = events
-        .iter()
-        .map(|a| (a.seq, a.event.id))
-        .chain(controls.iter().map(|c| (c.seq, c.control.id)))
-        .collect();
-    messages
-        .iter()
-        .filter_map(|m| m.info().ok())
-        .map(|info| Delivered {
-            seq: info.stream_sequence,
-            id: ids.remove(&info.stream_sequence),
-            stream_last: (info.delivered == 1).then(|| info.stream_sequence + info.pending),
-        })
-        .collect()
-}
-
 /// A batch's messages as what the archive keeps of each: events (their times clamped),
 /// control events, and what is neither.
-fn sort(prefix: &str, messages: &[Message]) -> Sorted {
+pub(crate) fn sort(prefix: &str, messages: &[Message]) -> Sorted {
     let (mut events, mut controls, mut rejects) = (Vec::new(), Vec::new(), Vec::new());
     for m in messages {
         let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
@@ -191,25 +191,21 @@ fn sort(prefix: &str, messages: &[Message]) -> Sorted {
 /// left unacked and the server redelivers it.
 async fn archive(
     db: &Db,
-    batch: Batch,
-    rewind: &Rewind,
+    prefix: &str,
+    messages: Vec<Message>,
+    mark: Mark,
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) {
     let started = Instant::now();
-    let Batch {
-        messages,
-        sorted: (events, controls, rejects),
-        delivered,
-    } = batch;
     if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
         metrics.consumer_pending.set(info.pending as i64);
     }
-    let stream_last = rewind.stream_last(&delivered);
+    let (events, controls, rejects) = sort(prefix, &messages);
     let mut delay = Duration::from_millis(200);
     let mut failing = false;
     let inserted = loop {
-        match store::insert_from_stream(db, &events, &controls, &rejects, stream_last).await {
+        match store::insert_from_stream(db, &events, &controls, &rejects, mark).await {
             Ok(n) => break n,
             Err(e) => {
                 metrics.db_errors.inc();
@@ -234,7 +230,6 @@ async fn archive(
     if failing {
         tracing::info!("database is back; archiving resumed");
     }
-    rewind.committed(&delivered, stream_last);
     metrics.db_up.set(1);
     metrics.archived.inc_by(inserted.events);
     metrics

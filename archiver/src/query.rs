@@ -914,40 +914,33 @@ pub async fn intel_about(
     rows.iter().map(decode_control).collect()
 }
 
-/// The stream mark: the highest last sequence of the stream the archivers have seen.
-pub async fn stream_mark(db: &Db) -> Result<u64, sqlx::Error> {
-    let row: Option<(i64,)> = sqlx::query_as("SELECT last_seq FROM f2b_stream_mark WHERE id = 1")
-        .fetch_optional(&db.pool)
-        .await?;
-    Ok(row.map_or(0, |(seq,)| seq.max(0) as u64))
+/// The stream mark ([`crate::store::Mark`]).
+pub async fn stream_mark(db: &Db) -> Result<crate::store::Mark, sqlx::Error> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT last_seq, last_ms FROM f2b_stream_mark WHERE id = 1")
+            .fetch_optional(&db.pool)
+            .await?;
+    Ok(
+        row.map_or_else(Default::default, |(seq, ms)| crate::store::Mark {
+            seq: seq.max(0) as u64,
+            ms,
+        }),
+    )
 }
 
-/// The ids the archive holds at each of `seqs` (events and control events), by sequence.
-pub async fn ids_at(
-    db: &Db,
-    seqs: &[u64],
-) -> Result<std::collections::HashMap<u64, uuid::Uuid>, sqlx::Error> {
-    let mut found = std::collections::HashMap::new();
-    const TABLES: [&str; 2] = [
-        "SELECT stream_seq, event_id FROM f2b_events WHERE stream_seq IN (",
-        "SELECT stream_seq, event_id FROM f2b_control WHERE stream_seq IN (",
-    ];
-    for select in TABLES {
-        for chunk in seqs.chunks(1000) {
-            let mut q: QueryBuilder<Any> = QueryBuilder::new(select);
-            let mut list = q.separated(", ");
-            for seq in chunk {
-                list.push_bind(*seq as i64);
-            }
-            q.push(")");
-            for row in q.build().fetch_all(&db.pool).await? {
-                let seq: i64 = row.try_get("stream_seq")?;
-                let bytes: Vec<u8> = row.try_get("event_id")?;
-                if let Ok(id) = uuid::Uuid::from_slice(&bytes) {
-                    found.insert(seq as u64, id);
-                }
-            }
-        }
-    }
-    Ok(found)
+/// Where a catch-up after `after` starts: at the lowest seal's cut below `after` whose
+/// numbering went on above it (a cursor between them may have passed sequences the stream
+/// numbered again), else at `after`.
+pub async fn catchup_start(db: &Db, after: u64) -> Result<u64, sqlx::Error> {
+    let cut: Option<i64> = sqlx::query(
+        "SELECT MIN(cut_seq) AS cut FROM f2b_stream_seals WHERE cut_seq < ? AND resumed_seq > ?",
+    )
+    .bind(after as i64)
+    .bind(after as i64)
+    .fetch_one(&db.pool)
+    .await?
+    .try_get("cut")?;
+    Ok(cut
+        .and_then(|cut| u64::try_from(cut).ok())
+        .map_or(after, |cut| cut.min(after)))
 }

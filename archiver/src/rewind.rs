@@ -4,38 +4,47 @@
 //! the archive and the hosts already used would then name other events, an unban would sort
 //! before the ban it lifts, and a host would skip new events as ones it had.
 //!
-//! The archivers notice it (the stream's last sequence below the highest they saw, the stream
-//! mark; or a message at a sequence where the archive holds another event) before they archive
-//! anything the stream numbered again, and seal the stream: purge it up to [`SEAL_GAP`] past
-//! anything seen, so its numbering goes on above every sequence a host can hold. Hosts then see
-//! a gap and catch up from the archive, which holds what the stream lost and the archive had;
-//! what the stream took after the cut and the seal removed, the publishers send again (their
+//! The archivers keep the stream mark ([`Mark`]: the highest sequence seen and the latest time
+//! the server stored a message seen, its own clock). A message at or below the mark's sequence
+//! stored after the mark's time was numbered again, and a stream whose last sequence is below
+//! the mark's went back. Either way, before anything numbered again is archived, the archiver
+//! seals the stream: it archives everything the stream holds — what it kept at its own
+//! sequence, what it numbered again after [`SEAL_GAP`] past every sequence known, in order —
+//! then purges it up to there, so its numbering goes on above every sequence a host can hold,
+//! and records the seal (`f2b_stream_seals`). Hosts see a gap and catch up from the archive;
+//! one whose cursor lies between the cut and the new numbering catches up from the cut
+//! ([`crate::query::catchup_start`]). What the stream lost, the publishers send again (their
 //! end-to-end acknowledgement, `core/src/confirm.rs`).
 
 use crate::db::Db;
 use crate::metrics::Metrics;
-use crate::{query, store};
+use crate::store::{self, Mark, ms};
+use crate::{ingest, query};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
-/// How far past the highest sequence seen a seal puts the stream's numbering: more than a host
+/// How far past the highest sequence known a seal puts the stream's numbering: more than a host
 /// can have seen beyond it (a cut loses at most what the stream took since its last sync, two
 /// minutes on 2.9).
 pub const SEAL_GAP: u64 = 10_000_000;
-/// How often the stream's last sequence is compared with the mark.
+/// How often the stream's state is compared with the mark.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// Messages read at once while sealing.
+const DRAIN_PAGE: usize = 5000;
 
 /// What failed while checking or sealing the stream.
 #[derive(Debug, thiserror::Error)]
 pub enum RewindError {
-    #[error("cannot read the stream's state: {0}")]
+    #[error("cannot read the stream: {0}")]
     Stream(async_nats::Error),
     #[error("cannot purge the stream to seal it: {0}")]
     Purge(async_nats::Error),
-    #[error("cannot read or raise the stream mark: {0}")]
+    #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
 
@@ -43,11 +52,19 @@ pub enum RewindError {
 #[derive(Debug, Clone, Copy)]
 pub struct Delivered {
     pub seq: u64,
-    /// The event's or control event's id (`None`: neither).
-    pub id: Option<uuid::Uuid>,
-    /// The stream's last sequence at delivery (its sequence plus what was pending after it),
-    /// for a first delivery; `None` for a redelivery, whose pending count says nothing of it.
-    pub stream_last: Option<u64>,
+    /// When the server stored it (its clock, ms since the epoch).
+    pub stored_ms: i64,
+}
+
+impl Delivered {
+    /// The sequence and store time of a message from the stream.
+    pub fn of(msg: &async_nats::jetstream::Message) -> Option<Delivered> {
+        let info = msg.info().ok()?;
+        Some(Delivered {
+            seq: info.stream_sequence,
+            stored_ms: ms(SystemTime::from(info.published)),
+        })
+    }
 }
 
 /// What a batch may do.
@@ -55,113 +72,87 @@ pub struct Delivered {
 pub enum Verdict {
     /// Archive it.
     Archive,
-    /// The stream went back under it and is sealed now: drop it (the seal removed it).
+    /// The stream went back under it and is sealed now: it is archived with the rest, drop it.
     Sealed,
 }
 
-/// The archiver's watch over the stream's numbering, shared by its ingest writers.
+/// The archiver's watch over the stream's numbering, shared by its ingest and its check task.
 #[derive(Clone)]
 pub struct Rewind(Arc<Inner>);
 
 struct Inner {
     db: Db,
     stream: Stream,
+    prefix: String,
     metrics: Metrics,
-    /// The highest last sequence of the stream seen (also in `f2b_stream_mark`).
-    mark: AtomicU64,
-    /// The mark at start and the stream's last sequence at each first delivery since, in
-    /// delivery order: what a delivery is compared with (a watch's later reading is not, as a
-    /// batch may wait in hand after it).
-    delivered: AtomicU64,
-    /// The highest sequence archived.
-    archived: AtomicU64,
+    /// The mark as this archiver knows it (the database's at start, then what it saw).
+    mark: Mutex<Mark>,
     sealing: tokio::sync::Mutex<()>,
 }
 
 impl Rewind {
-    /// Reads the mark and the highest archived sequence.
-    pub async fn load(db: Db, stream: Stream, metrics: Metrics) -> Result<Rewind, RewindError> {
+    /// Reads the mark.
+    pub async fn load(
+        db: Db,
+        stream: Stream,
+        prefix: String,
+        metrics: Metrics,
+    ) -> Result<Rewind, RewindError> {
         let mark = query::stream_mark(&db).await?;
-        let archived = archived_high(&db).await?;
         Ok(Rewind(Arc::new(Inner {
             db,
             stream,
+            prefix,
             metrics,
-            mark: AtomicU64::new(mark),
-            delivered: AtomicU64::new(mark),
-            archived: AtomicU64::new(archived),
+            mark: Mutex::new(mark),
             sealing: tokio::sync::Mutex::new(()),
         })))
     }
 
-    /// The stream's last sequence a batch shows (its first deliveries'), at least the mark.
-    pub fn stream_last(&self, batch: &[Delivered]) -> u64 {
-        let seen = batch
-            .iter()
-            .filter_map(|d| d.stream_last)
-            .max()
-            .unwrap_or(0);
-        seen.max(self.0.mark.load(Ordering::SeqCst))
+    fn mark(&self) -> Mark {
+        *self.0.mark.lock().expect("mark lock")
     }
 
-    /// Before a batch is archived, batches in delivery order: whether the stream went back
-    /// under it (then sealed).
-    pub async fn check(&self, batch: &[Delivered]) -> Result<Verdict, RewindError> {
-        let delivered = self.0.delivered.load(Ordering::SeqCst);
-        let lasts = batch.iter().filter_map(|d| d.stream_last);
-        if let Some(last) = lasts.clone().min()
-            && last < delivered
+    fn raise(&self, to: Mark) -> Mark {
+        let mut mark = self.0.mark.lock().expect("mark lock");
+        *mark = mark.max(to);
+        *mark
+    }
+
+    /// Before a batch is archived, batches in delivery order: whether the stream numbered any
+    /// of it again (then it is sealed). Otherwise the mark is raised by the batch, and returned
+    /// for its transaction.
+    pub async fn check(&self, batch: &[Delivered]) -> Result<(Verdict, Mark), RewindError> {
+        let mark = self.mark();
+        if let Some(d) = batch
+            .iter()
+            .find(|d| d.seq <= mark.seq && d.stored_ms > mark.ms)
         {
-            self.seal(last).await?;
-            return Ok(Verdict::Sealed);
+            tracing::warn!(
+                seq = d.seq,
+                mark = mark.seq,
+                "the stream delivered a message at a \
+                sequence it had used, stored after every message seen there"
+            );
+            self.seal().await?;
+            return Ok((Verdict::Sealed, self.mark()));
         }
-        if let Some(last) = lasts.max() {
-            self.0.delivered.fetch_max(last, Ordering::SeqCst);
-        }
-        let archived = self.0.archived.load(Ordering::SeqCst);
-        let low: Vec<&Delivered> = batch
-            .iter()
-            .filter(|d| d.seq <= archived && d.id.is_some())
-            .collect();
-        if low.is_empty() {
-            return Ok(Verdict::Archive);
-        }
-        // A redelivery, or the stream numbered other events again where the archive has some.
-        let seqs: Vec<u64> = low.iter().map(|d| d.seq).collect();
-        let held = query::ids_at(&self.0.db, &seqs).await?;
-        let renumbered = low
-            .iter()
-            .find(|d| held.get(&d.seq).is_some_and(|id| Some(*id) != d.id));
-        match renumbered {
-            Some(d) => {
-                tracing::warn!(
-                    seq = d.seq,
-                    "the stream delivered another event at a sequence \
-                    the archive holds"
-                );
-                self.seal(d.seq.saturating_sub(1)).await?;
-                Ok(Verdict::Sealed)
-            }
-            None => Ok(Verdict::Archive),
-        }
+        let seen = batch.iter().fold(Mark::default(), |m, d| {
+            m.max(Mark {
+                seq: d.seq,
+                ms: d.stored_ms,
+            })
+        });
+        Ok((Verdict::Archive, self.raise(seen)))
     }
 
-    /// After a batch committed: its sequences are archived and the mark (raised in its
-    /// transaction) is `stream_last`.
-    pub fn committed(&self, batch: &[Delivered], stream_last: u64) {
-        if let Some(high) = batch.iter().map(|d| d.seq).max() {
-            self.0.archived.fetch_max(high, Ordering::SeqCst);
-        }
-        self.0.mark.fetch_max(stream_last, Ordering::SeqCst);
-    }
-
-    /// Compares the stream's last sequence with the mark every [`CHECK_EVERY`] (so a stream
-    /// that went back is sealed before new events come, whenever it can be), raising the mark
-    /// as the stream grows.
+    /// Compares the stream's state with the mark every [`CHECK_EVERY`] (so a stream that went
+    /// back is sealed before new messages come, whenever it can be), raising the mark as the
+    /// stream grows.
     pub async fn watch(self, shutdown: CancellationToken) {
         loop {
             if let Err(e) = self.watch_once().await {
-                tracing::debug!(error = %e, "cannot compare the stream with its mark now");
+                tracing::warn!(error = %e, "cannot compare the stream with its mark now");
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -171,20 +162,25 @@ impl Rewind {
     }
 
     async fn watch_once(&self) -> Result<(), RewindError> {
-        let last = self.last().await?;
-        let mark = self.0.mark.load(Ordering::SeqCst);
-        if last < mark {
-            return self.seal(last).await;
+        let state = self.state().await?;
+        let mark = self.mark();
+        if state.last_sequence < mark.seq {
+            tracing::warn!(
+                stream_last = state.last_sequence,
+                mark = mark.seq,
+                "the stream's last sequence is below the highest one seen"
+            );
+            return self.seal().await;
         }
-        if last > mark {
-            store::raise_stream_mark(&self.0.db, last).await?;
-            self.0.mark.fetch_max(last, Ordering::SeqCst);
+        let now = Mark {
+            seq: state.last_sequence,
+            ms: ms(SystemTime::from(state.last_timestamp)),
+        };
+        if mark.max(now) != mark {
+            store::raise_stream_mark(&self.0.db, now).await?;
+            self.raise(now);
         }
         Ok(())
-    }
-
-    async fn last(&self) -> Result<u64, RewindError> {
-        Ok(self.state().await?.last_sequence)
     }
 
     async fn state(&self) -> Result<async_nats::jetstream::stream::State, RewindError> {
@@ -197,28 +193,62 @@ impl Rewind {
             .state)
     }
 
-    /// Seals the stream, which went back to `seen` (or below): purges it so that its numbering
-    /// goes on [`SEAL_GAP`] past every sequence known here or in the database (another
-    /// archiver's). Nothing to do when it was sealed meanwhile.
-    async fn seal(&self, seen: u64) -> Result<(), RewindError> {
+    /// Seals the stream: archives what it holds (what it numbered again after [`SEAL_GAP`] past
+    /// every sequence known here or in the database), purges it up to there and records the
+    /// seal. Nothing to do when it was sealed meanwhile (by another archiver).
+    async fn seal(&self) -> Result<(), RewindError> {
         let _one = self.0.sealing.lock().await;
         let db = &self.0.db;
-        let mark = query::stream_mark(db)
-            .await?
-            .max(self.0.mark.load(Ordering::SeqCst));
-        let archived = archived_high(db)
-            .await?
-            .max(self.0.archived.load(Ordering::SeqCst));
-        let known = mark.max(archived);
+        let mark = self.raise(query::stream_mark(db).await?);
+        let known = mark.seq.max(archived_high(db).await?);
         let state = self.state().await?;
         if state.first_sequence > known {
-            // Sealed already (by another archiver, or a check that raced this one).
-            let sealed_at = state.first_sequence - 1;
-            self.0.mark.fetch_max(sealed_at, Ordering::SeqCst);
-            self.0.delivered.fetch_max(sealed_at, Ordering::SeqCst);
+            self.raise(Mark {
+                seq: state.first_sequence - 1,
+                ms: mark.ms,
+            });
             return Ok(());
         }
-        let next = known.max(state.last_sequence) + SEAL_GAP + 1;
+        let base = known.max(state.last_sequence) + SEAL_GAP + 1;
+        let (mut next, mut cut, mut latest) = (base, None, mark.ms);
+        let (mut from, mut drained) = (state.first_sequence.max(1), 0u64);
+        // Until the stream's end stands still: what comes meanwhile is archived too.
+        loop {
+            let last = self.state().await?.last_sequence;
+            if from > last {
+                break;
+            }
+            let messages = self.read(from, last).await?;
+            let Some(end) = messages
+                .iter()
+                .filter_map(Delivered::of)
+                .map(|d| d.seq)
+                .max()
+            else {
+                break;
+            };
+            let mut renumbered: HashMap<u64, u64> = HashMap::new();
+            for d in messages.iter().filter_map(Delivered::of) {
+                latest = latest.max(d.stored_ms);
+                if d.stored_ms > mark.ms || cut.is_some() {
+                    cut.get_or_insert(d.seq - 1);
+                    renumbered.insert(d.seq, next);
+                    next += 1;
+                }
+            }
+            let (mut events, mut controls, mut rejects) = ingest::sort(&self.0.prefix, &messages);
+            let at = |seq: &mut u64| {
+                if let Some(new) = renumbered.get(seq) {
+                    *seq = *new;
+                }
+            };
+            events.iter_mut().for_each(|e| at(&mut e.seq));
+            controls.iter_mut().for_each(|c| at(&mut c.seq));
+            rejects.iter_mut().for_each(|r| at(&mut r.seq));
+            store::insert(db, &events, &controls, &rejects).await?;
+            drained += messages.len() as u64;
+            from = end + 1;
+        }
         let purged = self
             .0
             .stream
@@ -227,21 +257,80 @@ impl Rewind {
             .await
             .map_err(|e| RewindError::Purge(e.into()))?
             .purged;
-        store::raise_stream_mark(db, next - 1).await?;
-        self.0.mark.fetch_max(next - 1, Ordering::SeqCst);
-        self.0.delivered.fetch_max(next - 1, Ordering::SeqCst);
+        // Nothing was numbered again yet: the stream kept what it holds, up to its last.
+        let cut = cut.unwrap_or(from - 1);
+        store::record_seal(db, cut, next).await?;
+        let sealed = Mark {
+            seq: next - 1,
+            ms: latest,
+        };
+        store::raise_stream_mark(db, sealed).await?;
+        self.raise(sealed);
         self.0.metrics.stream_seals.inc();
         tracing::error!(
-            stream_last = state.last_sequence,
-            seen,
+            kept_up_to = cut,
             highest_known = known,
+            renumbered = next - base,
             numbering_from = next,
-            purged,
-            "the stream went back (a power cut of the NATS host before it synced?): sealed it, \
-             so its numbering goes on past every sequence a host can hold; hosts catch up from \
-             the archive and publishers send again what the stream lost"
+            "the stream went back (a power cut of the NATS host before it synced?): sealed it; \
+             what it numbered again is archived after every sequence a host can hold, hosts catch \
+             up from the archive, and publishers send again what the stream lost"
         );
+        if purged > drained {
+            tracing::error!(
+                lost = purged - drained,
+                "messages the stream took while it was sealed were purged before they were \
+                 archived: hosts send theirs again, an operator's order given just then must be \
+                 given again"
+            );
+        }
         Ok(())
+    }
+
+    /// The stored messages from `from` to `last` (at most [`DRAIN_PAGE`]), through a
+    /// short-lived consumer.
+    async fn read(
+        &self,
+        from: u64,
+        last: u64,
+    ) -> Result<Vec<async_nats::jetstream::Message>, RewindError> {
+        let stream_err = |e: async_nats::Error| RewindError::Stream(e);
+        let consumer = self
+            .0
+            .stream
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(10),
+                memory_storage: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| stream_err(e.into()))?;
+        let want = ((last - from + 1) as usize).min(DRAIN_PAGE);
+        let mut batch = consumer
+            .fetch()
+            .max_messages(want)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .map_err(|e| stream_err(e.into()))?;
+        let mut out = Vec::with_capacity(want);
+        while let Some(msg) = batch.next().await {
+            let msg = msg.map_err(stream_err)?;
+            let Ok(info) = msg.info() else { continue };
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            if seq > last {
+                break;
+            }
+            out.push(msg);
+            if pending == 0 || seq == last {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
 

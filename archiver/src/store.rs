@@ -118,16 +118,16 @@ pub async fn insert(
     insert_marked(db, events, controls, rejects, None).await
 }
 
-/// [`insert`] of a batch from the stream, raising the stream mark to `stream_last` (the
-/// stream's last sequence when the batch was delivered) in the same transaction.
+/// [`insert`] of a batch from the stream, raising the stream mark to `mark` in the same
+/// transaction.
 pub async fn insert_from_stream(
     db: &Db,
     events: &[Archived],
     controls: &[ArchivedControl],
     rejects: &[Reject],
-    stream_last: u64,
+    mark: Mark,
 ) -> Result<Inserted, sqlx::Error> {
-    insert_marked(db, events, controls, rejects, Some(stream_last)).await
+    insert_marked(db, events, controls, rejects, Some(mark)).await
 }
 
 async fn insert_marked(
@@ -135,7 +135,7 @@ async fn insert_marked(
     events: &[Archived],
     controls: &[ArchivedControl],
     rejects: &[Reject],
-    stream_last: Option<u64>,
+    mark: Option<Mark>,
 ) -> Result<Inserted, sqlx::Error> {
     let received = ms(SystemTime::now());
     let mut tx = db.pool.begin().await?;
@@ -222,12 +222,8 @@ async fn insert_marked(
         });
         q.build().execute(&mut *tx).await?;
     }
-    if let Some(seq) = stream_last {
-        sqlx::query(RAISE_MARK)
-            .bind(seq as i64)
-            .bind(seq as i64)
-            .execute(&mut *tx)
-            .await?;
+    if let Some(mark) = mark {
+        raise_mark(mark).execute(&mut *tx).await?;
     }
     tx.commit().await?;
     // MySQL counts a row replaced by an earlier one twice (the rare reused id): new rows are
@@ -334,14 +330,48 @@ pub async fn set_site_cursor(db: &Db, site: &str, seq: u64) -> Result<(), sqlx::
     Ok(())
 }
 
-const RAISE_MARK: &str = "UPDATE f2b_stream_mark SET last_seq = ? WHERE id = 1 AND last_seq < ?";
+/// The stream mark (`f2b_stream_mark`): the highest sequence of the stream seen and the latest
+/// time (the server's clock, ms since the epoch) it stored a message seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mark {
+    pub seq: u64,
+    pub ms: i64,
+}
 
-/// Raises the stream mark (the highest last sequence of the stream seen) to `seq`; never lowers
-/// it.
-pub async fn raise_stream_mark(db: &Db, seq: u64) -> Result<(), sqlx::Error> {
-    sqlx::query(RAISE_MARK)
-        .bind(seq as i64)
-        .bind(seq as i64)
+impl Mark {
+    /// Each part the higher of the two.
+    pub fn max(self, other: Mark) -> Mark {
+        Mark {
+            seq: self.seq.max(other.seq),
+            ms: self.ms.max(other.ms),
+        }
+    }
+}
+
+fn raise_mark(mark: Mark) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
+    sqlx::query(
+        "UPDATE f2b_stream_mark SET \
+         last_seq = CASE WHEN last_seq < ? THEN ? ELSE last_seq END, \
+         last_ms = CASE WHEN last_ms < ? THEN ? ELSE last_ms END WHERE id = 1",
+    )
+    .bind(mark.seq as i64)
+    .bind(mark.seq as i64)
+    .bind(mark.ms)
+    .bind(mark.ms)
+}
+
+/// Raises the stream mark to `mark` (each part; never lowers it).
+pub async fn raise_stream_mark(db: &Db, mark: Mark) -> Result<(), sqlx::Error> {
+    raise_mark(mark).execute(&db.pool).await?;
+    Ok(())
+}
+
+/// Records a seal: the stream kept what it had up to `cut`, and numbers on from `resumed`.
+pub async fn record_seal(db: &Db, cut: u64, resumed: u64) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO f2b_stream_seals (cut_seq, resumed_seq, sealed_ms) VALUES (?, ?, ?)")
+        .bind(cut as i64)
+        .bind(resumed as i64)
+        .bind(ms(SystemTime::now()))
         .execute(&db.pool)
         .await?;
     Ok(())

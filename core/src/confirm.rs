@@ -252,7 +252,7 @@ pub async fn pass(
                 pass.dropped += 1;
                 continue;
             }
-            match resend(record, tracked.resends + 1, sender).await {
+            match resend(record, sender).await {
                 Resent::Sent => {
                     tracked.resends += 1;
                     // Asked about again once this send has had its answer.
@@ -324,7 +324,7 @@ enum Resent {
 }
 
 /// Sends `record` again; its write time becomes now. An unreadable record is dropped.
-async fn resend(record: &Record, attempt: u32, sender: &Sender) -> Resent {
+async fn resend(record: &Record, sender: &Sender) -> Resent {
     let bytes = match fs::read(&record.path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Resent::Gone,
@@ -344,7 +344,7 @@ async fn resend(record: &Record, attempt: u32, sender: &Sender) -> Resent {
             return Resent::Gone;
         }
     };
-    match sender.resend(&event, attempt).await {
+    match sender.resend(&event).await {
         Ok(()) => {
             tracing::debug!(id = %event.id, ip = %event.ip, jail = %event.jail,
                 "a published event the archive lacks, sent again");

@@ -67,13 +67,17 @@ impl Sender {
 
     /// Sends `event` again because the archive lacks it (`core/src/confirm.rs`): when the
     /// stream's duplicate window still remembers its id (a seal purged it, `rewind.rs` in the
-    /// archiver), under `<id>.<attempt>` instead, which the stream stores; the archive and the
+    /// archiver), under `<id>.<now in ms>` instead, which the stream stores; the archive and the
     /// hosts know it by its event id all the same.
-    pub async fn resend(&self, event: &Event, attempt: u32) -> Result<(), SendError> {
+    pub async fn resend(&self, event: &Event) -> Result<(), SendError> {
         let id = event.id.to_string();
         if self.send_as(event, &id).await? == Stored::Duplicate {
-            tracing::debug!(%id, attempt, "the stream remembers the id of a lost event; sent under another");
-            self.send_as(event, &format!("{id}.{attempt}")).await?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            tracing::debug!(%id, "the stream remembers the id of a lost event; sent under another");
+            self.send_as(event, &format!("{id}.{now}")).await?;
         }
         Ok(())
     }
