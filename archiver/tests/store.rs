@@ -81,3 +81,38 @@ async fn of_two_events_with_one_id_the_first_stored_is_kept() {
     }
     assert_eq!(stored("192.0.2.1").await, [3]);
 }
+
+#[tokio::test]
+async fn the_stream_mark_only_rises_and_a_cursor_inside_a_seal_starts_at_its_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let db = Db::connect(&url).await.unwrap();
+    db.migrate().await.unwrap();
+    let mark = |seq, ms| store::Mark { seq, ms };
+    assert_eq!(query::stream_mark(&db).await.unwrap(), mark(0, 0));
+    store::raise_stream_mark(&db, mark(10, 5_000))
+        .await
+        .unwrap();
+    store::raise_stream_mark(&db, mark(7, 9_000)).await.unwrap();
+    assert_eq!(
+        query::stream_mark(&db).await.unwrap(),
+        mark(10, 9_000),
+        "each part the highest seen"
+    );
+    assert_eq!(query::catchup_start(&db, 50).await.unwrap(), 50, "no seal");
+    // The stream kept up to 40 and numbers on from 10,000,100.
+    store::record_seal(&db, 40, 10_000_100).await.unwrap();
+    for (cursor, start) in [
+        (30, 30),
+        (40, 40),
+        (41, 40),
+        (90, 40),
+        (10_000_100, 10_000_100),
+    ] {
+        assert_eq!(
+            query::catchup_start(&db, cursor).await.unwrap(),
+            start,
+            "cursor {cursor}"
+        );
+    }
+}
