@@ -146,6 +146,7 @@ fn error_page(error: ReplayError) -> ReplayPage {
         done: true,
         next: 0,
         error: Some(error),
+        restart_at: None,
     }
 }
 
@@ -173,6 +174,7 @@ fn rows_page(
         high_seq: high,
         total,
         error: None,
+        restart_at: None,
     }
 }
 
@@ -311,6 +313,7 @@ impl Source {
             high_seq: high,
             total,
             error: None,
+            restart_at: None,
         })
     }
 
@@ -322,14 +325,7 @@ impl Source {
             .map_err(|e| ReplayError::Stream(e.into()))?
             .state
             .clone();
-        // A cursor between a seal's cut and where the numbering went on may have passed
-        // sequences the stream numbered again: the first page starts at the cut.
-        let after = match req.until_seq {
-            None => query::catchup_start(&self.db, req.after)
-                .await
-                .map_err(ReplayError::Database)?,
-            Some(_) => req.after,
-        };
+        let after = req.after;
         // Never past what the stream holds, whatever the client sent (a far `until_seq` would
         // make every page wait for messages that do not exist).
         let high = req
@@ -344,7 +340,20 @@ impl Source {
             done: true,
             next: after,
             error: None,
+            restart_at: None,
         };
+        // A cursor between a seal's cut and where the numbering went on may have passed
+        // sequences the stream numbered again: the client is to read on from the cut.
+        if req.until_seq.is_none() {
+            let start = query::catchup_start(&self.db, after)
+                .await
+                .map_err(ReplayError::Database)?;
+            if start < after {
+                page.restart_at = Some(start);
+                page.total = 0;
+                return Ok(page);
+            }
+        }
         // Nothing new (the periodic check of an idle host), or the stream was re-created and
         // the client is told so by a `high_seq` below its cursor.
         if after >= high {

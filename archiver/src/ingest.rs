@@ -67,21 +67,20 @@ pub async fn run(
                 }
             }
             if !messages.is_empty() {
-                let delivered: Vec<Delivered> = messages.iter().filter_map(Delivered::of).collect();
-                let mark = match checked(&rewind, &delivered, &shutdown).await {
-                    Some((Verdict::Archive, mark)) => mark,
-                    // Archived with the seal (what the stream holds); purged since.
-                    Some((Verdict::Sealed, _)) => continue,
-                    None => break 'open,
-                };
-                while writers.len() >= WRITERS {
-                    writers.join_next().await;
+                match admit(&rewind, messages, &shutdown).await {
+                    Admit::Archive(messages, mark) => {
+                        while writers.len() >= WRITERS {
+                            writers.join_next().await;
+                        }
+                        let (db, prefix, shutdown) = (db.clone(), prefix.clone(), shutdown.clone());
+                        let metrics = metrics.clone();
+                        writers.spawn(async move {
+                            archive(&db, &prefix, messages, mark, &metrics, &shutdown).await
+                        });
+                    }
+                    Admit::Nothing => {}
+                    Admit::Shutdown => break 'open,
                 }
-                let (db, prefix, shutdown) = (db.clone(), prefix.clone(), shutdown.clone());
-                let metrics = metrics.clone();
-                writers.spawn(async move {
-                    archive(&db, &prefix, messages, mark, &metrics, &shutdown).await
-                });
             }
             if broken {
                 break;
@@ -91,13 +90,41 @@ pub async fn run(
     while writers.join_next().await.is_some() {}
 }
 
+/// What a batch in hand is to become.
+enum Admit {
+    /// Archived, raising the mark to this.
+    Archive(Vec<Message>, Mark),
+    /// Nothing: the seal archived it (and the purge took it from the stream).
+    Nothing,
+    Shutdown,
+}
+
+/// Checks a batch against the stream mark ([`Rewind`]); leaves out what was in hand before the
+/// last seal's purge, and archived by it.
+async fn admit(rewind: &Rewind, mut messages: Vec<Message>, shutdown: &CancellationToken) -> Admit {
+    let delivered: Vec<Delivered> = messages.iter().filter_map(Delivered::of).collect();
+    match checked(rewind, &delivered, shutdown).await {
+        Some((Verdict::Archive, purged, mark)) => {
+            if !purged.is_empty() {
+                messages.retain(|m| m.info().is_ok_and(|i| !purged.contains(&i.stream_sequence)));
+            }
+            match messages.is_empty() {
+                true => Admit::Nothing,
+                false => Admit::Archive(messages, mark),
+            }
+        }
+        Some((Verdict::Sealed, _, _)) => Admit::Nothing,
+        None => Admit::Shutdown,
+    }
+}
+
 /// Tries the check a few times (the stream and the database may be coming back after the very
 /// restart that rewound it); then archives as numbered, said loudly. `None`: shutdown.
 async fn checked(
     rewind: &Rewind,
     delivered: &[Delivered],
     shutdown: &CancellationToken,
-) -> Option<(Verdict, Mark)> {
+) -> Option<(Verdict, Vec<u64>, Mark)> {
     const TRIES: u32 = 5;
     for attempt in 1..=TRIES {
         match rewind.check(delivered).await {
@@ -121,7 +148,7 @@ async fn checked(
             ms: d.stored_ms,
         })
     });
-    Some((Verdict::Archive, seen))
+    Some((Verdict::Archive, Vec::new(), seen))
 }
 
 async fn open(

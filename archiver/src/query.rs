@@ -929,11 +929,11 @@ pub async fn stream_mark(db: &Db) -> Result<crate::store::Mark, sqlx::Error> {
 }
 
 /// Where a catch-up after `after` starts: at the lowest seal's cut below `after` whose
-/// numbering went on above it (a cursor between them may have passed sequences the stream
-/// numbered again), else at `after`.
+/// renumbered messages are archived above it (a cursor between them may have passed sequences
+/// the stream numbered again), else at `after`.
 pub async fn catchup_start(db: &Db, after: u64) -> Result<u64, sqlx::Error> {
     let cut: Option<i64> = sqlx::query(
-        "SELECT MIN(cut_seq) AS cut FROM f2b_stream_seals WHERE cut_seq < ? AND resumed_seq > ?",
+        "SELECT MIN(cut_seq) AS cut FROM f2b_stream_seals WHERE cut_seq < ? AND base_seq > ?",
     )
     .bind(after as i64)
     .bind(after as i64)

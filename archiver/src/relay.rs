@@ -258,6 +258,16 @@ impl Relay {
                 break;
             }
             let page = self.page(ReplayKind::Since, self.cursor, until).await?;
+            if let Some(cut) = page.restart_at
+                && until.is_none()
+                && cut < self.cursor
+            {
+                tracing::warn!(site = %self.site, cursor = self.cursor, from = cut,
+                    "the site's stream went back and was sealed; reading it from where it went \
+                     back to (ids dedupe)");
+                self.cursor = cut;
+                continue;
+            }
             if page.high_seq < self.cursor {
                 if reset {
                     return Err(self.remote_error("its stream's last sequence went back twice"));

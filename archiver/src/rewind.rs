@@ -24,6 +24,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -87,6 +88,10 @@ struct Inner {
     metrics: Metrics,
     /// The mark as this archiver knows it (the database's at start, then what it saw).
     mark: Mutex<Mark>,
+    /// Where this archiver's last seal had the numbering go on: anything delivered below it was
+    /// in hand before the purge (and archived by the seal).
+    resumed: AtomicU64,
+    /// Held by a check and by a seal: nothing is let through while the stream is sealed.
     sealing: tokio::sync::Mutex<()>,
 }
 
@@ -105,6 +110,7 @@ impl Rewind {
             prefix,
             metrics,
             mark: Mutex::new(mark),
+            resumed: AtomicU64::new(0),
             sealing: tokio::sync::Mutex::new(()),
         })))
     }
@@ -121,8 +127,12 @@ impl Rewind {
 
     /// Before a batch is archived, batches in delivery order: whether the stream numbered any
     /// of it again (then it is sealed). Otherwise the mark is raised by the batch, and returned
-    /// for its transaction.
-    pub async fn check(&self, batch: &[Delivered]) -> Result<(Verdict, Mark), RewindError> {
+    /// for its transaction; what was in hand before this archiver's last purge is left out.
+    pub async fn check(
+        &self,
+        batch: &[Delivered],
+    ) -> Result<(Verdict, Vec<u64>, Mark), RewindError> {
+        let _one = self.0.sealing.lock().await;
         let mark = self.mark();
         if let Some(d) = batch
             .iter()
@@ -134,16 +144,22 @@ impl Rewind {
                 "the stream delivered a message at a \
                 sequence it had used, stored after every message seen there"
             );
-            self.seal().await?;
-            return Ok((Verdict::Sealed, self.mark()));
+            self.seal_locked().await?;
+            return Ok((Verdict::Sealed, Vec::new(), self.mark()));
         }
+        let resumed = self.0.resumed.load(Ordering::SeqCst);
+        let purged: Vec<u64> = batch
+            .iter()
+            .filter(|d| d.seq < resumed)
+            .map(|d| d.seq)
+            .collect();
         let seen = batch.iter().fold(Mark::default(), |m, d| {
             m.max(Mark {
                 seq: d.seq,
                 ms: d.stored_ms,
             })
         });
-        Ok((Verdict::Archive, self.raise(seen)))
+        Ok((Verdict::Archive, purged, self.raise(seen)))
     }
 
     /// Compares the stream's state with the mark every [`CHECK_EVERY`] (so a stream that went
@@ -162,6 +178,7 @@ impl Rewind {
     }
 
     async fn watch_once(&self) -> Result<(), RewindError> {
+        let _one = self.0.sealing.lock().await;
         let state = self.state().await?;
         let mark = self.mark();
         if state.last_sequence < mark.seq {
@@ -170,7 +187,7 @@ impl Rewind {
                 mark = mark.seq,
                 "the stream's last sequence is below the highest one seen"
             );
-            return self.seal().await;
+            return self.seal_locked().await;
         }
         let now = Mark {
             seq: state.last_sequence,
@@ -193,12 +210,13 @@ impl Rewind {
             .state)
     }
 
-    /// Seals the stream: archives what it holds (what it numbered again after [`SEAL_GAP`] past
-    /// every sequence known here or in the database), purges it up to there and records the
-    /// seal. Nothing to do when it was sealed meanwhile (by another archiver).
-    async fn seal(&self) -> Result<(), RewindError> {
-        let _one = self.0.sealing.lock().await;
+    /// Seals the stream (the caller holds `sealing`; across archivers, a database lock):
+    /// archives what it holds (what it numbered again after [`SEAL_GAP`] past every sequence
+    /// known here or in the database), records the seal, and purges the stream up to there.
+    /// Nothing to do when it was sealed meanwhile (by another archiver).
+    async fn seal_locked(&self) -> Result<(), RewindError> {
         let db = &self.0.db;
+        let _across = SealLock::take(db).await?;
         let mark = self.raise(query::stream_mark(db).await?);
         let known = mark.seq.max(archived_high(db).await?);
         let state = self.state().await?;
@@ -207,25 +225,38 @@ impl Rewind {
                 seq: state.first_sequence - 1,
                 ms: mark.ms,
             });
+            self.0
+                .resumed
+                .fetch_max(state.first_sequence, Ordering::SeqCst);
             return Ok(());
         }
+        // May it purge at all? (Purging below the first sequence removes nothing.) Asked before
+        // anything is archived out of place.
+        self.purge(state.first_sequence.max(1)).await?;
         let base = known.max(state.last_sequence) + SEAL_GAP + 1;
         let (mut next, mut cut, mut latest) = (base, None, mark.ms);
         let (mut from, mut drained) = (state.first_sequence.max(1), 0u64);
         // Until the stream's end stands still: what comes meanwhile is archived too.
         loop {
-            let last = self.state().await?.last_sequence;
-            if from > last {
+            let now = self.state().await?;
+            if from > now.last_sequence {
                 break;
             }
-            let messages = self.read(from, last).await?;
+            let messages = self.read(from, now.last_sequence).await?;
             let Some(end) = messages
                 .iter()
                 .filter_map(Delivered::of)
                 .map(|d| d.seq)
                 .max()
             else {
-                break;
+                if now.first_sequence > from {
+                    // Gone meanwhile (its age): nothing to archive there.
+                    from = now.first_sequence;
+                    continue;
+                }
+                return Err(RewindError::Stream(
+                    format!("nothing read from sequence {from} to {}", now.last_sequence).into(),
+                ));
             };
             let mut renumbered: HashMap<u64, u64> = HashMap::new();
             for d in messages.iter().filter_map(Delivered::of) {
@@ -249,26 +280,21 @@ impl Rewind {
             drained += messages.len() as u64;
             from = end + 1;
         }
-        let purged = self
-            .0
-            .stream
-            .purge()
-            .sequence(next)
-            .await
-            .map_err(|e| RewindError::Purge(e.into()))?
-            .purged;
-        // Nothing was numbered again yet: the stream kept what it holds, up to its last.
-        let cut = cut.unwrap_or(from - 1);
-        store::record_seal(db, cut, next).await?;
+        // Nothing numbered again: no host can have followed sequences the stream reused.
+        if let Some(cut) = cut {
+            store::record_seal(db, cut, base, next).await?;
+        }
         let sealed = Mark {
             seq: next - 1,
             ms: latest,
         };
         store::raise_stream_mark(db, sealed).await?;
+        let purged = self.purge(next).await?;
         self.raise(sealed);
+        self.0.resumed.fetch_max(next, Ordering::SeqCst);
         self.0.metrics.stream_seals.inc();
         tracing::error!(
-            kept_up_to = cut,
+            kept_up_to = cut.unwrap_or(from - 1),
             highest_known = known,
             renumbered = next - base,
             numbering_from = next,
@@ -285,6 +311,18 @@ impl Rewind {
             );
         }
         Ok(())
+    }
+
+    /// Purges the stream below `seq`; how many messages went.
+    async fn purge(&self, seq: u64) -> Result<u64, RewindError> {
+        Ok(self
+            .0
+            .stream
+            .purge()
+            .sequence(seq)
+            .await
+            .map_err(|e| RewindError::Purge(e.into()))?
+            .purged)
     }
 
     /// The stored messages from `from` to `last` (at most [`DRAIN_PAGE`]), through a
@@ -339,4 +377,40 @@ async fn archived_high(db: &Db) -> Result<u64, sqlx::Error> {
     Ok(query::max_seq(db)
         .await?
         .max(query::max_control_seq(db).await?))
+}
+
+/// The database lock that keeps two archivers from sealing at once (MySQL/MariaDB `GET_LOCK`
+/// on a connection of its own, released when it closes; SQLite serves one archiver).
+struct SealLock(Option<sqlx::AnyConnection>);
+
+impl SealLock {
+    const NAME: &str = "shared_f2b_seal";
+
+    async fn take(db: &Db) -> Result<SealLock, RewindError> {
+        if db.backend != crate::db::Backend::MySql {
+            return Ok(SealLock(None));
+        }
+        let mut conn = db.pool.acquire().await?.detach();
+        let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 300)")
+            .bind(Self::NAME)
+            .fetch_one(&mut conn)
+            .await?;
+        if got != Some(1) {
+            return Err(RewindError::Stream(
+                "another archiver is sealing the stream (no lock within 300 s)".into(),
+            ));
+        }
+        Ok(SealLock(Some(conn)))
+    }
+}
+
+impl Drop for SealLock {
+    fn drop(&mut self) {
+        // Closing the connection releases the lock.
+        if let Some(conn) = self.0.take() {
+            tokio::spawn(async move {
+                let _ = sqlx::Connection::close(conn).await;
+            });
+        }
+    }
 }

@@ -366,13 +366,18 @@ pub async fn raise_stream_mark(db: &Db, mark: Mark) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Records a seal: the stream kept what it had up to `cut`, and numbers on from `resumed`.
-pub async fn record_seal(db: &Db, cut: u64, resumed: u64) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO f2b_stream_seals (cut_seq, resumed_seq, sealed_ms) VALUES (?, ?, ?)")
-        .bind(cut as i64)
-        .bind(resumed as i64)
-        .bind(ms(SystemTime::now()))
-        .execute(&db.pool)
-        .await?;
+/// Records a seal: the stream kept what it had up to `cut`, what it numbered again is archived
+/// from `base` on, and it numbers on from `resumed`.
+pub async fn record_seal(db: &Db, cut: u64, base: u64, resumed: u64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO f2b_stream_seals (cut_seq, base_seq, resumed_seq, sealed_ms) \
+         VALUES (?, ?, ?, ?)",
+    )
+    .bind(cut as i64)
+    .bind(base as i64)
+    .bind(resumed as i64)
+    .bind(ms(SystemTime::now()))
+    .execute(&db.pool)
+    .await?;
     Ok(())
 }

@@ -146,4 +146,9 @@ pub struct ReplayPage {
     /// Set when the archiver could not answer (database down…).
     #[serde(default)]
     pub error: Option<String>,
+    /// `since`: the stream was sealed after it went back (a power cut), and the cursor lies
+    /// between the cut and where the numbering went on; ask again from here (an empty page,
+    /// `done` for clients that do not know this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_at: Option<u64>,
 }

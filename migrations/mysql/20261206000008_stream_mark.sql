@@ -9,11 +9,13 @@ CREATE TABLE f2b_stream_mark (
     last_ms  BIGINT  NOT NULL
 ) ENGINE = InnoDB;
 INSERT INTO f2b_stream_mark (id, last_seq, last_ms) VALUES (1, 0, 0);
--- Each seal: the stream went back to `cut_seq` (what it kept ended there) and its numbering
--- went on at `resumed_seq`. A host whose cursor lies between them catches up from `cut_seq`
--- (its cursor may have passed sequences the stream numbered again).
+-- Each seal: the stream kept what it had up to `cut_seq`; what it numbered again after that is
+-- archived from `base_seq` on, and its numbering went on at `resumed_seq`. A host whose cursor
+-- lies between `cut_seq` and `base_seq` catches up from `cut_seq` (its cursor may have passed
+-- sequences the stream numbered again).
 CREATE TABLE f2b_stream_seals (
     cut_seq     BIGINT NOT NULL,
+    base_seq    BIGINT NOT NULL,
     resumed_seq BIGINT NOT NULL,
     sealed_ms   BIGINT NOT NULL,
     PRIMARY KEY (cut_seq, resumed_seq)

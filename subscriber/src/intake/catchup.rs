@@ -313,6 +313,20 @@ impl Asker {
         }
         loop {
             let page = fetch_page(&self.client, &self.prefix, &req).await?;
+            if let Some(cut) = page.restart_at
+                && req.until_seq.is_none()
+                && cut < req.after
+            {
+                // The stream was sealed after it went back, and this cursor may have passed
+                // sequences it numbered again: read on from where what it kept ends.
+                tracing::warn!(
+                    cursor = req.after,
+                    from = cut,
+                    "the stream went back and was sealed; catching up from where it went back to"
+                );
+                req.after = cut;
+                continue;
+            }
             if req.until_seq.is_none() {
                 if kind == ReplayKind::Since && page.high_seq < after {
                     return Ok(Some(Fetched::Reset {
