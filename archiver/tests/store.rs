@@ -100,14 +100,19 @@ async fn the_stream_mark_only_rises_and_a_cursor_inside_a_seal_starts_at_its_cut
         "each part the highest seen"
     );
     assert_eq!(query::catchup_start(&db, 50).await.unwrap(), 50, "no seal");
-    // The stream kept up to 40 and numbers on from 10,000,100.
-    store::record_seal(&db, 40, 10_000_100).await.unwrap();
+    // The stream kept up to 40; what it numbered again is archived from 10,000,091 on, and it
+    // numbers on from 10,000,100.
+    store::record_seal(&db, 40, 10_000_091, 10_000_100)
+        .await
+        .unwrap();
     for (cursor, start) in [
         (30, 30),
         (40, 40),
         (41, 40),
         (90, 40),
-        (10_000_100, 10_000_100),
+        (10_000_090, 40),
+        (10_000_091, 10_000_091),
+        (10_000_099, 10_000_099),
     ] {
         assert_eq!(
             query::catchup_start(&db, cursor).await.unwrap(),
