@@ -349,7 +349,10 @@ impl Source {
                 .await
                 .map_err(ReplayError::Database)?;
             if start < after {
+                // A client that knows no `restart_at` sees its stream end below its cursor
+                // (as for a re-created stream) and reads from the start: slow, complete.
                 page.restart_at = Some(start);
+                page.high_seq = start;
                 page.total = 0;
                 return Ok(page);
             }

@@ -127,7 +127,11 @@ async fn checked(
 ) -> Option<(Verdict, Vec<u64>, Mark)> {
     const TRIES: u32 = 5;
     for attempt in 1..=TRIES {
-        match rewind.check(delivered).await {
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            result = rewind.check(delivered) => result,
+        };
+        match result {
             Ok(done) => return Some(done),
             Err(e) if attempt == TRIES => {
                 tracing::error!(error = %e, "cannot check or seal a stream that may have gone \

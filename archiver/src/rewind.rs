@@ -189,6 +189,18 @@ impl Rewind {
             );
             return self.seal_locked().await;
         }
+        // It may have gone back and filled up past the mark before this look: the message at
+        // the mark's sequence was then stored after the mark's time.
+        if mark.seq >= state.first_sequence.max(1)
+            && let Ok(there) = self.0.stream.get_raw_message(mark.seq).await
+            && ms(SystemTime::from(there.time)) > mark.ms
+        {
+            tracing::warn!(
+                seq = mark.seq,
+                "the stream holds a message at the mark's sequence stored after the mark's time"
+            );
+            return self.seal_locked().await;
+        }
         let now = Mark {
             seq: state.last_sequence,
             ms: ms(SystemTime::from(state.last_timestamp)),
@@ -380,7 +392,8 @@ async fn archived_high(db: &Db) -> Result<u64, sqlx::Error> {
 }
 
 /// The database lock that keeps two archivers from sealing at once (MySQL/MariaDB `GET_LOCK`
-/// on a connection of its own, released when it closes; SQLite serves one archiver).
+/// on a connection of its own, released when it closes; SQLite serves one archiver; a Galera
+/// cluster's lock holds on one node only, so there run the archivers against one node).
 struct SealLock(Option<sqlx::AnyConnection>);
 
 impl SealLock {
@@ -391,16 +404,22 @@ impl SealLock {
             return Ok(SealLock(None));
         }
         let mut conn = db.pool.acquire().await?.detach();
-        let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 300)")
+        let got: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar("SELECT GET_LOCK(?, 60)")
             .bind(Self::NAME)
             .fetch_one(&mut conn)
-            .await?;
-        if got != Some(1) {
-            return Err(RewindError::Stream(
-                "another archiver is sealing the stream (no lock within 300 s)".into(),
-            ));
+            .await;
+        match got {
+            Ok(Some(1)) => Ok(SealLock(Some(conn))),
+            Ok(_) => Err(RewindError::Stream(
+                "another archiver is sealing the stream (no lock within 60 s)".into(),
+            )),
+            // A server without lock functions (Galera may refuse them): one archiver seals
+            // unguarded, which is safe when one archiver runs.
+            Err(e) => {
+                tracing::warn!(error = %e, "no database lock to seal under; sealing without");
+                Ok(SealLock(None))
+            }
         }
-        Ok(SealLock(Some(conn)))
     }
 }
 
