@@ -128,6 +128,11 @@ impl Unconfirmed {
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
+            if is_stale_temp(&entry) {
+                // A publisher killed between writing its record and renaming it into place.
+                let _ = fs::remove_file(&path);
+                continue;
+            }
             let Some(id) = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -145,6 +150,21 @@ impl Unconfirmed {
         out.sort_by_key(|r| r.id);
         Ok(out)
     }
+}
+
+/// How old a record's temp file (`.<id>.tmp`) may get before a pass removes it: a publisher
+/// renames it into place within its run, so an older one's publisher was killed.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+
+fn is_stale_temp(entry: &fs::DirEntry) -> bool {
+    let name = entry.file_name();
+    let name = name.to_string_lossy();
+    name.starts_with('.')
+        && name.ends_with(".tmp")
+        && entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > STALE_TEMP)
 }
 
 /// What one pass did.
@@ -194,7 +214,12 @@ pub async fn pass(
         dir: unconfirmed.dir.clone(),
         source,
     };
-    let mut records = unconfirmed.list().map_err(io)?;
+    // Off the async workers: at 100,000 records a listing takes a while.
+    let listing = unconfirmed.clone();
+    let mut records = tokio::task::spawn_blocking(move || listing.list())
+        .await
+        .map_err(|e| io(io::Error::other(e)))?
+        .map_err(io)?;
     let mut pass = Pass::default();
     let now = SystemTime::now();
     let over = records.len().saturating_sub(MAX_UNCONFIRMED);
@@ -398,5 +423,34 @@ mod tests {
         let left = waiting.list().unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(Event::decode(&fs::read(&left[0].path).unwrap()).unwrap(), b);
+    }
+
+    #[test]
+    fn a_killed_publishers_temp_file_goes_once_an_hour_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let waiting = Unconfirmed::new(dir.path());
+        let (old, fresh) = (event(3), event(4));
+        waiting.put(&event(5)).unwrap();
+        let temp = |e: &Event| dir.path().join(SENT_DIR).join(format!(".{}.tmp", e.id));
+        for e in [&old, &fresh] {
+            fs::write(temp(e), e.encode()).unwrap();
+        }
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        fs::File::options()
+            .write(true)
+            .open(temp(&old))
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        assert_eq!(
+            waiting.list().unwrap().len(),
+            1,
+            "temp files are not records"
+        );
+        assert!(!temp(&old).exists(), "an hour old: gone");
+        assert!(
+            temp(&fresh).exists(),
+            "a publisher may still be renaming it"
+        );
     }
 }
