@@ -10,7 +10,6 @@
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::query;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
 use shared_f2b::control::ControlKind;
@@ -427,26 +426,9 @@ impl Source {
         limit: usize,
     ) -> Result<StreamRead, ReplayError> {
         let want = (high - after).min(limit as u64) as usize;
-        let consumer = self
-            .stream
-            .create_consumer(pull::Config {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: after + 1,
-                },
-                ack_policy: AckPolicy::None,
-                inactive_threshold: Duration::from_secs(10),
-                memory_storage: true,
-                ..Default::default()
-            })
+        let mut batch = crate::consumer::read_from(&self.stream, after + 1, want)
             .await
-            .map_err(|e| ReplayError::Stream(e.into()))?;
-        let mut batch = consumer
-            .fetch()
-            .max_messages(want)
-            .expires(Duration::from_secs(2))
-            .messages()
-            .await
-            .map_err(|e| ReplayError::Stream(e.into()))?;
+            .map_err(ReplayError::Stream)?;
         let (mut events, mut controls, mut next) = (Vec::with_capacity(want), Vec::new(), after);
         while let Some(msg) = batch.next().await {
             let msg = msg.map_err(ReplayError::Stream)?;

@@ -149,6 +149,32 @@ async fn recreate(stream: &Stream, name: &str, floor: u64) -> Result<(), Consume
         })
 }
 
+/// Up to `want` stored messages from `start` on, through a short-lived consumer (no acks, in
+/// memory, gone 10 s after its last use): the reads outside the archivers' durable consumer.
+pub async fn read_from(
+    stream: &Stream,
+    start: u64,
+    want: usize,
+) -> Result<pull::Batch, async_nats::Error> {
+    let reader = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(10),
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await?;
+    Ok(reader
+        .fetch()
+        .max_messages(want)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await?)
+}
+
 /// Checks the consumer every [`CHECK_EVERY`] until `shutdown`.
 pub async fn keep(stream: Stream, name: String, metrics: Metrics, shutdown: CancellationToken) {
     let mut floor = 0;

@@ -104,16 +104,14 @@ enum Admit {
 async fn admit(rewind: &Rewind, mut messages: Vec<Message>, shutdown: &CancellationToken) -> Admit {
     let delivered: Vec<Delivered> = messages.iter().filter_map(Delivered::of).collect();
     match checked(rewind, &delivered, shutdown).await {
-        Some((Verdict::Archive, purged, mark)) => {
-            if !purged.is_empty() {
-                messages.retain(|m| m.info().is_ok_and(|i| !purged.contains(&i.stream_sequence)));
-            }
+        Some(Verdict::Archive { from, mark }) => {
+            messages.retain(|m| m.info().is_ok_and(|i| i.stream_sequence >= from));
             match messages.is_empty() {
                 true => Admit::Nothing,
                 false => Admit::Archive(messages, mark),
             }
         }
-        Some((Verdict::Sealed, _, _)) => Admit::Nothing,
+        Some(Verdict::Sealed) => Admit::Nothing,
         None => Admit::Shutdown,
     }
 }
@@ -124,7 +122,7 @@ async fn checked(
     rewind: &Rewind,
     delivered: &[Delivered],
     shutdown: &CancellationToken,
-) -> Option<(Verdict, Vec<u64>, Mark)> {
+) -> Option<Verdict> {
     const TRIES: u32 = 5;
     for attempt in 1..=TRIES {
         let result = tokio::select! {
@@ -152,7 +150,10 @@ async fn checked(
             ms: d.stored_ms,
         })
     });
-    Some((Verdict::Archive, Vec::new(), seen))
+    Some(Verdict::Archive {
+        from: 0,
+        mark: seen,
+    })
 }
 
 async fn open(

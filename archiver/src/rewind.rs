@@ -20,7 +20,6 @@ use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::store::{self, Mark, ms};
 use crate::{ingest, query};
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -71,8 +70,10 @@ impl Delivered {
 /// What a batch may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Archive it.
-    Archive,
+    /// Archive what it holds from sequence `from` on (what lies below was in hand before this
+    /// archiver's last purge, and archived by that seal), raising the mark to `mark` in its
+    /// transaction.
+    Archive { from: u64, mark: Mark },
     /// The stream went back under it and is sealed now: it is archived with the rest, drop it.
     Sealed,
 }
@@ -126,12 +127,8 @@ impl Rewind {
     }
 
     /// Before a batch is archived, batches in delivery order: whether the stream numbered any
-    /// of it again (then it is sealed). Otherwise the mark is raised by the batch, and returned
-    /// for its transaction; what was in hand before this archiver's last purge is left out.
-    pub async fn check(
-        &self,
-        batch: &[Delivered],
-    ) -> Result<(Verdict, Vec<u64>, Mark), RewindError> {
+    /// of it again (then it is sealed); otherwise the mark is raised by the batch.
+    pub async fn check(&self, batch: &[Delivered]) -> Result<Verdict, RewindError> {
         let _one = self.0.sealing.lock().await;
         let mark = self.mark();
         if let Some(d) = batch
@@ -145,21 +142,18 @@ impl Rewind {
                 sequence it had used, stored after every message seen there"
             );
             self.seal_locked().await?;
-            return Ok((Verdict::Sealed, Vec::new(), self.mark()));
+            return Ok(Verdict::Sealed);
         }
-        let resumed = self.0.resumed.load(Ordering::SeqCst);
-        let purged: Vec<u64> = batch
-            .iter()
-            .filter(|d| d.seq < resumed)
-            .map(|d| d.seq)
-            .collect();
         let seen = batch.iter().fold(Mark::default(), |m, d| {
             m.max(Mark {
                 seq: d.seq,
                 ms: d.stored_ms,
             })
         });
-        Ok((Verdict::Archive, purged, self.raise(seen)))
+        Ok(Verdict::Archive {
+            from: self.0.resumed.load(Ordering::SeqCst),
+            mark: self.raise(seen),
+        })
     }
 
     /// Compares the stream's state with the mark every [`CHECK_EVERY`] (so a stream that went
@@ -344,32 +338,13 @@ impl Rewind {
         from: u64,
         last: u64,
     ) -> Result<Vec<async_nats::jetstream::Message>, RewindError> {
-        let stream_err = |e: async_nats::Error| RewindError::Stream(e);
-        let consumer = self
-            .0
-            .stream
-            .create_consumer(pull::Config {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: from,
-                },
-                ack_policy: AckPolicy::None,
-                inactive_threshold: Duration::from_secs(10),
-                memory_storage: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| stream_err(e.into()))?;
         let want = ((last - from + 1) as usize).min(DRAIN_PAGE);
-        let mut batch = consumer
-            .fetch()
-            .max_messages(want)
-            .expires(Duration::from_secs(2))
-            .messages()
+        let mut batch = crate::consumer::read_from(&self.0.stream, from, want)
             .await
-            .map_err(|e| stream_err(e.into()))?;
+            .map_err(RewindError::Stream)?;
         let mut out = Vec::with_capacity(want);
         while let Some(msg) = batch.next().await {
-            let msg = msg.map_err(stream_err)?;
+            let msg = msg.map_err(RewindError::Stream)?;
             let Ok(info) = msg.info() else { continue };
             let (seq, pending) = (info.stream_sequence, info.pending);
             if seq > last {

@@ -320,22 +320,10 @@ async fn a_stream_that_went_back_is_sealed_and_what_came_after_counts() {
     .await;
     let seals = archiver.metric("shared_f2b_stream_seals_total");
     assert_eq!(seals, 1.0, "the archiver sealed the stream once");
-    let client = async_nats::ConnectOptions::with_user_and_password(
-        "admin".into(),
-        "change-me-admin".into(),
-    )
-    .connect(url.as_str())
-    .await
-    .unwrap();
-    let first = async_nats::jetstream::new(client)
-        .get_stream(site::STREAM)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .first_sequence;
+    let first =
+        shared_f2b_tests::nats::stream_state_as(&url, "admin", "change-me-admin", site::STREAM)
+            .await
+            .first_sequence;
     assert!(
         first > 200 + 10_000_000,
         "numbering goes on past the gap: {first}"

@@ -292,6 +292,28 @@ pub async fn read_stream_as(
     read_client_stream(client, stream).await
 }
 
+/// The state of `stream` (sequences, counts) as a user with a password reads it.
+pub async fn stream_state_as(
+    url: &str,
+    user: &str,
+    password: &str,
+    stream: &str,
+) -> async_nats::jetstream::stream::State {
+    let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .connect(url)
+        .await
+        .expect("connect");
+    async_nats::jetstream::new(client)
+        .get_stream(stream)
+        .await
+        .expect("the stream")
+        .info()
+        .await
+        .expect("its info")
+        .state
+        .clone()
+}
+
 /// [`read_stream`] over an already authenticated client.
 pub async fn read_stream_as_client(
     client: async_nats::Client,
